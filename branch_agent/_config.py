@@ -1,0 +1,84 @@
+"""Agent configuration: one TOML file, validated at start with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from protocol import ProtocolError, validate_id
+
+from ._errors import ConfigError
+from ._printers import PrinterConfig
+
+
+class MqttSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str
+    password: str
+    transport: Literal["tcp", "websockets"] = "tcp"
+    websocket_path: str = "/mqtt"
+    #: Verify the broker with TLS; ``ca_file`` or ``ca_pem`` names the CA (system CAs otherwise).
+    tls: bool = False
+    ca_file: str | None = None
+    ca_pem: str | None = None
+    #: Seconds; the broker declares the agent dead after 1.5 x keepalive of silence.
+    keepalive: int = 10
+    #: Broker-side session lifetime in seconds, so requests survive a short disconnect.
+    session_expiry: int = 3600
+
+
+class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    branch_id: str
+    agent_id: str
+    #: Ledger, outbox and virtual printers live here.
+    data_dir: str
+    mqtt: MqttSettings
+    printers: list[PrinterConfig] = []
+    #: Seconds between status heartbeats; the retained status expires after 3 heartbeats.
+    heartbeat_interval: float = 30.0
+    #: Seconds between printer status polls (changes are published at once).
+    status_poll_interval: float = 0.5
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def heartbeat_expiry(self) -> int:
+        return max(1, round(self.heartbeat_interval * 3))
+
+
+def parse_config(data: bytes | str, source: str = "config") -> AgentConfig:
+    """Decode and validate a TOML config; raises :class:`ConfigError` naming the bad key."""
+    try:
+        config = msgspec.toml.decode(data, type=AgentConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        validate_id(config.branch_id, "branch_id")
+        validate_id(config.agent_id, "agent_id")
+        names = [validate_id(p.name, f"printers[{i}].name") for i, p in enumerate(config.printers)]
+    except ProtocolError as exc:
+        raise ConfigError(f"{source}: {exc.message}") from exc
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: printers: names must be unique, got {names}")
+    return config
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_config(data, str(path))
+
+
+def dump_config(config: AgentConfig) -> str:
+    """TOML text of ``config`` (what provisioning hands to a new agent)."""
+    return msgspec.toml.encode(config).decode()

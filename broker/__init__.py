@@ -1,0 +1,60 @@
+"""Mosquitto as PrinterMaster runs it: configuration, a launcher, and provisioning.
+
+* :mod:`broker._config` writes ``mosquitto.conf`` for a state directory.
+* :mod:`broker._roles` holds the ACL roles (agent, cloud, debug, admin) in one place.
+* :mod:`broker._dynsec` writes the initial dynamic-security JSON and drives the plugin's
+  ``$CONTROL/dynamic-security/v1`` API at run time.
+* :mod:`broker._process` starts, waits for, stops and kills a Mosquitto process.
+"""
+
+from ._config import BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
+from ._dynsec import (
+    Credentials,
+    DynSecAdmin,
+    DynSecError,
+    hash_password,
+    initial_dynsec_document,
+    new_password,
+)
+from ._errors import BrokerError
+from ._process import MosquittoProcess, free_port, wait_for_port
+from ._roles import (
+    ADMIN_ROLE,
+    CLOUD_ROLE,
+    DEBUG_ROLE,
+    Acl,
+    Role,
+    admin_role,
+    agent_role,
+    agent_role_name,
+    agent_username,
+    cloud_role,
+    debug_role,
+)
+
+__all__ = [
+    "ADMIN_ROLE",
+    "CLOUD_ROLE",
+    "DEBUG_ROLE",
+    "Acl",
+    "BrokerConfig",
+    "BrokerError",
+    "Credentials",
+    "DynSecAdmin",
+    "DynSecError",
+    "MosquittoProcess",
+    "Role",
+    "admin_role",
+    "agent_role",
+    "agent_role_name",
+    "agent_username",
+    "cloud_role",
+    "debug_role",
+    "find_dynsec_plugin",
+    "free_port",
+    "hash_password",
+    "initial_dynsec_document",
+    "new_password",
+    "render_mosquitto_conf",
+    "wait_for_port",
+]

@@ -1,0 +1,108 @@
+"""ACL roles of the dynamic-security plugin, defined once for the initial file and for runtime
+provisioning.
+
+Mosquitto 2.0's dynamic security has no ``%u``/``%c`` substitution, so every agent gets a role of
+its own that names exactly its topics: it may read its own ``req`` topic and write only its own
+presence/status and its branch's ``reply/+`` topics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+from protocol import (
+    ALL_PRESENCE,
+    ALL_STATUS,
+    TOPIC_PREFIX,
+    presence_topic,
+    request_topic,
+    status_topic,
+    validate_id,
+)
+
+ADMIN_ROLE: Final = "pm-admin"
+CLOUD_ROLE: Final = "pm-cloud"
+DEBUG_ROLE: Final = "pm-debug"
+CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/#"
+
+
+class Acl(NamedTuple):
+    acltype: str
+    topic: str
+    allow: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {"acltype": self.acltype, "topic": self.topic, "priority": 0, "allow": self.allow}
+
+
+class Role(NamedTuple):
+    name: str
+    acls: tuple[Acl, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rolename": self.name, "acls": [acl.as_json() for acl in self.acls]}
+
+
+def _read(topic: str) -> tuple[Acl, Acl]:
+    return Acl("subscribePattern", topic), Acl("publishClientReceive", topic)
+
+
+def _write(topic: str) -> Acl:
+    return Acl("publishClientSend", topic)
+
+
+def agent_username(branch_id: str, agent_id: str) -> str:
+    """The MQTT username (and client id) of an agent."""
+    return f"agent.{validate_id(branch_id, 'branch id')}.{validate_id(agent_id, 'agent id')}"
+
+
+def agent_role_name(branch_id: str, agent_id: str) -> str:
+    return f"pm-{agent_username(branch_id, agent_id)}"
+
+
+def agent_role(branch_id: str, agent_id: str) -> Role:
+    """Exactly the topics one agent needs, and nothing of any other agent or branch."""
+    return Role(
+        agent_role_name(branch_id, agent_id),
+        (
+            *_read(request_topic(branch_id, agent_id)),
+            _write(presence_topic(branch_id, agent_id)),
+            _write(status_topic(branch_id, agent_id)),
+            _write(f"{TOPIC_PREFIX}/{branch_id}/reply/+"),
+        ),
+    )
+
+
+def cloud_role() -> Role:
+    """API instances: send requests to every agent, read every presence, status and reply."""
+    return Role(
+        CLOUD_ROLE,
+        (
+            _write(f"{TOPIC_PREFIX}/+/agents/+/req"),
+            *_read(ALL_PRESENCE),
+            *_read(ALL_STATUS),
+            *_read(f"{TOPIC_PREFIX}/+/reply/+"),
+        ),
+    )
+
+
+def debug_role(branch_id: str = "+", name: str = DEBUG_ROLE) -> Role:
+    """Troubleshooting with ``mosquitto_pub``/``mosquitto_sub``: send requests in one branch (or
+    all), read that branch's presence and status and the replies addressed to ``debug``."""
+    if branch_id != "+":
+        validate_id(branch_id, "branch id")
+    base = f"{TOPIC_PREFIX}/{branch_id}"
+    return Role(
+        name,
+        (
+            _write(f"{base}/agents/+/req"),
+            *_read(f"{base}/agents/+/presence"),
+            *_read(f"{base}/agents/+/status"),
+            *_read(f"{base}/reply/debug"),
+        ),
+    )
+
+
+def admin_role() -> Role:
+    """Provisioning through the plugin's control topic, nothing else."""
+    return Role(ADMIN_ROLE, (_write(CONTROL_TOPIC), *_read(CONTROL_TOPIC)))

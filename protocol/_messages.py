@@ -1,0 +1,144 @@
+"""Every message that crosses the broker, as msgspec Structs.
+
+Schema evolution follows msgspec's rules: new fields get defaults, annotations never change, and
+decoders ignore unknown fields so an older agent keeps working with a newer cloud.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from ._errors import ErrorCode
+from ._version import PROTOCOL_VERSION
+
+METHOD_PRINTER_TEST: Final = "printer.test"
+
+
+class _Wire(msgspec.Struct, kw_only=True, frozen=True):
+    """Base of every wire message."""
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class Request(_Wire, kw_only=True, frozen=True):
+    """An RPC request, cloud -> agent, on the agent's ``req`` topic.
+
+    ``params`` is kept raw and decoded by :func:`protocol.decode_params` once ``method`` is known,
+    so an unknown method can still be answered with ``UNKNOWN_METHOD``.
+    """
+
+    v: int = PROTOCOL_VERSION
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    #: Absolute deadline (epoch seconds); the agent refuses the request after it.
+    deadline: float | None = None
+
+
+class PrinterTestParams(_Wire, kw_only=True, frozen=True):
+    """Params of ``printer.test``: print a test page on one printer."""
+
+    printer: str
+
+
+#: Params type of every known method.
+METHODS: Final[dict[str, type[_Wire]]] = {METHOD_PRINTER_TEST: PrinterTestParams}
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+class ErrorInfo(_Wire, kw_only=True, frozen=True):
+    """A typed failure: the code decides ``retryable``, the message is for people."""
+
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+
+
+class PrintResult(_Wire, kw_only=True, frozen=True):
+    """What the agent reports once a job is on paper."""
+
+    printer: str
+    bytes: int
+    duration_ms: float
+    #: True when the result comes from the agent's ledger: the job had printed before.
+    replayed: bool = False
+
+
+class _Reply(_Wire, kw_only=True, frozen=True, tag_field="stage"):
+    v: int = PROTOCOL_VERSION
+    job_id: str | None = None
+    #: Agent clock, epoch seconds, when the stage was reached.
+    at: float = 0.0
+
+
+class Accepted(_Reply, kw_only=True, frozen=True, tag="accepted"):
+    """The agent holds the request: delivery proof, sent before any printing starts."""
+
+
+class Done(_Reply, kw_only=True, frozen=True, tag="done"):
+    """Final: the job is on paper."""
+
+    result: PrintResult
+
+
+class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
+    """Final: the job did not print, and why."""
+
+    error: ErrorInfo
+
+
+Reply = Accepted | Done | Failed
+
+
+# --- presence and status -------------------------------------------------------------------
+
+
+class Presence(_Wire, kw_only=True, frozen=True):
+    """Retained on the agent's presence topic: the birth (online) or the Last Will (offline).
+
+    ``session`` rises on every connect, so a will of an older session that arrives after a newer
+    birth is recognised and ignored.
+    """
+
+    v: int = PROTOCOL_VERSION
+    state: Literal["online", "offline"]
+    session: int
+    branch_id: str
+    agent_id: str
+    version: str = ""
+    at: float = 0.0
+    reason: str = ""
+
+
+class PrinterState(_Wire, kw_only=True, frozen=True):
+    """One printer as the agent sees it."""
+
+    name: str
+    kind: str = "virtual"
+    online: bool = True
+    paper: Literal["ok", "near_end", "out", "unknown"] = "unknown"
+    cover_open: bool | None = None
+    last_error: ErrorInfo | None = None
+    last_printed_at: float | None = None
+
+
+class AgentStatus(_Wire, kw_only=True, frozen=True):
+    """Retained on the agent's status topic: its printers and its own health."""
+
+    v: int = PROTOCOL_VERSION
+    branch_id: str
+    agent_id: str
+    session: int
+    version: str = ""
+    os: str = ""
+    started_at: float = 0.0
+    uptime_s: float = 0.0
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    queue_depth: int = 0
+    printers: list[PrinterState] = []
+    at: float = 0.0

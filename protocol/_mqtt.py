@@ -1,0 +1,55 @@
+"""MQTT 5 properties of requests and replies (pure data, no I/O).
+
+Correlation data is the job id as ASCII text, so ``mosquitto_pub -D publish correlation-data``
+works by hand. The request's Message Expiry Interval is the job's deadline: a request that
+expires inside the broker is never delivered, so a ticket never prints late.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+CONTENT_TYPE_JSON: Final = "application/json"
+
+
+def request_properties(
+    *,
+    response_topic: str,
+    correlation_id: str,
+    expiry_s: float | None = None,
+    traceparent: str | None = None,
+) -> Properties:
+    """Properties of an RPC request PUBLISH."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = correlation_id.encode("ascii")
+    props.ContentType = CONTENT_TYPE_JSON
+    if expiry_s is not None:
+        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+    if traceparent:
+        props.UserProperty = [("traceparent", traceparent)]
+    return props
+
+
+def reply_properties(correlation_data: bytes | None) -> Properties:
+    """Properties of an RPC reply PUBLISH: the request's correlation data, echoed."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = CONTENT_TYPE_JSON
+    if correlation_data is not None:
+        props.CorrelationData = correlation_data
+    return props
+
+
+def nodelay_socket_options() -> list[tuple[int, int, int]]:
+    """Socket options for every MQTT client socket: Nagle off.
+
+    With Nagle's algorithm a request/response round trip on loopback takes ~40-90 ms; without it,
+    well under a millisecond.
+    """
+    import socket
+
+    return [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]

@@ -1,0 +1,93 @@
+"""The topic tree, built and parsed in one place.
+
+::
+
+    pm/v1/{branch}/agents/{agent}/req        cloud -> agent   RPC requests (QoS 1)
+    pm/v1/{branch}/reply/{requester}         agent -> cloud   RPC replies (QoS 1)
+    pm/v1/{branch}/agents/{agent}/presence   retained birth / Last Will
+    pm/v1/{branch}/agents/{agent}/status     retained status snapshot and heartbeat
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, NamedTuple
+
+from ._errors import InvalidTopic
+from ._ids import is_valid_id, validate_id
+
+TOPIC_PREFIX: Final = "pm/v1"
+ALL_PRESENCE: Final = f"{TOPIC_PREFIX}/+/agents/+/presence"
+ALL_STATUS: Final = f"{TOPIC_PREFIX}/+/agents/+/status"
+
+
+class TopicKind(enum.StrEnum):
+    REQUEST = "req"
+    REPLY = "reply"
+    PRESENCE = "presence"
+    STATUS = "status"
+
+
+class Topic(NamedTuple):
+    """A parsed topic. ``name`` is the agent id, or the requester id for replies."""
+
+    kind: TopicKind
+    branch_id: str
+    name: str
+
+
+def _agent_topic(branch_id: str, agent_id: str, leaf: str) -> str:
+    validate_id(branch_id, "branch id")
+    validate_id(agent_id, "agent id")
+    return f"{TOPIC_PREFIX}/{branch_id}/agents/{agent_id}/{leaf}"
+
+
+def request_topic(branch_id: str, agent_id: str) -> str:
+    return _agent_topic(branch_id, agent_id, TopicKind.REQUEST)
+
+
+def presence_topic(branch_id: str, agent_id: str) -> str:
+    return _agent_topic(branch_id, agent_id, TopicKind.PRESENCE)
+
+
+def status_topic(branch_id: str, agent_id: str) -> str:
+    return _agent_topic(branch_id, agent_id, TopicKind.STATUS)
+
+
+def reply_topic(branch_id: str, requester: str) -> str:
+    validate_id(branch_id, "branch id")
+    validate_id(requester, "requester id")
+    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}"
+
+
+def reply_filter(requester: str, branch_id: str = "+") -> str:
+    """Subscription filter for one requester's replies from every branch (or one)."""
+    validate_id(requester, "requester id")
+    if branch_id != "+":
+        validate_id(branch_id, "branch id")
+    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}"
+
+
+_AGENT_LEAVES: Final = {
+    TopicKind.REQUEST.value: TopicKind.REQUEST,
+    TopicKind.PRESENCE.value: TopicKind.PRESENCE,
+    TopicKind.STATUS.value: TopicKind.STATUS,
+}
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse a concrete topic of the tree; raises :class:`InvalidTopic` for anything else."""
+    parts = topic.split("/")
+    if len(parts) >= 3 and f"{parts[0]}/{parts[1]}" == TOPIC_PREFIX:
+        rest = parts[2:]
+        if len(rest) == 3 and rest[1] == "reply":
+            kind: TopicKind | None = TopicKind.REPLY
+            branch_id, name = rest[0], rest[2]
+        elif len(rest) == 4 and rest[1] == "agents":
+            kind = _AGENT_LEAVES.get(rest[3])
+            branch_id, name = rest[0], rest[2]
+        else:
+            kind = None
+        if kind is not None and is_valid_id(branch_id) and is_valid_id(name):
+            return Topic(kind, branch_id, name)
+    raise InvalidTopic(f"not a PrinterMaster topic: {topic[:200]!r}")
