@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 import psutil
-from paho.mqtt.enums import MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from protocol import (
     Accepted,
@@ -35,6 +32,7 @@ from protocol import (
     ProtocolError,
     Reply,
     TopicKind,
+    connect_properties,
     decode_params,
     decode_request,
     encode,
@@ -43,6 +41,7 @@ from protocol import (
     nodelay_socket_options,
     parse_topic,
     presence_topic,
+    publish_properties,
     reply_properties,
     request_topic,
     software_version,
@@ -150,8 +149,7 @@ class Agent:
 
     def _client_for_session(self) -> aiomqtt.Client:
         mqtt = self.config.mqtt
-        connect_props = Properties(PacketTypes.CONNECT)
-        connect_props.SessionExpiryInterval = mqtt.session_expiry
+        connect_props = connect_properties(session_expiry=mqtt.session_expiry)
         tls_context = None
         if mqtt.tls:
             tls_context = ssl.create_default_context(cafile=mqtt.ca_file, cadata=mqtt.ca_pem)
@@ -161,7 +159,7 @@ class Agent:
             username=mqtt.username,
             password=mqtt.password,
             identifier=mqtt.username,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=aiomqtt.ProtocolVersion.V5,
             will=aiomqtt.Will(
                 self._presence_topic,
                 self._presence("offline", "connection lost"),
@@ -252,7 +250,7 @@ class Agent:
             await self._publish_status(client)
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
-        props = Properties(PacketTypes.PUBLISH)
+        props = publish_properties()
         props.MessageExpiryInterval = self.config.heartbeat_expiry
         await client.publish(
             self._status_topic, encode(self.status()), qos=1, retain=True, properties=props
@@ -340,9 +338,9 @@ class Agent:
         if reply_to is None:
             log.warning("request %s has no usable response topic; not executed", job_id)
             return
-        if request.deadline is not None and time.time() > request.deadline:
-            fail(ErrorCode.EXPIRED, "the job's deadline passed before it reached the agent")
-            return
+        # The broker hands over the time left of the request's Message Expiry Interval.
+        expiry = getattr(message.properties, "MessageExpiryInterval", None)
+        deadline = time.time() + expiry if expiry is not None else None
         match params:
             case PrinterTestParams(printer=name):
                 printer = self.printers.get(name)
@@ -353,9 +351,7 @@ class Agent:
                     )
                     return
                 self._send_reply(reply_to, correlation, Accepted(job_id=job_id, at=time.time()))
-                printer.queue.put_nowait(
-                    _Job(job_id, name, reply_to, correlation or b"", request.deadline)
-                )
+                printer.queue.put_nowait(_Job(job_id, name, reply_to, correlation or b"", deadline))
             case _:  # a method in the protocol this agent does not serve yet
                 fail(ErrorCode.UNKNOWN_METHOD, f"method {request.method!r} is not served here")
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import aiomqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from ._errors import BrokerError
 from ._roles import ADMIN_ROLE, Role, admin_role
@@ -115,7 +114,7 @@ class DynSecAdmin:
             port,
             username=admin.username,
             password=admin.password,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=aiomqtt.ProtocolVersion.V5,
             identifier=f"{admin.username}-{secrets.token_hex(4)}",
             **client_kwargs,
         )
@@ -138,7 +137,7 @@ class DynSecAdmin:
     async def _read(self) -> None:
         async for message in self._client.messages:
             try:
-                responses = json.loads(bytes(message.payload))["responses"]  # type: ignore[arg-type]
+                responses = json.loads(bytes(message.payload))["responses"]  # type: ignore[arg-type,unused-ignore]
             except (ValueError, KeyError, TypeError):
                 log.warning("dropping malformed dynamic-security response")
                 continue

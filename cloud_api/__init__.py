@@ -1,0 +1,15 @@
+"""The cloud HTTP API: Litestar routes over one MQTT 5 session to the broker."""
+
+from ._app import create_app
+from ._errors import HTTP_STATUS, ApiError
+from ._settings import ApiSettings, MqttClientSettings, SettingsError, load_settings
+
+__all__ = [
+    "HTTP_STATUS",
+    "ApiError",
+    "ApiSettings",
+    "MqttClientSettings",
+    "SettingsError",
+    "create_app",
+    "load_settings",
+]

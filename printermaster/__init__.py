@@ -1,0 +1,1 @@
+"""The ``printermaster`` command and the local stack (broker + API + agents) it runs."""

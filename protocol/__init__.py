@@ -40,7 +40,9 @@ from ._messages import (
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
+    connect_properties,
     nodelay_socket_options,
+    publish_properties,
     reply_properties,
     request_properties,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "Request",
     "Topic",
     "TopicKind",
+    "connect_properties",
     "decode_params",
     "decode_presence",
     "decode_reply",
@@ -100,6 +103,7 @@ __all__ = [
     "nodelay_socket_options",
     "parse_topic",
     "presence_topic",
+    "publish_properties",
     "reply_filter",
     "reply_properties",
     "reply_topic",

@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _request = msgspec.json.Decoder(Request)
-_reply: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)  # type: ignore[arg-type]
+_reply: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
 _presence = msgspec.json.Decoder(Presence)
 _status = msgspec.json.Decoder(AgentStatus)
 _params = {method: msgspec.json.Decoder(kind) for method, kind in METHODS.items()}

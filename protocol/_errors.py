@@ -35,6 +35,11 @@ class ErrorCode(enum.StrEnum):
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    # Failures of the HTTP edge itself (never sent by an agent).
+    UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    CONFLICT = "CONFLICT"
 
 
 #: Codes where sending the same request again may succeed without anyone fixing anything.

@@ -28,13 +28,14 @@ class Request(_Wire, kw_only=True, frozen=True):
 
     ``params`` is kept raw and decoded by :func:`protocol.decode_params` once ``method`` is known,
     so an unknown method can still be answered with ``UNKNOWN_METHOD``.
+
+    The deadline travels as the PUBLISH's Message Expiry Interval, not in the payload: the broker
+    counts it down, so the agent learns the time left without trusting either side's clock.
     """
 
     v: int = PROTOCOL_VERSION
     method: str
     params: msgspec.Raw = msgspec.Raw(b"{}")
-    #: Absolute deadline (epoch seconds); the agent refuses the request after it.
-    deadline: float | None = None
 
 
 class PrinterTestParams(_Wire, kw_only=True, frozen=True):

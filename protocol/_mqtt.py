@@ -16,6 +16,18 @@ from paho.mqtt.properties import Properties
 CONTENT_TYPE_JSON: Final = "application/json"
 
 
+def publish_properties() -> Properties:
+    """An empty property set for a PUBLISH packet."""
+    return Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+
+
+def connect_properties(*, session_expiry: int) -> Properties:
+    """CONNECT properties: how long the broker keeps the session after a disconnect."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = session_expiry
+    return props
+
+
 def request_properties(
     *,
     response_topic: str,
@@ -24,7 +36,7 @@ def request_properties(
     traceparent: str | None = None,
 ) -> Properties:
     """Properties of an RPC request PUBLISH."""
-    props = Properties(PacketTypes.PUBLISH)
+    props = publish_properties()
     props.ResponseTopic = response_topic
     props.CorrelationData = correlation_id.encode("ascii")
     props.ContentType = CONTENT_TYPE_JSON
@@ -37,7 +49,7 @@ def request_properties(
 
 def reply_properties(correlation_data: bytes | None) -> Properties:
     """Properties of an RPC reply PUBLISH: the request's correlation data, echoed."""
-    props = Properties(PacketTypes.PUBLISH)
+    props = publish_properties()
     props.ContentType = CONTENT_TYPE_JSON
     if correlation_data is not None:
         props.CorrelationData = correlation_data

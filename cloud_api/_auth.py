@@ -1,0 +1,54 @@
+"""Bearer-token authentication: who the caller is and which branches it may see."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from protocol import ErrorCode
+
+from ._errors import ApiError
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. ``branches`` is None for a caller that sees every branch."""
+
+    name: str
+    branches: frozenset[str] | None = None
+    admin: bool = False
+
+    def may_see(self, branch_id: str) -> bool:
+        return self.branches is None or branch_id in self.branches
+
+
+class Authenticator:
+    def __init__(self, admin_token: str) -> None:
+        self._admin_token = admin_token.encode()
+
+    def authenticate(self, header: str | None) -> Principal:
+        if not header or not header.startswith("Bearer "):
+            raise ApiError(ErrorCode.UNAUTHORIZED, "missing bearer token")
+        token = header[len("Bearer ") :].strip().encode()
+        if hmac.compare_digest(token, self._admin_token):
+            return Principal(name="admin", admin=True)
+        raise ApiError(ErrorCode.UNAUTHORIZED, "invalid bearer token")
+
+
+def require_principal(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Route guard: authenticate and stash the principal on the connection state."""
+    authenticator: Authenticator = connection.app.state.authenticator
+    connection.state.principal = authenticator.authenticate(connection.headers.get("authorization"))
+
+
+def principal_of(connection: ASGIConnection) -> Principal:  # type: ignore[type-arg]
+    return connection.state.principal  # type: ignore[no-any-return]
+
+
+def check_branch(principal: Principal, branch_id: str) -> None:
+    """404, not 403, for a branch the caller may not see: branch ids do not leak."""
+    if not principal.may_see(branch_id):
+        raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id!r} not found")

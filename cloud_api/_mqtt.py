@@ -1,0 +1,150 @@
+"""The API's MQTT 5 session: one connection, subscriptions made before anything is sent,
+reconnect with capped backoff and full jitter, and dispatch of every inbound message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+import aiomqtt
+from paho.mqtt.properties import Properties
+
+from protocol import (
+    ALL_PRESENCE,
+    ALL_STATUS,
+    Backoff,
+    ErrorCode,
+    InvalidTopic,
+    TopicKind,
+    connect_properties,
+    nodelay_socket_options,
+    parse_topic,
+    reply_filter,
+)
+
+from ._correlator import Correlator
+from ._errors import ApiError
+from ._registry import Registry
+from ._settings import ApiSettings
+
+log = logging.getLogger("cloud_api.mqtt")
+
+
+class MqttLink:
+    """Owns the API's broker session. ``ready`` is set once every subscription is in place and
+    the retained presence/status snapshot has been read."""
+
+    def __init__(self, settings: ApiSettings, correlator: Correlator, registry: Registry) -> None:
+        self.settings = settings
+        self.correlator = correlator
+        self.registry = registry
+        self.ready = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._handled = 0
+
+    def _make_client(self) -> aiomqtt.Client:
+        mqtt = self.settings.mqtt
+        props = connect_properties(session_expiry=mqtt.session_expiry)
+        tls_context = ssl.create_default_context(cafile=mqtt.ca_file) if mqtt.tls else None
+        return aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            username=mqtt.username,
+            password=mqtt.password,
+            identifier=f"cloud-{self.settings.instance_id}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=mqtt.keepalive,
+            tls_context=tls_context,
+            socket_options=nodelay_socket_options(),
+            max_inflight_messages=1000,
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                async with self._make_client() as client:
+                    await client.subscribe([(ALL_PRESENCE, 1), (ALL_STATUS, 1)])
+                    reader = asyncio.create_task(self._read(client), name="mqtt-reader")
+                    try:
+                        # Replies subscription last: its SUBACK comes after the retained
+                        # presence/status snapshot on the wire, so once we hold it and the
+                        # reader has gone quiet, the registry is warm.
+                        await client.subscribe(reply_filter(self.settings.instance_id), qos=1)
+                        await self._settle()
+                        self._client = client
+                        self.ready.set()
+                        backoff.reset()
+                        log.info(
+                            "connected to broker %s:%s",
+                            self.settings.mqtt.host,
+                            self.settings.mqtt.port,
+                        )
+                        await reader
+                    finally:
+                        reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await reader
+            except aiomqtt.MqttError as exc:
+                log.warning("broker connection lost: %s", exc)
+            finally:
+                self.ready.clear()
+                self._client = None
+            await asyncio.sleep(backoff.next())
+
+    async def _settle(self, quiet: float = 0.05, limit: float = 2.0) -> None:
+        """Wait until the retained snapshot has been handled (no message for ``quiet`` s)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit
+        seen = -1
+        while seen != self._handled and loop.time() < end:
+            seen = self._handled
+            await asyncio.sleep(quiet)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self._handled += 1
+            try:
+                self.dispatch(message)
+            except Exception:  # a bad message must never take the session down
+                log.exception("error handling message on %s", message.topic)
+
+    def dispatch(self, message: aiomqtt.Message) -> None:
+        try:
+            topic = parse_topic(message.topic.value)
+        except InvalidTopic:
+            log.warning("ignoring message on unexpected topic %s", message.topic.value[:200])
+            return
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        props = message.properties
+        match topic.kind:
+            case TopicKind.REPLY:
+                self.correlator.deliver(
+                    topic.branch_id, getattr(props, "CorrelationData", None), payload
+                )
+            case TopicKind.PRESENCE:
+                self.registry.on_presence(topic.branch_id, topic.name, payload)
+            case TopicKind.STATUS:
+                self.registry.on_status(
+                    topic.branch_id,
+                    topic.name,
+                    payload,
+                    getattr(props, "MessageExpiryInterval", None),
+                )
+            case _:
+                log.warning("ignoring message on %s", message.topic.value[:200])
+
+    async def publish(self, topic: str, payload: bytes, properties: Properties) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK."""
+        client = self._client
+        if client is None:
+            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1, properties=properties)
+        except aiomqtt.MqttError as exc:
+            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"publish failed: {exc}") from exc

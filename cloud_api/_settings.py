@@ -1,0 +1,54 @@
+"""API settings: one TOML file (``printermaster api --config``), validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from protocol import ProtocolError, validate_id
+
+
+class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str
+    password: str
+    keepalive: int = 10
+    #: Broker-side session lifetime (s): replies that arrive while the API restarts are kept.
+    session_expiry: int = 300
+    tls: bool = False
+    ca_file: str | None = None
+
+
+class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    #: This instance's requester id: its reply topic is ``pm/v1/+/reply/{instance_id}``.
+    instance_id: str = "api-1"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    #: Bearer token with access to every branch (the operator's / demo's token).
+    api_token: str
+    mqtt: MqttClientSettings
+    #: Seconds to wait for the agent's ``accepted`` before answering AGENT_UNREACHABLE.
+    accept_timeout: float = 3.0
+    #: Seconds to wait for the final result after ``accepted`` before PRINT_TIMEOUT.
+    result_timeout: float = 30.0
+    #: Largest HTTP request body accepted.
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+
+
+class SettingsError(Exception):
+    """The API settings are invalid; the message names the key."""
+
+
+def load_settings(path: str | Path) -> ApiSettings:
+    path = Path(path)
+    try:
+        settings = msgspec.toml.decode(path.read_bytes(), type=ApiSettings)
+        validate_id(settings.instance_id, "instance_id")
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from exc
+    except (msgspec.DecodeError, ProtocolError) as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+    return settings

@@ -1,0 +1,87 @@
+"""HTTP routes: which agents and printers of a branch are online."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+
+from protocol import PrinterState
+
+from .._auth import check_branch, principal_of
+from .._registry import AgentRecord, Registry
+
+
+class AgentView(msgspec.Struct, kw_only=True, frozen=True):
+    branch_id: str
+    agent_id: str
+    online: bool
+    session: int
+    version: str
+    last_seen: float | None
+    printers: list[str]
+
+
+class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
+    branch_id: str
+    printer_id: str
+    agent_id: str
+    #: True when the agent is online and the printer reports itself ready to print.
+    ready: bool
+    agent_online: bool
+    state: PrinterState
+    last_seen: float | None
+
+
+def agent_view(record: AgentRecord, now: float) -> AgentView:
+    status = record.status
+    return AgentView(
+        branch_id=record.branch_id,
+        agent_id=record.agent_id,
+        online=record.online(now),
+        session=record.session,
+        version=record.presence.version if record.presence else "",
+        last_seen=record.last_seen or None,
+        printers=[p.name for p in status.printers] if status else [],
+    )
+
+
+def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
+    if record.status is None:
+        return []
+    online = record.online(now)
+    return [
+        PrinterView(
+            branch_id=record.branch_id,
+            printer_id=p.name,
+            agent_id=record.agent_id,
+            ready=online and p.online and p.paper != "out" and not p.cover_open,
+            agent_online=online,
+            state=p,
+            last_seen=record.last_seen or None,
+        )
+        for p in record.status.printers
+    ]
+
+
+class AgentsController(Controller):
+    path = "/v1/branches/{branch_id:str}"
+    tags = ["agents"]
+
+    @get("/agents", summary="Agents of a branch with their presence")
+    async def list_agents(
+        self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
+    ) -> list[AgentView]:
+        check_branch(principal_of(request), branch_id)
+        now = time.monotonic()
+        return [agent_view(r, now) for r in registry.agents(branch_id)]
+
+    @get("/printers", summary="Printers of a branch with their status")
+    async def list_printers(
+        self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
+    ) -> list[PrinterView]:
+        check_branch(principal_of(request), branch_id)
+        now = time.monotonic()
+        return [v for r in registry.agents(branch_id) for v in printer_views(r, now)]

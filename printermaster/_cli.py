@@ -1,0 +1,94 @@
+"""``printermaster``: one command for the demo stack, the API, the agent and the broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from branch_agent import Agent, ConfigError, load_config
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"printermaster agent: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        agent = Agent(config)
+        loop = asyncio.get_running_loop()
+        if sys.platform != "win32":
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from cloud_api import SettingsError, load_settings
+    from cloud_api._server import serve
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"printermaster api: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args.state_dir, http_port=args.http_port, mqtt_port=args.mqtt_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="printermaster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run broker, API and one agent with a virtual printer")
+    demo.add_argument("--state-dir", default="state/demo", help="where everything is kept")
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="API port (default 8000, or a free port when 8000 is taken)",
+    )
+    demo.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=None,
+        help="broker port (default 1883, or a free port when 1883 is taken)",
+    )
+    demo.set_defaults(func=_demo)
+
+    api = sub.add_parser("api", help="run the cloud HTTP API")
+    api.add_argument("--config", required=True, help="API settings (TOML)")
+    api.set_defaults(func=_api)
+
+    agent = sub.add_parser("agent", help="the branch agent")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    run = agent_sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="agent configuration (TOML)")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(func=_agent_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,113 @@
+"""``printermaster demo``: the whole system on this machine, ready to try."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+from broker import free_port
+from broker._process import port_is_free
+
+from ._stack import Stack
+
+BRANCH_ID = "demo"
+AGENT_ID = "agent-1"
+PRINTER_ID = "POS-80C"
+
+
+def _port(wanted: int | None, default: int) -> int:
+    if wanted is not None:
+        return wanted
+    return default if port_is_free(default) else free_port()
+
+
+def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) -> int:
+    stack = Stack(
+        Path(state_dir), mqtt_port=_port(mqtt_port, 1883), http_port=_port(http_port, 8000)
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print(f"starting Mosquitto on 127.0.0.1:{stack.mqtt_port} ...", flush=True)
+        stack.start_broker()
+        print("starting the API ...", flush=True)
+        stack.start_api()
+        key = (BRANCH_ID, AGENT_ID)
+        print(f"starting agent {AGENT_ID} in branch {BRANCH_ID} ...", flush=True)
+        if (stack.state_dir / "agents" / f"{BRANCH_ID}.{AGENT_ID}.toml").exists():
+            _restart_agent(stack)
+        else:
+            stack.add_agent(BRANCH_ID, AGENT_ID, [PRINTER_ID])
+        took = stack.wait_agent(BRANCH_ID, AGENT_ID)
+        handle = stack.agents[key]
+        info = {
+            "api_url": stack.api_url,
+            "api_token": stack.api_token,
+            "mqtt_host": "127.0.0.1",
+            "mqtt_port": stack.mqtt_port,
+            "branch_id": BRANCH_ID,
+            "agent_id": AGENT_ID,
+            "printer_id": PRINTER_ID,
+            "debug_username": stack.creds("debug").username,
+            "debug_password": stack.creds("debug").password,
+            "virtual_printer_dir": str(handle.printer_dir(PRINTER_ID)),
+        }
+        info_path = stack.state_dir / "demo.json"
+        fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh, indent=2)
+        print(_banner(info, info_path, took), flush=True)
+        stop.wait()
+        print("\nstopping ...", flush=True)
+    finally:
+        stack.stop()
+    print("stopped.")
+    return 0
+
+
+def _restart_agent(stack: Stack) -> None:
+    """A demo state directory from an earlier run: reuse its agent and credentials."""
+    import sys
+
+    from ._stack import AgentHandle, ChildProcess
+
+    path = stack.state_dir / "agents" / f"{BRANCH_ID}.{AGENT_ID}.toml"
+    process = ChildProcess(
+        f"agent {BRANCH_ID}/{AGENT_ID}",
+        [sys.executable, "-m", "printermaster", "agent", "run", "--config", str(path)],
+        path.with_suffix(".log"),
+    ).start()
+    stack.agents[(BRANCH_ID, AGENT_ID)] = AgentHandle(
+        BRANCH_ID,
+        AGENT_ID,
+        path,
+        stack.state_dir / "agents" / f"{BRANCH_ID}.{AGENT_ID}",
+        process,
+        [PRINTER_ID],
+    )
+
+
+def _banner(info: dict[str, object], info_path: Path, took: float) -> str:
+    i = info
+    return f"""
+PrinterMaster demo is running (agent online after {took:.2f} s).
+
+  API           {i["api_url"]}      (OpenAPI: {i["api_url"]}/schema)
+  API token     {i["api_token"]}
+  Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}
+  Debug login   {i["debug_username"]} / {i["debug_password"]}
+  Printer       {i["printer_id"]} in branch {i["branch_id"]} (agent {i["agent_id"]})
+  Paper         {i["virtual_printer_dir"]}  (one .prn file per printed job)
+  Everything    {info_path}
+
+Try a test print:
+
+  curl -s -X POST -H 'Authorization: Bearer {i["api_token"]}' \\
+    {i["api_url"]}/v1/branches/{i["branch_id"]}/printers/{i["printer_id"]}/test
+
+Press Ctrl-C to stop.
+"""

@@ -1,0 +1,322 @@
+"""A whole PrinterMaster system on one machine: Mosquitto, the API and agents as processes
+under one state directory. Used by ``printermaster demo``, the test suite and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import tomli_w
+
+from broker import (
+    CLOUD_ROLE,
+    DEBUG_ROLE,
+    BrokerConfig,
+    Credentials,
+    DynSecAdmin,
+    MosquittoProcess,
+    agent_role,
+    agent_role_name,
+    agent_username,
+    cloud_role,
+    debug_role,
+    new_password,
+    wait_for_port,
+)
+from broker._dynsec import write_initial_dynsec
+
+#: The repository root, so child processes run the same code as their parent.
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclass
+class ChildProcess:
+    """A child process whose output goes to a log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """``kill -9``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class AgentHandle:
+    branch_id: str
+    agent_id: str
+    config_path: Path
+    data_dir: Path
+    process: ChildProcess
+    printers: list[str] = field(default_factory=list)
+
+    def printer_dir(self, printer: str) -> Path:
+        return self.data_dir / "virtual" / printer
+
+
+class Stack:
+    """Broker, API and agents under ``state_dir``; a context manager that stops them all."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        mqtt_port: int,
+        http_port: int,
+        api_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.mqtt_port = mqtt_port
+        self.http_port = http_port
+        self.api_overrides = api_overrides or {}
+        self.broker = MosquittoProcess(BrokerConfig(self.state_dir / "broker", mqtt_port))
+        self.api: ChildProcess | None = None
+        self.agents: dict[tuple[str, str], AgentHandle] = {}
+        self.secrets = self._load_or_create_secrets()
+
+    # --- credentials -----------------------------------------------------------------------
+
+    def _load_or_create_secrets(self) -> dict[str, Any]:
+        path = self.state_dir / "secrets.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "admin": {"username": "admin", "password": new_password()},
+            "cloud": {"username": "cloud", "password": new_password()},
+            "debug": {"username": "debug", "password": new_password()},
+            "api_token": "pm_" + secrets.token_urlsafe(24),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        return data
+
+    def creds(self, name: str) -> Credentials:
+        return Credentials(**self.secrets[name])
+
+    @property
+    def api_token(self) -> str:
+        return str(self.secrets["api_token"])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    # --- broker ----------------------------------------------------------------------------
+
+    def start_broker(self) -> None:
+        cfg = self.broker.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        write_initial_dynsec(
+            cfg.dynsec_path,
+            self.creds("admin"),
+            clients=[(self.creds("cloud"), [CLOUD_ROLE]), (self.creds("debug"), [DEBUG_ROLE])],
+            roles=[cloud_role(), debug_role()],
+        )
+        self.broker.start()
+
+    def admin(self) -> DynSecAdmin:
+        return DynSecAdmin("127.0.0.1", self.mqtt_port, self.creds("admin"))
+
+    # --- agents ----------------------------------------------------------------------------
+
+    async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
+        """Create the agent's broker client and role at run time (no broker restart)."""
+        creds = Credentials(agent_username(branch_id, agent_id), new_password())
+        async with self.admin() as admin:
+            await admin.create_role(agent_role(branch_id, agent_id))
+            await admin.create_client(creds, [agent_role_name(branch_id, agent_id)])
+        return creds
+
+    def agent_config(
+        self, branch_id: str, agent_id: str, creds: Credentials, printers: list[str], **extra: Any
+    ) -> dict[str, Any]:
+        data_dir = self.state_dir / "agents" / f"{branch_id}.{agent_id}"
+        config: dict[str, Any] = {
+            "branch_id": branch_id,
+            "agent_id": agent_id,
+            "data_dir": str(data_dir),
+            "heartbeat_interval": 30.0,
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "username": creds.username,
+                "password": creds.password,
+                "keepalive": 10,
+            },
+            "printers": [{"kind": "virtual", "name": name} for name in printers],
+        }
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        return config
+
+    def add_agent(
+        self,
+        branch_id: str,
+        agent_id: str,
+        printers: list[str],
+        *,
+        start: bool = True,
+        **extra: Any,
+    ) -> AgentHandle:
+        creds = asyncio.run(self.provision_agent(branch_id, agent_id))
+        config = self.agent_config(branch_id, agent_id, creds, printers, **extra)
+        path = self.state_dir / "agents" / f"{branch_id}.{agent_id}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(config, fh)
+        process = ChildProcess(
+            f"agent {branch_id}/{agent_id}",
+            [sys.executable, "-m", "printermaster", "agent", "run", "--config", str(path)],
+            path.with_suffix(".log"),
+        )
+        handle = AgentHandle(branch_id, agent_id, path, Path(config["data_dir"]), process, printers)
+        self.agents[(branch_id, agent_id)] = handle
+        if start:
+            process.start()
+        return handle
+
+    # --- API -------------------------------------------------------------------------------
+
+    def api_settings(self) -> dict[str, Any]:
+        cloud = self.creds("cloud")
+        settings: dict[str, Any] = {
+            "instance_id": "api-1",
+            "http_host": "127.0.0.1",
+            "http_port": self.http_port,
+            "api_token": self.api_token,
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "username": cloud.username,
+                "password": cloud.password,
+            },
+        }
+        settings.update(self.api_overrides)
+        return settings
+
+    def start_api(self, timeout: float = 20.0) -> None:
+        path = self.state_dir / "api.toml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(self.api_settings(), fh)
+        self.api = ChildProcess(
+            "api",
+            [sys.executable, "-m", "printermaster", "api", "--config", str(path)],
+            self.state_dir / "api.log",
+        ).start()
+        deadline = time.monotonic() + timeout
+        wait_for_port("127.0.0.1", self.http_port, timeout)
+        while time.monotonic() < deadline:
+            if httpx.get(f"{self.api_url}/readyz").status_code == 200:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"API not ready after {timeout:.0f}s:\n{self.api.log_tail()}")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.api_token}"}, **kwargs
+        )
+
+    def wait_agent(
+        self, branch_id: str, agent_id: str, *, online: bool = True, timeout: float = 15.0
+    ) -> float:
+        """Poll the API until the agent's presence is as wanted; returns the seconds it took."""
+        start = time.monotonic()
+        with self.client(timeout=5) as http:
+            while True:
+                agents = http.get(f"/v1/branches/{branch_id}/agents").json()
+                state = any(a["agent_id"] == agent_id and a["online"] for a in agents)
+                if state == online:
+                    return time.monotonic() - start
+                if time.monotonic() - start > timeout:
+                    handle = self.agents.get((branch_id, agent_id))
+                    tail = handle.process.log_tail() if handle else ""
+                    raise TimeoutError(
+                        f"agent {branch_id}/{agent_id} not {'online' if online else 'offline'} "
+                        f"after {timeout:.0f}s\n{tail}"
+                    )
+                time.sleep(0.02)
+
+    # --- whole stack -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for handle in self.agents.values():
+            handle.process.stop()
+        if self.api is not None:
+            self.api.stop()
+        self.broker.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
