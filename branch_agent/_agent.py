@@ -338,9 +338,10 @@ class Agent:
         if reply_to is None:
             log.warning("request %s has no usable response topic; not executed", job_id)
             return
-        # The broker hands over the time left of the request's Message Expiry Interval.
-        expiry = getattr(message.properties, "MessageExpiryInterval", None)
-        deadline = time.time() + expiry if expiry is not None else None
+        deadline = _deadline(request.deadline, message)
+        if deadline is not None and time.time() > deadline:
+            fail(ErrorCode.EXPIRED, "the job's deadline passed before the agent read it")
+            return
         match params:
             case PrinterTestParams(printer=name):
                 printer = self.printers.get(name)
@@ -431,3 +432,10 @@ class Agent:
                     printer.reading = reading
                     self._status_dirty.set()
             await asyncio.sleep(self.config.status_poll_interval)
+
+
+def _deadline(payload_deadline: float | None, message: aiomqtt.Message) -> float | None:
+    """The earlier of the payload's deadline (agent clock) and the broker's remaining expiry."""
+    expiry = getattr(message.properties, "MessageExpiryInterval", None)
+    candidates = [d for d in (payload_deadline, expiry and time.time() + expiry) if d]
+    return min(candidates) if candidates else None

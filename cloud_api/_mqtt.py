@@ -128,7 +128,9 @@ class MqttLink:
                     topic.branch_id, getattr(props, "CorrelationData", None), payload
                 )
             case TopicKind.PRESENCE:
-                self.registry.on_presence(topic.branch_id, topic.name, payload)
+                self.registry.on_presence(
+                    topic.branch_id, topic.name, payload, live=not message.retain
+                )
             case TopicKind.STATUS:
                 self.registry.on_status(
                     topic.branch_id,

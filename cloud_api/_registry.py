@@ -33,6 +33,8 @@ class AgentRecord:
     status_expires: float | None = None
     #: wall-clock time of the last message from this agent
     last_seen: float = 0.0
+    #: agent clock minus cloud clock (s), from the last live (not retained) message
+    clock_offset: float = 0.0
 
     @property
     def session(self) -> int:
@@ -68,7 +70,9 @@ class Registry:
             record = self._agents[key] = AgentRecord(branch_id, agent_id)
         return record
 
-    def on_presence(self, branch_id: str, agent_id: str, payload: bytes) -> None:
+    def on_presence(
+        self, branch_id: str, agent_id: str, payload: bytes, *, live: bool = True
+    ) -> None:
         if not payload:  # retained message cleared: the agent was removed
             self._forget(branch_id, agent_id)
             return
@@ -90,9 +94,17 @@ class Registry:
             return
         record.presence = presence
         record.last_seen = time.time()
+        if live and presence.at:
+            record.clock_offset = presence.at - record.last_seen
 
     def on_status(
-        self, branch_id: str, agent_id: str, payload: bytes, expiry_s: float | None
+        self,
+        branch_id: str,
+        agent_id: str,
+        payload: bytes,
+        expiry_s: float | None,
+        *,
+        live: bool = True,
     ) -> None:
         if not payload:
             return
@@ -108,6 +120,8 @@ class Registry:
         record.status = status
         record.status_expires = time.monotonic() + expiry_s if expiry_s is not None else None
         record.last_seen = time.time()
+        if live and status.at:
+            record.clock_offset = status.at - record.last_seen
         for name in old - {p.name for p in status.printers}:
             if self._printers.get((branch_id, name)) == agent_id:
                 del self._printers[(branch_id, name)]

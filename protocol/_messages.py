@@ -29,13 +29,18 @@ class Request(_Wire, kw_only=True, frozen=True):
     ``params`` is kept raw and decoded by :func:`protocol.decode_params` once ``method`` is known,
     so an unknown method can still be answered with ``UNKNOWN_METHOD``.
 
-    The deadline travels as the PUBLISH's Message Expiry Interval, not in the payload: the broker
-    counts it down, so the agent learns the time left without trusting either side's clock.
+    The deadline travels twice. As the PUBLISH's Message Expiry Interval, the broker drops a
+    request that waited too long for the agent. In ``deadline``, the agent refuses a request it
+    reads too late (e.g. one that sat in its socket while the process was stalled); the cloud
+    writes it in the agent's clock, corrected by the offset it measures from the agent's live
+    status messages, so clock skew on a POS box does not turn into refused or late tickets.
     """
 
     v: int = PROTOCOL_VERSION
     method: str
     params: msgspec.Raw = msgspec.Raw(b"{}")
+    #: Epoch seconds in the agent's clock after which the agent must not start the job.
+    deadline: float | None = None
 
 
 class PrinterTestParams(_Wire, kw_only=True, frozen=True):

@@ -4,14 +4,20 @@ The printer's state is read from ``state.json`` in its directory, so a test (or 
 switch it to paper-out or cover-open while the agent runs::
 
     echo '{"paper": "out"}' > DIR/state.json
+
+Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
+(seconds each job takes, to simulate a slow printer).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import ClassVar
+
+from protocol import ErrorCode
 
 from ._base import PrinterBackend, PrinterError, PrinterReading
 
@@ -27,24 +33,37 @@ class VirtualPrinter(PrinterBackend):
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def status(self) -> PrinterReading:
+    def _state(self) -> dict[str, object] | OSError | ValueError:
         try:
             raw = json.loads((self.directory / STATE_FILE).read_text())
         except FileNotFoundError:
-            return PrinterReading(online=True, paper="ok", cover_open=False)
+            return {}
         except (OSError, ValueError) as exc:
-            return PrinterReading(online=False, detail=f"unreadable {STATE_FILE}: {exc}")
-        paper = raw.get("paper", "ok")
+            return exc
+        return raw if isinstance(raw, dict) else ValueError("not a JSON object")
+
+    @staticmethod
+    def _reading(state: dict[str, object] | OSError | ValueError) -> PrinterReading:
+        if isinstance(state, Exception):
+            return PrinterReading(online=False, detail=f"unreadable {STATE_FILE}: {state}")
+        paper = state.get("paper", "ok")
         return PrinterReading(
-            online=bool(raw.get("online", True)),
+            online=bool(state.get("online", True)),
             paper=paper if paper in ("ok", "near_end", "out") else "unknown",
-            cover_open=bool(raw.get("cover_open", False)),
+            cover_open=bool(state.get("cover_open", False)),
         )
 
+    def status(self) -> PrinterReading:
+        return self._reading(self._state())
+
     def write(self, data: bytes, job_id: str) -> None:
-        blocking = self.status().blocking_error()
+        state = self._state()
+        blocking = self._reading(state).blocking_error()
         if blocking is not None:
             raise blocking
+        delay = state.get("delay_s", 0) if isinstance(state, dict) else 0
+        if isinstance(delay, int | float) and delay > 0:
+            time.sleep(delay)
         # job ids come from the protocol's safe set; write-then-rename so a reader never sees
         # half a job and a crash never leaves a file that counts as printed.
         final = self.directory / f"{job_id}{JOB_SUFFIX}"
@@ -54,8 +73,6 @@ class VirtualPrinter(PrinterBackend):
                 fh.write(data)
             os.replace(tmp, final)
         except OSError as exc:
-            from protocol import ErrorCode
-
             raise PrinterError(ErrorCode.PRINTER_ERROR, f"virtual printer: {exc}") from exc
 
     def jobs(self) -> list[Path]:

@@ -4,6 +4,7 @@ request and two awaited stages (accepted, then done/failed)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 
@@ -77,16 +78,18 @@ class PrinterService:
                 )
         settings = self.settings
         job_id = new_job_id()
+        budget = settings.accept_timeout + settings.result_timeout
         payload = encode(
             Request(
                 method=METHOD_PRINTER_TEST,
                 params=msgspec.Raw(encode(PrinterTestParams(printer=printer_id))),
+                deadline=time.time() + budget + agent.clock_offset,
             )
         )
         props = request_properties(
             response_topic=reply_topic(branch_id, settings.instance_id),
             correlation_id=job_id,
-            expiry_s=settings.accept_timeout + settings.result_timeout,
+            expiry_s=budget,
         )
         with self.correlator.expect(job_id, branch_id) as pending:
             await self.link.publish(request_topic(branch_id, agent.agent_id), payload, props)

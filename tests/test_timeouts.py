@@ -1,0 +1,63 @@
+"""504s: an agent that never accepts (AGENT_UNREACHABLE) and one that accepts but never finishes
+(PRINT_TIMEOUT), on a stack with short timeouts; and no late print after the caller gave up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from printermaster._stack import Stack
+
+from .conftest import job_files, make_stack, unique_id
+
+
+@pytest.fixture(scope="module")
+def quick_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(
+        tmp_path_factory.mktemp("quick"), accept_timeout=0.5, result_timeout=1.0
+    ) as stack:
+        yield stack
+
+
+def test_agent_that_never_accepts_is_504_unreachable(quick_stack: Stack) -> None:
+    agent = quick_stack.add_agent(unique_id("b"), unique_id("a"), ["POS-80C"])
+    quick_stack.wait_agent(agent.branch_id, agent.agent_id)
+    assert agent.process.pid is not None
+    os.kill(agent.process.pid, signal.SIGSTOP)  # alive for the broker, deaf to requests
+    try:
+        with quick_stack.client() as http:
+            started = time.perf_counter()
+            response = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
+            elapsed = time.perf_counter() - started
+        assert response.status_code == 504
+        error = response.json()["error"]
+        assert error["code"] == "AGENT_UNREACHABLE"
+        assert error["retryable"] is True and error["job_id"]
+        assert 0.5 <= elapsed < 1.5
+        # The request sits in the stalled agent's socket past its deadline (accept + result
+        # timeout = 1.5 s), where the broker's Message Expiry no longer reaches it.
+        time.sleep(1.5)
+    finally:
+        os.kill(agent.process.pid, signal.SIGCONT)
+    # The agent wakes up, reads the request late and refuses it from the payload's deadline:
+    # the caller was told 504, so nothing may print now.
+    time.sleep(1.0)
+    agent.process.stop()
+    assert job_files(agent) == []
+
+
+def test_agent_that_accepts_but_never_finishes_is_504_print_timeout(quick_stack: Stack) -> None:
+    agent = quick_stack.add_agent(unique_id("b"), unique_id("a"), ["POS-80C"])
+    quick_stack.wait_agent(agent.branch_id, agent.agent_id)
+    agent.printer_dir("POS-80C").mkdir(parents=True, exist_ok=True)
+    (agent.printer_dir("POS-80C") / "state.json").write_text(json.dumps({"delay_s": 3}))
+    with quick_stack.client() as http:
+        response = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "PRINT_TIMEOUT"
+    agent.process.stop()
