@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ._document import decode_error
 from ._errors import DecodeError, ErrorCode, ProtocolError
 from ._messages import METHODS, AgentStatus, Presence, Reply, Request
 from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
@@ -14,7 +15,7 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _request = msgspec.json.Decoder(Request)
-_reply: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)  # type: ignore[arg-type]
+_reply: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
 _presence = msgspec.json.Decoder(Presence)
 _status = msgspec.json.Decoder(AgentStatus)
 _params = {method: msgspec.json.Decoder(kind) for method, kind in METHODS.items()}
@@ -43,7 +44,7 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     try:
         return decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"malformed {what}: {exc}") from exc
+        raise decode_error(f"malformed {what}", exc) from exc
 
 
 def decode_request(data: bytes) -> Request:
