@@ -27,9 +27,9 @@ from protocol import (
 )
 
 # Category Cc is exactly the C0 controls, DEL and the C1 controls; Cs the surrogates.
-printable = st.characters(exclude_categories=("Cs", "Cc"))
+printable = st.characters(exclude_categories=["Cs", "Cc"])
 text_chars = st.one_of(printable, st.sampled_from("\t\n"))
-aligns = st.sampled_from(["left", "center", "right"])
+aligns: st.SearchStrategy[Any] = st.sampled_from(["left", "center", "right"])
 digits = st.text(alphabet="0123456789", min_size=1, max_size=1)
 
 
@@ -96,7 +96,7 @@ text_blocks = st.builds(
 separator_blocks = st.builds(SeparatorBlock, char=printable)
 qr_blocks = st.builds(
     QrBlock,
-    data=st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=300),
+    data=st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=300),
     size=st.integers(1, 16),
     error_correction=st.sampled_from("LMQH"),
     align=aligns,
@@ -190,7 +190,7 @@ BAD_BARCODES: list[tuple[str, str]] = [
     ("EAN13", "4006381333932"),  # wrong check digit
     ("EAN13", "400638133393"),  # a digit short
     ("EAN13", "40063813339X1"),
-    ("EAN8", "96385074"),  # wrong check digit (96385075 is valid)
+    ("EAN8", "96385075"),  # wrong check digit (96385074 is valid)
     ("UPC-A", "036000291453"),  # wrong check digit (036000291452 is valid)
     ("ITF", "12345"),  # odd length
     ("CODE39", "abc"),  # lower case
@@ -203,6 +203,7 @@ BAD_BARCODES: list[tuple[str, str]] = [
 def invalid_contents(draw: st.DrawFn) -> tuple[Any, str]:
     """A JSON-like content object with exactly one thing wrong, and the path naming it."""
     doc = msgspec.to_builtins(draw(documents))
+    doc["blocks"] = list(doc["blocks"])  # to_builtins keeps the tuple
     i = draw(st.integers(0, len(doc["blocks"]) - 1))
     block = doc["blocks"][i]
     kind = block["type"]
@@ -244,12 +245,12 @@ def invalid_contents(draw: st.DrawFn) -> tuple[Any, str]:
         doc["blocks"][i] = {"type": "barcode", "symbology": symbology, "data": data}
         return doc, f"{at}.data"
     if mutation == "bad_image":
-        bad = draw(st.sampled_from([b"GIF89a" + b"\0" * 20, b"\x89PNG\r\n\x1a\n", b"hello"]))
-        doc["blocks"][i] = {"type": "image", "data": bad}
+        junk = draw(st.sampled_from([b"GIF89a" + b"\0" * 20, b"\x89PNG\r\n\x1a\n", b"hello"]))
+        doc["blocks"][i] = {"type": "image", "data": junk}
         return doc, f"{at}.data"
     if mutation == "control_char":
-        bad = draw(st.sampled_from(["\x1b", "\x00", "\r", "\x7f", "\x9b", "\x1d"]))
-        doc["blocks"][i] = {"type": "text", "text": f"a{bad}b"}
+        control = draw(st.sampled_from(["\x1b", "\x00", "\r", "\x7f", "\x9b", "\x1d"]))
+        doc["blocks"][i] = {"type": "text", "text": f"a{control}b"}
         return doc, f"{at}.text"
     if mutation == "unknown_block":
         doc["blocks"][i] = {"type": draw(st.sampled_from(["logo", "TEXT", "", "beep"]))}
