@@ -1,10 +1,136 @@
-"""ESC/POS rendering with python-escpos (into memory; the backend sends the bytes)."""
+"""ESC/POS rendering with python-escpos (into memory; the backend sends the bytes).
+
+Rendering is deterministic: the same content gives the same bytes, so a golden file can pin it.
+"""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import io
 
+from escpos.constants import QR_ECLEVEL_H, QR_ECLEVEL_L, QR_ECLEVEL_M, QR_ECLEVEL_Q
 from escpos.printer import Dummy
+from PIL import Image
+
+from protocol import (
+    MAX_COPIES,
+    MAX_IMAGE_WIDTH,
+    BarcodeBlock,
+    Content,
+    CutBlock,
+    Document,
+    DrawerBlock,
+    FeedBlock,
+    ImageBlock,
+    QrBlock,
+    RawContent,
+    SeparatorBlock,
+    TextBlock,
+)
+
+_QR_EC = {"L": QR_ECLEVEL_L, "M": QR_ECLEVEL_M, "Q": QR_ECLEVEL_Q, "H": QR_ECLEVEL_H}
+_BARCODE_TEXT = {"none": "OFF", "above": "ABOVE", "below": "BELOW", "both": "BOTH"}
+# ESC/POS function A codes are NUL-terminated, function B codes length-prefixed; CODE128 exists
+# only in function B.
+_BARCODE_FUNCTION = {"CODE128": "B"}
+
+
+def render_content(content: Content, *, copies: int = 1) -> bytes:
+    """ESC/POS bytes for print-job content, ``copies`` times over.
+
+    A document starts each copy with ``ESC @`` (so no mode left by an earlier job leaks in) and
+    is rendered block by block; raw content is passed through unchanged. ``content`` must come
+    from :func:`protocol.decode_content` or :func:`protocol.validate_content`: the limits are
+    checked there, not here.
+    """
+    if not 1 <= copies <= MAX_COPIES:
+        raise ValueError(f"copies must be 1-{MAX_COPIES}, not {copies}")
+    match content:
+        case RawContent(data=data):
+            one = data
+        case Document():
+            one = _render_document(content)
+    return one * copies
+
+
+def _render_document(document: Document) -> bytes:
+    p = _canvas()
+    p.hw("INIT")
+    for block in document.blocks:
+        match block:
+            case TextBlock():
+                # Every text block sets every style, so styles never leak from block to block.
+                p.set(
+                    align=block.align,
+                    bold=block.bold,
+                    underline=block.underline,
+                    invert=block.invert,
+                    custom_size=True,
+                    width=block.width,
+                    height=block.height,
+                )
+                p.textln(block.text)
+            case SeparatorBlock(char=char):
+                p.set(
+                    align="left",
+                    bold=False,
+                    underline=0,
+                    invert=False,
+                    custom_size=True,
+                    width=1,
+                    height=1,
+                )
+                p.textln(char * document.width)
+            case QrBlock():
+                p.set(align=block.align)
+                p.qr(block.data, ec=_QR_EC[block.error_correction], size=block.size, native=True)
+            case BarcodeBlock():
+                _barcode(p, block)
+            case ImageBlock():
+                p.set(align=block.align)
+                with Image.open(io.BytesIO(block.data)) as image:
+                    p.image(image, impl="bitImageRaster")
+            case FeedBlock(lines=lines):
+                p.print_and_feed(lines)
+            case CutBlock(mode=mode):
+                p.cut("PART" if mode == "partial" else "FULL")
+            case DrawerBlock(pin=pin):
+                p.cashdraw(pin)
+    return bytes(p.output)
+
+
+def _canvas() -> Dummy:
+    """A Dummy printer whose profile knows the paper width.
+
+    The default profile does not, and python-escpos then prints a notice to stdout for every
+    image. The width goes into a private copy of the profile data: the profile class is shared.
+    """
+    p = Dummy()
+    data = copy.deepcopy(p.profile.profile_data)
+    data["media"]["width"]["pixels"] = MAX_IMAGE_WIDTH
+    p.profile.profile_data = data
+    return p
+
+
+def _barcode(p: Dummy, block: BarcodeBlock) -> None:
+    code = block.data
+    if block.symbology == "CODE128":
+        # Code set B; "{" starts a code-set escape in ESC/POS, so a literal one is doubled.
+        code = "{B" + code.replace("{", "{{")
+    p.set(align=block.align)
+    # The hardware renderer directly: Escpos.barcode() would print a notice to stdout and may
+    # fall back to a software-rendered image, which some other printer profile could trigger.
+    p._hw_barcode(
+        code,
+        block.symbology,
+        height=block.height,
+        width=block.width,
+        pos=_BARCODE_TEXT[block.text_position],
+        font="A",
+        align_ct=False,
+        function_type=_BARCODE_FUNCTION.get(block.symbology, "A"),
+    )
 
 
 def render_test_page(

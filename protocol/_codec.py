@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ._document import decode_error
 from ._errors import DecodeError, ErrorCode, ProtocolError
 from ._messages import METHODS, AgentStatus, Presence, Reply, Request
 from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
@@ -43,7 +44,7 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     try:
         return decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"malformed {what}: {exc}") from exc
+        raise decode_error(f"malformed {what}", exc) from exc
 
 
 def decode_request(data: bytes) -> Request:

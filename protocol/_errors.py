@@ -74,6 +74,11 @@ class ProtocolError(Exception):
 class DecodeError(ProtocolError):
     """A payload could not be decoded into the expected message."""
 
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        #: Where in the payload it went wrong, msgspec style (``$.blocks[3].size``), if known.
+        self.path = path
+
 
 class InvalidTopic(ProtocolError):
     """A topic string is not part of the PrinterMaster topic tree."""
