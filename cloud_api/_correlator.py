@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from protocol import Accepted, DecodeError, Done, Failed, decode_reply
+from protocol import DecodeError, Done, Failed, Reply, decode_reply
 
 log = logging.getLogger("cloud_api.rpc")
 
@@ -25,7 +25,7 @@ class Pending:
 
     job_id: str
     branch_id: str
-    accepted: asyncio.Future[Accepted | Done | Failed]
+    accepted: asyncio.Future[Reply]
     final: asyncio.Future[Done | Failed]
     sent_at: float = field(default_factory=time.perf_counter)
     accepted_at: float | None = None

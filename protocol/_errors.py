@@ -33,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     PRINT_TIMEOUT = "PRINT_TIMEOUT"
     EXPIRED = "EXPIRED"
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+    CANCELLED = "CANCELLED"
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
     INTERNAL = "INTERNAL"
     # Failures of the HTTP edge itself (never sent by an agent).

@@ -10,10 +10,13 @@ from typing import Final, Literal
 
 import msgspec
 
+from ._document import Content, Copies
 from ._errors import ErrorCode
 from ._version import PROTOCOL_VERSION
 
 METHOD_PRINTER_TEST: Final = "printer.test"
+METHOD_PRINT_JOB: Final = "print.job"
+METHOD_JOB_CANCEL: Final = "job.cancel"
 
 
 class _Wire(msgspec.Struct, kw_only=True, frozen=True):
@@ -49,8 +52,35 @@ class PrinterTestParams(_Wire, kw_only=True, frozen=True):
     printer: str
 
 
+class PrintJobParams(_Wire, kw_only=True, frozen=True):
+    """Params of ``print.job``: print ``content`` on one printer, ``copies`` times.
+
+    The job id is the request's correlation data; the agent's ledger keys on it, so a redelivered
+    job is answered from the ledger instead of printing twice.
+    """
+
+    printer: str
+    content: Content
+    copies: Copies = 1
+
+
+class JobCancelParams(_Wire, kw_only=True, frozen=True):
+    """Params of ``job.cancel``: cancel job ``job_id`` if it has not started printing.
+
+    The cancel request is answered ``accepted`` then ``done`` (cancelled) or ``failed``
+    (``CONFLICT``: already printing or printed; ``NOT_FOUND``: the agent never saw it). A cancelled
+    job's own reply topic gets a final ``failed`` with ``CANCELLED``.
+    """
+
+    job_id: str
+
+
 #: Params type of every known method.
-METHODS: Final[dict[str, type[_Wire]]] = {METHOD_PRINTER_TEST: PrinterTestParams}
+METHODS: Final[dict[str, type[_Wire]]] = {
+    METHOD_PRINTER_TEST: PrinterTestParams,
+    METHOD_PRINT_JOB: PrintJobParams,
+    METHOD_JOB_CANCEL: JobCancelParams,
+}
 
 
 # --- replies -------------------------------------------------------------------------------
@@ -85,10 +115,16 @@ class Accepted(_Reply, kw_only=True, frozen=True, tag="accepted"):
     """The agent holds the request: delivery proof, sent before any printing starts."""
 
 
-class Done(_Reply, kw_only=True, frozen=True, tag="done"):
-    """Final: the job is on paper."""
+class Printing(_Reply, kw_only=True, frozen=True, tag="printing"):
+    """The agent started sending the job to the printer: from here on it cannot be cancelled,
+    and a crash leaves its outcome unknown."""
 
-    result: PrintResult
+
+class Done(_Reply, kw_only=True, frozen=True, tag="done"):
+    """Final: the job is on paper (``result`` is None for requests that print nothing, such as
+    ``job.cancel``)."""
+
+    result: PrintResult | None = None
 
 
 class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
@@ -97,7 +133,7 @@ class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
     error: ErrorInfo
 
 
-Reply = Accepted | Done | Failed
+Reply = Accepted | Printing | Done | Failed
 
 
 # --- presence and status -------------------------------------------------------------------

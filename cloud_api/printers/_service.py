@@ -37,7 +37,7 @@ class TestPrintOutcome(msgspec.Struct, kw_only=True, frozen=True):
     branch_id: str
     printer_id: str
     agent_id: str
-    result: PrintResult
+    result: PrintResult | None
     #: Milliseconds from publishing the request to each stage's reply reaching the API.
     timings_ms: dict[str, float]
 
