@@ -144,6 +144,7 @@ class Agent:
                 version=software_version(),
                 at=time.time(),
                 reason=reason,
+                printers=list(self.printers),
             )
         )
 

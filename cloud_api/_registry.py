@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol import (
@@ -60,8 +61,10 @@ class AgentRecord:
 class Registry:
     def __init__(self) -> None:
         self._agents: dict[tuple[str, str], AgentRecord] = {}
-        #: (branch, printer) -> agent id, from the newest status that lists the printer
+        #: (branch, printer) -> agent id, from the newest presence or status that lists it
         self._printers: dict[tuple[str, str], str] = {}
+        #: called with the record whenever an agent announces a new online session
+        self.on_online: list[Callable[[AgentRecord], None]] = []
 
     def _record(self, branch_id: str, agent_id: str) -> AgentRecord:
         key = (branch_id, agent_id)
@@ -92,8 +95,18 @@ class Registry:
                 record.session,
             )
             return
+        new_session = presence.state == "online" and (
+            record.presence is None
+            or record.presence.session != presence.session
+            or record.presence.state != "online"
+        )
         record.presence = presence
         record.last_seen = time.time()
+        for name in presence.printers:
+            self._printers[(branch_id, name)] = agent_id
+        if new_session:
+            for listener in self.on_online:
+                listener(record)
         if live and presence.at:
             record.clock_offset = presence.at - record.last_seen
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from typing import Final
 
@@ -29,14 +30,24 @@ def validate_id(value: str, what: str = "id") -> str:
     return value
 
 
+_last_id = 0
+_id_lock = threading.Lock()
+
+
 def new_job_id() -> str:
     """A time-ordered unique job id (UUIDv7 layout, 32 hex digits).
 
-    Ordered ids keep job listings and store indexes in creation order without a second column.
+    Ordered ids keep job listings and store indexes in creation order without a second column;
+    ids made in the same millisecond by one process still increase (RFC 9562, method 3).
     """
+    global _last_id
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand & ((1 << 76) - 1))
     # Set the RFC 9562 variant bits (10xx) in the 65th and 66th bits.
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    with _id_lock:
+        if value <= _last_id:
+            value = _last_id + 1
+        _last_id = value
     return f"{value:032x}"

@@ -154,6 +154,9 @@ class Presence(_Wire, kw_only=True, frozen=True):
     version: str = ""
     at: float = 0.0
     reason: str = ""
+    #: The agent's printers, in the birth and in the will: retained without expiry, so the cloud
+    #: knows where a printer lives even while its agent is offline (jobs then wait queued).
+    printers: list[str] = []
 
 
 class PrinterState(_Wire, kw_only=True, frozen=True):

@@ -1,0 +1,322 @@
+"""Store records and the SQL both backends share.
+
+Exception tree::
+
+    StoreError
+    └── IdempotencyConflict   the key was used with a different request body
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
+
+import msgspec
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    PRINTING = "printing"
+    PRINTED = "printed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+FINAL_STATES: Final = frozenset(
+    {
+        JobState.PRINTED,
+        JobState.FAILED,
+        JobState.EXPIRED,
+        JobState.CANCELLED,
+        JobState.OUTCOME_UNKNOWN,
+    }
+)
+
+
+class StoreError(Exception):
+    """Root of the store's errors."""
+
+
+class IdempotencyConflict(StoreError):
+    """An idempotency key was reused with a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used for job {job_id} with a different body")
+        self.job_id = job_id
+
+
+class JobEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One transition of a job's timeline."""
+
+    state: JobState
+    at: float
+    cause: str = ""
+
+
+class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    branch_id: str
+    printer_id: str
+    agent_id: str | None
+    #: ``test`` (a test page) or ``print`` (content)
+    kind: str
+    state: JobState
+    #: the request params as sent to the agent (JSON)
+    params: bytes
+    copies: int
+    created_at: float
+    updated_at: float
+    #: epoch seconds (cloud clock) after which the job must not start printing
+    deadline: float
+    #: API instance that sent the request (its reply topic gets the answers)
+    sent_by: str | None = None
+    result: bytes | None = None
+    error: bytes | None = None
+    idempotency_scope: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+_COLUMNS: Final = (
+    "id, branch_id, printer_id, agent_id, kind, state, params, copies, created_at, updated_at, "
+    "deadline, sent_by, result, error, idempotency_scope, idempotency_key, request_hash"
+)
+_FIELDS: Final = [c.strip() for c in _COLUMNS.split(",")]
+
+SCHEMA: Final = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        branch_id TEXT NOT NULL,
+        printer_id TEXT NOT NULL,
+        agent_id TEXT,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        params {blob} NOT NULL,
+        copies INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        sent_by TEXT,
+        result {blob},
+        error {blob},
+        idempotency_scope TEXT,
+        idempotency_key TEXT,
+        request_hash TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_branch_state ON jobs (branch_id, state, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, deadline)",
+    """CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+        ON jobs (idempotency_scope, idempotency_key)""",
+    """CREATE TABLE IF NOT EXISTS job_events (
+        job_id TEXT NOT NULL,
+        seq {serial},
+        state TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        cause TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, seq)",
+]
+
+#: How long an idempotency key holds.
+IDEMPOTENCY_WINDOW_S: Final = 24 * 3600
+
+
+def row_to_job(row: Sequence[Any]) -> JobRecord:
+    data = dict(zip(_FIELDS, row, strict=True))
+    for key in ("params", "result", "error"):
+        if data[key] is not None:
+            data[key] = bytes(data[key])
+    data["state"] = JobState(data["state"])
+    return JobRecord(**data)
+
+
+def job_values(job: JobRecord) -> list[Any]:
+    return [getattr(job, name) for name in _FIELDS]
+
+
+class Tx(Protocol):
+    """Statements inside one transaction."""
+
+    async def execute(self, sql: str, args: Sequence[Any]) -> int: ...
+
+
+class Store(abc.ABC):
+    """Async job store. Every state change is a conditional update, so two API instances
+    sharing one PostgreSQL never both apply the same transition."""
+
+    #: Backend name for logs and /readyz.
+    name: str = "store"
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise when the store is unreachable."""
+
+    @abc.abstractmethod
+    async def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        """Run one statement; return the affected row count."""
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]: ...
+
+    @abc.abstractmethod
+    def _tx(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A transaction: commits when the block ends, rolls back when it raises."""
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def create_job(self, job: JobRecord, cause: str) -> tuple[JobRecord, bool]:
+        """Insert ``job`` (state queued) with its first event. With an idempotency key already
+        used inside the window, return the existing job and False (same request hash) or raise
+        :class:`IdempotencyConflict` (different hash)."""
+        if job.idempotency_key is not None:
+            existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
+            if existing is not None:
+                if time.time() - existing.created_at < IDEMPOTENCY_WINDOW_S:
+                    return self._same_or_conflict(existing, job), False
+                # an expired key is free again: detach it from the old job
+                await self._execute(
+                    "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [existing.id]
+                )
+        placeholders = ", ".join("?" for _ in _FIELDS)
+        try:
+            async with self._tx() as tx:
+                await tx.execute(
+                    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)
+                )
+                await tx.execute(*self._event_sql(job.id, job.state, job.created_at, cause))
+        except Exception as exc:
+            if job.idempotency_key is None or not self._is_unique_violation(exc):
+                raise
+            # a concurrent request with the same key won the insert
+            existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, job), False
+        return job, True
+
+    @staticmethod
+    def _same_or_conflict(existing: JobRecord, job: JobRecord) -> JobRecord:
+        if existing.request_hash != job.request_hash:
+            raise IdempotencyConflict(existing.id)
+        return existing
+
+    def _is_unique_violation(self, exc: Exception) -> bool:
+        return "unique" in str(exc).lower() or "UniqueViolation" in type(exc).__name__
+
+    async def _by_idempotency(self, scope: str, key: str) -> JobRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_scope = ? AND idempotency_key = ?",
+            [scope, key],
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    @staticmethod
+    def _event_sql(
+        job_id: str, state: JobState, at: float, cause: str
+    ) -> tuple[str, Sequence[Any]]:
+        return (
+            "INSERT INTO job_events (job_id, state, at, cause) VALUES (?, ?, ?, ?)",
+            [job_id, state.value, at, cause],
+        )
+
+    async def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        allowed_from: Iterable[JobState],
+        cause: str,
+        *,
+        at: float | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move ``job_id`` to ``to`` if it is in one of ``allowed_from``; record the event.
+
+        Returns False (and changes nothing) when the job was not in an allowed state."""
+        at = time.time() if at is None else at
+        sources = [s.value for s in allowed_from]
+        sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
+        marks = ", ".join("?" for _ in sources)
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})",
+                [to.value, at, *fields.values(), job_id, *sources],
+            )
+            if changed:
+                await tx.execute(*self._event_sql(job_id, to, at, cause))
+        return changed == 1
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])
+        return row_to_job(rows[0]) if rows else None
+
+    async def timeline(self, job_id: str) -> list[JobEvent]:
+        rows = await self._fetch(
+            "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
+        )
+        return [JobEvent(state=JobState(r[0]), at=r[1], cause=r[2]) for r in rows]
+
+    async def list_jobs(
+        self,
+        *,
+        branches: Iterable[str] | None,
+        state: JobState | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[JobRecord]:
+        """Jobs newest first, optionally filtered; ``after`` is the last id of the previous page."""
+        where, args = [], []
+        if branches is not None:
+            branch_list = list(branches)
+            if not branch_list:
+                return []
+            where.append(f"branch_id IN ({', '.join('?' for _ in branch_list)})")
+            args.extend(branch_list)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state.value)
+        if after is not None:
+            where.append("id < ?")
+            args.append(after)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", [*args, limit]
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def jobs_in_states(
+        self,
+        states: Iterable[JobState],
+        *,
+        branch_id: str | None = None,
+        agent_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        values = [s.value for s in states]
+        where = [f"state IN ({', '.join('?' for _ in values)})"]
+        args: list[Any] = list(values)
+        if branch_id is not None:
+            where.append("branch_id = ?")
+            args.append(branch_id)
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            args.append(agent_id)
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            [*args, limit],
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state", [])
+        return {str(r[0]): int(r[1]) for r in rows}

@@ -1,0 +1,79 @@
+"""PostgreSQL backend (asyncpg pool), for several API instances sharing the work."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from ._base import SCHEMA, Store, StoreError
+
+_MARK = re.compile(r"\?")
+
+
+def _numbered(sql: str) -> str:
+    """The shared SQL uses ``?``; asyncpg wants ``$1, $2, ...``."""
+    counter = iter(range(1, 10_000))
+    return _MARK.sub(lambda _: f"${next(counter)}", sql)
+
+
+def _rowcount(status: str) -> int:
+    parts = status.split()
+    return int(parts[-1]) if parts and parts[-1].isdigit() else 0
+
+
+class PostgresStore(Store):
+    name = "postgresql"
+
+    def __init__(self, pool: Any, url: str) -> None:
+        self._pool = pool
+        self.url = url
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        try:
+            import asyncpg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError(
+                "PostgreSQL needs asyncpg: pip install 'printermaster[postgres]'"
+            ) from exc
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+        async with pool.acquire() as conn:
+            # serialise schema creation between instances starting together
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(726354)")
+                for statement in SCHEMA:
+                    await conn.execute(statement.format(blob="BYTEA", serial="BIGSERIAL"))
+        return cls(pool, url)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+
+    async def _execute(self, sql: str, args: Sequence[Any]) -> int:
+        async with self._pool.acquire() as conn:
+            return _rowcount(await conn.execute(_numbered(sql), *args))
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
+        async with self._pool.acquire() as conn:
+            return [tuple(r) for r in await conn.fetch(_numbered(sql), *args)]
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_PgTx]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, args: Sequence[Any]) -> int:
+        return _rowcount(await self._conn.execute(_numbered(sql), *args))
