@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import msgspec
-from litestar import Litestar, Response, get
+from litestar import Litestar, Response, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -21,7 +21,9 @@ from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
-from .printers import PrintersController, PrinterService
+from .jobs import JobsController, JobService
+from .printers import PrintersController
+from .store import Store, open_store
 
 log = logging.getLogger("cloud_api")
 
@@ -30,6 +32,7 @@ class Health(msgspec.Struct, kw_only=True, frozen=True):
     status: str
     version: str
     broker_connected: bool | None = None
+    store_reachable: bool | None = None
 
 
 @get("/healthz", summary="Liveness: the process serves HTTP", tags=["health"])
@@ -51,15 +54,19 @@ async def readyz(mqtt_link: MqttLink) -> Response[Health]:
 
 
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
-    """Build the app; the MQTT session starts with the app's lifespan."""
+    """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     registry = Registry()
-    link = MqttLink(settings, correlator, registry)
-    printer_service = PrinterService(settings, link, correlator, registry)
+    link = MqttLink(settings, registry, on_reply=lambda *args: None)
+    holder: dict[str, JobService] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(link.run(), name="mqtt-link")
+        store: Store = await open_store(settings.store_url)
+        jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
+        link.on_reply = jobs.on_reply
+        mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
+        jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -70,19 +77,21 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in (jobs_task, mqtt_task):
+                task.cancel()
+            await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
+            await jobs.aclose()
+            await store.close()
 
     dependencies = {
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
-        "printer_service": Provide(lambda: printer_service, use_cache=True, sync_to_thread=False),
+        "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
     }
-    from litestar import Router
-
     v1 = Router(
-        path="/", route_handlers=[PrintersController, AgentsController], guards=[require_principal]
+        path="/",
+        route_handlers=[PrintersController, AgentsController, JobsController],
+        guards=[require_principal],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
@@ -96,5 +105,4 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     app.state.authenticator = Authenticator(settings.api_token)
     app.state.settings = settings
     app.state.registry = registry
-    app.state.correlator = correlator
     return app

@@ -49,6 +49,9 @@ class Correlator:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def has(self, correlation: bytes) -> bool:
+        return correlation in self._pending
+
     @contextlib.contextmanager
     def expect(self, job_id: str, branch_id: str) -> Iterator[Pending]:
         """Register a pending request for the duration of the ``with`` block."""

@@ -59,11 +59,14 @@ _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
 class ApiError(Exception):
     """A failure a caller should see, with its typed code."""
 
-    def __init__(self, code: ErrorCode, message: str, *, job_id: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, job_id: str | None = None, field: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.job_id = job_id
+        self.field = field
 
     @property
     def status_code(self) -> int:
@@ -75,15 +78,21 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True):
     message: str
     retryable: bool
     job_id: str | None = None
+    #: For invalid requests: where in the body, msgspec style (``$.content.blocks[3].size``).
+    field: str | None = None
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True, frozen=True):
     error: ErrorBody
 
 
-def _body(code: ErrorCode, message: str, job_id: str | None) -> ErrorResponse:
+def _body(
+    code: ErrorCode, message: str, job_id: str | None, field: str | None = None
+) -> ErrorResponse:
     return ErrorResponse(
-        error=ErrorBody(code=code, message=message, retryable=code in RETRYABLE, job_id=job_id)
+        error=ErrorBody(
+            code=code, message=message, retryable=code in RETRYABLE, job_id=job_id, field=field
+        )
     )
 
 
@@ -91,7 +100,7 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
     """Exception handler for the whole app."""
     headers: dict[str, str] = {}
     if isinstance(exc, ApiError):
-        status, body = exc.status_code, _body(exc.code, exc.message, exc.job_id)
+        status, body = exc.status_code, _body(exc.code, exc.message, exc.job_id, exc.field)
         if exc.code is ErrorCode.UNAUTHORIZED:
             headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(exc, HTTPException):

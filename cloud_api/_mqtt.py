@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 
 import aiomqtt
 from paho.mqtt.properties import Properties
@@ -24,7 +25,6 @@ from protocol import (
     reply_filter,
 )
 
-from ._correlator import Correlator
 from ._errors import ApiError
 from ._registry import Registry
 from ._settings import ApiSettings
@@ -36,10 +36,16 @@ class MqttLink:
     """Owns the API's broker session. ``ready`` is set once every subscription is in place and
     the retained presence/status snapshot has been read."""
 
-    def __init__(self, settings: ApiSettings, correlator: Correlator, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        registry: Registry,
+        on_reply: Callable[[str, bytes | None, bytes], None],
+    ) -> None:
         self.settings = settings
-        self.correlator = correlator
         self.registry = registry
+        #: called with (branch id, correlation data, payload) for every reply
+        self.on_reply = on_reply
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._handled = 0
@@ -124,9 +130,7 @@ class MqttLink:
         props = message.properties
         match topic.kind:
             case TopicKind.REPLY:
-                self.correlator.deliver(
-                    topic.branch_id, getattr(props, "CorrelationData", None), payload
-                )
+                self.on_reply(topic.branch_id, getattr(props, "CorrelationData", None), payload)
             case TopicKind.PRESENCE:
                 self.registry.on_presence(
                     topic.branch_id, topic.name, payload, live=not message.retain

@@ -33,6 +33,17 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     accept_timeout: float = 3.0
     #: Seconds to wait for the final result after ``accepted`` before PRINT_TIMEOUT.
     result_timeout: float = 30.0
+    #: Job store: ``sqlite:///abs/path.db`` (default: jobs.db in the working directory) or
+    #: ``postgresql://user@host/db`` for several API instances.
+    store_url: str = "sqlite://printermaster-jobs.db"
+    #: Deadline of a job whose request names none (s).
+    default_expire_after: float = 600.0
+    #: Seconds between sweeps (deadlines, queued jobs of agents that came back).
+    sweep_interval: float = 1.0
+    #: A sent job not accepted this long after its deadline is expired (s).
+    sent_grace: float = 5.0
+    #: An accepted job with no result this long after its deadline is outcome_unknown (s).
+    outcome_grace: float = 600.0
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"

@@ -31,7 +31,6 @@ from broker import (
     cloud_role,
     debug_role,
     new_password,
-    wait_for_port,
 )
 from broker._dynsec import write_initial_dynsec
 
@@ -253,6 +252,7 @@ class Stack:
             "http_host": "127.0.0.1",
             "http_port": self.http_port,
             "api_token": self.api_token,
+            "store_url": f"sqlite://{self.state_dir / 'jobs.db'}",
             "mqtt": {
                 "host": "127.0.0.1",
                 "port": self.mqtt_port,
@@ -274,12 +274,15 @@ class Stack:
             self.state_dir / "api.log",
         ).start()
         deadline = time.monotonic() + timeout
-        wait_for_port("127.0.0.1", self.http_port, timeout)
-        while time.monotonic() < deadline:
-            if httpx.get(f"{self.api_url}/readyz").status_code == 200:
-                return
+        while time.monotonic() < deadline and self.api.running():
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
             time.sleep(0.05)
-        raise RuntimeError(f"API not ready after {timeout:.0f}s:\n{self.api.log_tail()}")
+        state = "exited" if not self.api.running() else f"not ready after {timeout:.0f}s"
+        raise RuntimeError(f"API {state}:\n{self.api.log_tail()}")
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(

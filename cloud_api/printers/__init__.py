@@ -1,6 +1,5 @@
-"""Printers: test prints and listings."""
+"""Printers: test prints."""
 
-from ._controller import PrintersController
-from ._service import PrinterService, TestPrintOutcome
+from ._controller import PrintersController, TestPrintOutcome
 
-__all__ = ["PrinterService", "PrintersController", "TestPrintOutcome"]
+__all__ = ["PrintersController", "TestPrintOutcome"]

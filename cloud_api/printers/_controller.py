@@ -1,33 +1,78 @@
-"""HTTP routes for printers (thin: the service holds the logic)."""
+"""HTTP routes for printers (thin: the job service holds the logic)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, post
+import msgspec
+from litestar import Controller, Request, Response, post
 
-from .._auth import check_branch, principal_of
-from ._service import PrinterService, TestPrintOutcome
+from protocol import ErrorCode, ErrorInfo, PrintResult
+
+from .._auth import principal_of
+from .._errors import ApiError
+from ..jobs import JobService, JobView
+from ..jobs._models import job_view
+from ..store import JobState
+
+
+class TestPrintOutcome(msgspec.Struct, kw_only=True, frozen=True):
+    job_id: str
+    status: str
+    branch_id: str
+    printer_id: str
+    agent_id: str | None
+    result: PrintResult | None
+    #: Milliseconds from submission to each stage the API recorded.
+    timings_ms: dict[str, float]
 
 
 class PrintersController(Controller):
     path = "/v1/branches/{branch_id:str}/printers"
     tags = ["printers"]
 
-    @post("/{printer_id:str}/test", status_code=200, summary="Print a test page and wait for it")
+    @post("/{printer_id:str}/test", status_code=200, summary="Print a test page")
     async def test_print(
         self,
         request: Request[Any, Any, Any],
         branch_id: str,
         printer_id: str,
-        printer_service: PrinterService,
+        job_service: JobService,
         force: bool = False,
-    ) -> TestPrintOutcome:
-        """Send a test page to one printer and answer with the agent's result.
+        wait: bool = True,
+    ) -> Response[TestPrintOutcome | JobView]:
+        """Send a test page to one printer. A test print is a job like any other
+        (``GET /v1/jobs/{job_id}`` shows its timeline).
 
-        Errors: 404 ``PRINTER_NOT_FOUND``, 503 ``AGENT_OFFLINE`` (at once), 504
-        ``AGENT_UNREACHABLE`` (no ``accepted`` in time) or ``PRINT_TIMEOUT`` (accepted, no result),
-        422 for the printer's own failure (``PAPER_OUT``, ``COVER_OPEN``, ``PRINTER_OFFLINE``, ...).
+        With ``wait=true`` (default) the answer is the agent's result: 200, or 404
+        ``PRINTER_NOT_FOUND``, 503 ``AGENT_OFFLINE`` (at once), 504 ``AGENT_UNREACHABLE`` (no
+        ``accepted`` in time) or ``PRINT_TIMEOUT`` (accepted, no result), 422 for the printer's
+        own failure (``PAPER_OUT``, ``COVER_OPEN``, ``PRINTER_OFFLINE``, ...). ``force=true``
+        skips the API's check of the cached printer status. With ``wait=false``: 202 and the job.
         """
-        check_branch(principal_of(request), branch_id)
-        return await printer_service.test_print(branch_id, printer_id, force=force)
+        job = await job_service.test_print(
+            principal_of(request), branch_id, printer_id, force=force, wait=wait
+        )
+        if not wait:
+            return Response(
+                job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+            )
+        view = job_view(job, await job_service.timeline(job.id))
+        if job.state is not JobState.PRINTED:
+            error = view.error or ErrorInfo(
+                code=ErrorCode.PRINTER_ERROR, message=f"job ended {job.state}"
+            )
+            raise ApiError(error.code, error.message, job_id=job.id)
+        start = job.created_at
+        timings = {e.state.value: round((e.at - start) * 1000, 3) for e in view.timeline[1:]}
+        return Response(
+            TestPrintOutcome(
+                job_id=job.id,
+                status="printed",
+                branch_id=branch_id,
+                printer_id=printer_id,
+                agent_id=job.agent_id,
+                result=view.result,
+                timings_ms=timings,
+            )
+        )

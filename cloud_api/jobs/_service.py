@@ -1,0 +1,583 @@
+"""The job lifecycle::
+
+    queued ──▶ sent ──▶ accepted ──▶ printing ──▶ printed
+      │          │          │            │
+      │          │          └────────────┴──▶ failed | outcome_unknown
+      ├──────────┴──▶ expired            (a deadline passed before the job started)
+      └──────────┬──▶ cancelled          (DELETE before the agent started printing)
+
+A job is stored before the caller hears of it, and every transition is a conditional update
+with its time and cause. Jobs for an offline agent wait ``queued`` and are sent when it comes
+back, unless their deadline passed (``expired``). Replies may arrive in any API instance's
+session and long after the request; they are applied from the store, not from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import msgspec
+
+from protocol import (
+    METHOD_JOB_CANCEL,
+    METHOD_PRINT_JOB,
+    METHOD_PRINTER_TEST,
+    Accepted,
+    DecodeError,
+    Done,
+    ErrorCode,
+    Failed,
+    JobCancelParams,
+    PrinterTestParams,
+    Printing,
+    PrintJobParams,
+    Reply,
+    Request,
+    decode_reply,
+    encode,
+    is_valid_id,
+    new_job_id,
+    reply_topic,
+    request_properties,
+    request_topic,
+)
+
+from .._auth import Principal
+from .._correlator import Correlator
+from .._errors import ApiError
+from .._mqtt import MqttLink
+from .._registry import AgentRecord, Registry
+from .._settings import ApiSettings
+from ..store import FINAL_STATES, IdempotencyConflict, JobEvent, JobRecord, JobState, Store
+from ._hub import JobHub, wait_for
+from ._models import SubmitJob
+
+log = logging.getLogger("cloud_api.jobs")
+
+S = JobState
+_IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.PRINTING})
+_FAILED_STATE = {
+    ErrorCode.EXPIRED: S.EXPIRED,
+    ErrorCode.CANCELLED: S.CANCELLED,
+    ErrorCode.OUTCOME_UNKNOWN: S.OUTCOME_UNKNOWN,
+}
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: Store,
+        link: MqttLink,
+        registry: Registry,
+        correlator: Correlator,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.link = link
+        self.registry = registry
+        self.correlator = correlator
+        self.hub = JobHub()
+        self._locks: dict[str, _LockEntry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        registry.on_online.append(self._agent_came_online)
+
+    # --- submission ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        principal: Principal,
+        request: SubmitJob,
+        idempotency_key: str | None = None,
+        *,
+        body: bytes = b"",
+    ) -> tuple[JobRecord, bool]:
+        """Store a print job and send it if its agent is online. Returns (job, created)."""
+        params = encode(
+            PrintJobParams(
+                printer=request.printer_id, content=request.content, copies=request.copies
+            )
+        )
+        expire_after = request.expire_after or self.settings.default_expire_after
+        return await self._create(
+            principal,
+            request.branch_id,
+            request.printer_id,
+            "print",
+            params,
+            request.copies,
+            expire_after,
+            idempotency_key,
+            body,
+        )
+
+    async def _create(
+        self,
+        principal: Principal,
+        branch_id: str,
+        printer_id: str,
+        kind: str,
+        params: bytes,
+        copies: int,
+        expire_after: float,
+        idempotency_key: str | None,
+        body: bytes,
+    ) -> tuple[JobRecord, bool]:
+        if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
+            raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
+        agent = self._agent_for(branch_id, printer_id)
+        now = time.time()
+        job = JobRecord(
+            id=new_job_id(),
+            branch_id=branch_id,
+            printer_id=printer_id,
+            agent_id=agent.agent_id,
+            kind=kind,
+            state=S.QUEUED,
+            params=params,
+            copies=copies,
+            created_at=now,
+            updated_at=now,
+            deadline=now + expire_after,
+            idempotency_scope=principal.name if idempotency_key else None,
+            idempotency_key=idempotency_key,
+            request_hash=hashlib.sha256(body).hexdigest() if idempotency_key else None,
+        )
+        try:
+            stored, created = await self.store.create_job(job, "submitted")
+        except IdempotencyConflict as exc:
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                "Idempotency-Key was already used with a different request body",
+                job_id=exc.job_id,
+            ) from None
+        if created and agent.online():
+            await self._send(stored, agent)
+        return (await self.store.get_job(stored.id) or stored), created
+
+    def _agent_for(self, branch_id: str, printer_id: str) -> AgentRecord:
+        agent = (
+            self.registry.find_printer(branch_id, printer_id) if is_valid_id(printer_id) else None
+        )
+        if agent is None:
+            raise ApiError(
+                ErrorCode.PRINTER_NOT_FOUND,
+                f"no printer {printer_id[:64]!r} in branch {branch_id!r}",
+            )
+        return agent
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def _send(self, job: JobRecord, agent: AgentRecord) -> bool:
+        """queued -> sent, then publish. Only one API instance wins the transition."""
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            await self._transition(
+                job.id, S.EXPIRED, {S.QUEUED}, "deadline passed while the job waited for its agent"
+            )
+            return False
+        if not await self._transition(
+            job.id,
+            S.SENT,
+            {S.QUEUED},
+            f"sent to agent {agent.agent_id}",
+            sent_by=self.settings.instance_id,
+            agent_id=agent.agent_id,
+        ):
+            return False
+        try:
+            await self._publish(job, agent, remaining)
+        except ApiError as exc:
+            await self._transition(
+                job.id, S.QUEUED, {S.SENT}, f"not sent ({exc.message}); waiting to retry"
+            )
+            return False
+        return True
+
+    async def _publish(self, job: JobRecord, agent: AgentRecord, remaining: float) -> None:
+        method = METHOD_PRINTER_TEST if job.kind == "test" else METHOD_PRINT_JOB
+        payload = encode(
+            Request(
+                method=method,
+                params=msgspec.Raw(job.params),
+                deadline=job.deadline + agent.clock_offset,
+            )
+        )
+        props = request_properties(
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            correlation_id=job.id,
+            expiry_s=remaining,
+        )
+        await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
+
+    def _agent_came_online(self, agent: AgentRecord) -> None:
+        self._spawn(self._dispatch_queued(agent.branch_id, agent.agent_id), "dispatch")
+
+    async def _dispatch_queued(self, branch_id: str, agent_id: str) -> None:
+        agent = self.registry.agent(branch_id, agent_id)
+        if agent is None:
+            return
+        for job in await self.store.jobs_in_states(
+            {S.QUEUED}, branch_id=branch_id, agent_id=agent_id
+        ):
+            await self._send(job, agent)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def on_reply(self, branch_id: str, correlation: bytes | None, payload: bytes) -> None:
+        """Route a reply: RPCs waited on in memory (cancel) first, then jobs from the store."""
+        if correlation is not None and self.correlator.has(correlation):
+            self.correlator.deliver(branch_id, correlation, payload)
+            return
+        try:
+            job_id = (correlation or b"").decode("ascii")
+        except UnicodeDecodeError:
+            job_id = ""
+        if not is_valid_id(job_id):
+            log.info("dropping reply without a usable correlation id on branch %s", branch_id)
+            return
+        try:
+            reply = decode_reply(payload)
+        except DecodeError as exc:
+            log.warning("dropping malformed reply for job %s: %s", job_id, exc.message)
+            return
+        self._spawn(self._apply_reply(branch_id, job_id, reply), f"reply:{job_id}")
+
+    @contextlib.asynccontextmanager
+    async def _job_lock(self, job_id: str) -> AsyncIterator[None]:
+        """Replies of one job are applied one at a time, in arrival order (asyncio locks are
+        FIFO); the lock lives only while someone holds or waits for it."""
+        entry = self._locks.get(job_id)
+        if entry is None:
+            entry = self._locks[job_id] = _LockEntry()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[job_id]
+
+    async def _apply_reply(self, branch_id: str, job_id: str, reply: Reply) -> None:
+        async with self._job_lock(job_id):
+            job = await self.store.get_job(job_id)
+            if job is None:
+                log.info("dropping reply for unknown job %s", job_id)
+                return
+            if job.branch_id != branch_id:
+                # only the job's own branch may answer it: anything else is forged
+                log.warning(
+                    "dropping reply for job %s from branch %s: it belongs to %s",
+                    job_id,
+                    branch_id,
+                    job.branch_id,
+                )
+                return
+            await self._apply(job, reply)
+
+    async def _apply(self, job: JobRecord, reply: Reply) -> None:
+        match reply:
+            case Accepted():
+                await self._transition(
+                    job.id, S.ACCEPTED, {S.SENT, S.QUEUED}, "accepted by the agent"
+                )
+            case Printing():
+                await self._transition(
+                    job.id, S.PRINTING, {S.SENT, S.QUEUED, S.ACCEPTED}, "the agent started printing"
+                )
+            case Done(result=result):
+                cause = (
+                    "printed (answered from the agent's ledger)"
+                    if result and result.replayed
+                    else "printed"
+                )
+                # the agent's word wins over our own guess (expired, outcome unknown)
+                await self._transition(
+                    job.id,
+                    S.PRINTED,
+                    {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.EXPIRED, S.OUTCOME_UNKNOWN},
+                    cause,
+                    result=encode(result) if result else None,
+                )
+            case Failed(error=error):
+                state = _FAILED_STATE.get(error.code, S.FAILED)
+                sources = {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING}
+                if state is S.OUTCOME_UNKNOWN:
+                    sources.add(S.EXPIRED)
+                await self._transition(
+                    job.id, state, sources, f"{error.code}: {error.message}", error=encode(error)
+                )
+
+    async def _transition(
+        self, job_id: str, to: JobState, allowed: set[JobState], cause: str, **fields: Any
+    ) -> bool:
+        changed = await self.store.transition(job_id, to, allowed, cause, **fields)
+        if changed:
+            self.hub.notify(job_id)
+        return changed
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, job_id: str) -> JobRecord:
+        job = await self.store.get_job(job_id) if is_valid_id(job_id) else None
+        if job is None or not principal.may_see(job.branch_id):
+            raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id[:64]!r} not found")
+        return job
+
+    async def timeline(self, job_id: str) -> list[JobEvent]:
+        return await self.store.timeline(job_id)
+
+    async def events(self, principal: Principal, job_id: str) -> AsyncIterator[JobEvent]:
+        """Every transition of the job in order, live, until it reaches a final state."""
+        await self.get(principal, job_id)
+        seen = 0
+        with self.hub.watch(job_id) as changed:
+            while True:
+                timeline = await self.store.timeline(job_id)
+                for event in timeline[seen:]:
+                    yield event
+                seen = len(timeline)
+                if timeline and timeline[-1].state in FINAL_STATES:
+                    return
+                await wait_for(changed, 1.0)
+
+    async def wait(
+        self, job_id: str, states: frozenset[JobState] | set[JobState], within: float
+    ) -> JobRecord | None:
+        """The job once it reaches one of ``states`` (or a final state); None on timeout."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        with self.hub.watch(job_id) as changed:
+            while True:
+                job = await self.store.get_job(job_id)
+                if job is not None and (job.state in states or job.state in FINAL_STATES):
+                    return job
+                left = end - loop.time()
+                if left <= 0:
+                    return None
+                await wait_for(changed, min(left, 1.0))
+
+    # --- test prints -----------------------------------------------------------------------
+
+    async def test_print(
+        self,
+        principal: Principal,
+        branch_id: str,
+        printer_id: str,
+        *,
+        force: bool = False,
+        wait: bool = True,
+    ) -> JobRecord:
+        """A test page as a job; with ``wait``, the final job or a typed error."""
+        if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
+            raise ApiError(
+                ErrorCode.PRINTER_NOT_FOUND,
+                f"no printer {printer_id[:64]!r} in branch {branch_id[:64]!r}",
+            )
+        agent = self._agent_for(branch_id, printer_id)
+        if not agent.online():
+            raise ApiError(
+                ErrorCode.AGENT_OFFLINE,
+                f"agent {agent.agent_id!r} serving {printer_id!r} is offline",
+            )
+        if not force:
+            _refuse_blocked_printer(agent, printer_id)
+        settings = self.settings
+        job, _ = await self._create(
+            principal,
+            branch_id,
+            printer_id,
+            "test",
+            encode(PrinterTestParams(printer=printer_id)),
+            1,
+            settings.accept_timeout + settings.result_timeout,
+            None,
+            b"",
+        )
+        if not wait:
+            return job
+        accepted = await self.wait(job.id, {S.ACCEPTED, S.PRINTING}, settings.accept_timeout)
+        if accepted is None:
+            raise ApiError(
+                ErrorCode.AGENT_UNREACHABLE,
+                f"agent {agent.agent_id!r} did not accept the job within "
+                f"{settings.accept_timeout:g} s",
+                job_id=job.id,
+            )
+        final = await self.wait(job.id, set(), settings.result_timeout)
+        if final is None:
+            raise ApiError(
+                ErrorCode.PRINT_TIMEOUT,
+                f"agent {agent.agent_id!r} accepted the job but reported no result "
+                f"within {settings.result_timeout:g} s",
+                job_id=job.id,
+            )
+        return final
+
+    # --- cancel ----------------------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
+        job = await self.get(principal, job_id)
+        if job.state is S.QUEUED and await self._transition(
+            job.id, S.CANCELLED, {S.QUEUED}, "cancelled before it was sent"
+        ):
+            return await self.get(principal, job_id)
+        job = await self.get(principal, job_id)
+        if job.state in {S.SENT, S.ACCEPTED}:
+            await self._cancel_at_agent(job)
+            return await self.get(principal, job_id)
+        if job.state is S.CANCELLED:
+            return job
+        raise ApiError(
+            ErrorCode.CONFLICT, f"job {job_id} is {job.state}: too late to cancel", job_id=job_id
+        )
+
+    async def _cancel_at_agent(self, job: JobRecord) -> None:
+        agent = self.registry.agent(job.branch_id, job.agent_id or "")
+        if agent is None or not agent.online():
+            raise ApiError(
+                ErrorCode.AGENT_OFFLINE,
+                f"job {job.id} was sent to agent {job.agent_id}, which is offline; "
+                "it cannot be cancelled until the agent is back",
+                job_id=job.id,
+            )
+        cancel_id = new_job_id()
+        payload = encode(
+            Request(
+                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
+            )
+        )
+        props = request_properties(
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            correlation_id=cancel_id,
+            expiry_s=self.settings.accept_timeout,
+        )
+        with self.correlator.expect(cancel_id, job.branch_id) as pending:
+            await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
+            try:
+                async with asyncio.timeout(self.settings.accept_timeout + 2):
+                    final = await pending.final
+            except TimeoutError:
+                raise ApiError(
+                    ErrorCode.AGENT_UNREACHABLE,
+                    f"agent {agent.agent_id!r} did not answer the cancel",
+                    job_id=job.id,
+                ) from None
+        match final:
+            case Done():
+                await self._transition(
+                    job.id,
+                    S.CANCELLED,
+                    {S.SENT, S.ACCEPTED},
+                    "cancelled at the agent before printing",
+                )
+            case Failed(error=error):
+                raise ApiError(
+                    ErrorCode.CONFLICT,
+                    f"the agent refused to cancel: {error.message}",
+                    job_id=job.id,
+                )
+
+    # --- background ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Recovery at start, then the sweeper: deadlines, late agents, missed dispatches."""
+        await self._recover()
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("job sweep failed")
+            await asyncio.sleep(self.settings.sweep_interval)
+
+    async def _recover(self) -> None:
+        """Send again what this instance had in flight: the agent's ledger answers a job it
+        already has from the ledger, so a reply lost in our crash is recovered, never printed
+        twice."""
+        await self.link.ready.wait()
+        for job in await self.store.jobs_in_states(_IN_FLIGHT, limit=100_000):
+            if job.sent_by != self.settings.instance_id:
+                continue
+            agent = self.registry.agent(job.branch_id, job.agent_id or "")
+            remaining = job.deadline - time.time()
+            if agent is not None and agent.online():
+                with contextlib.suppress(ApiError):
+                    await self._publish(job, agent, max(remaining, 1.0))
+
+    async def sweep(self) -> None:
+        now = time.time()
+        settings = self.settings
+        for job in await self.store.jobs_in_states({S.QUEUED}, limit=100_000):
+            agent = self.registry.agent(job.branch_id, job.agent_id or "")
+            if job.deadline <= now:
+                await self._transition(
+                    job.id,
+                    S.EXPIRED,
+                    {S.QUEUED},
+                    "deadline passed while the job waited for its agent",
+                )
+            elif agent is not None and agent.online():
+                await self._send(job, agent)
+        for job in await self.store.jobs_in_states(_IN_FLIGHT, limit=100_000):
+            if job.state is S.SENT and job.deadline + settings.sent_grace <= now:
+                await self._transition(
+                    job.id,
+                    S.EXPIRED,
+                    {S.SENT},
+                    "the agent did not take the job before its deadline",
+                )
+            elif (
+                job.state in {S.ACCEPTED, S.PRINTING}
+                and job.deadline + settings.outcome_grace <= now
+            ):
+                await self._transition(
+                    job.id,
+                    S.OUTCOME_UNKNOWN,
+                    {S.ACCEPTED, S.PRINTING},
+                    "the agent accepted the job but never reported a result",
+                )
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _LockEntry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:
+    state = agent.printer(printer_id)
+    if state is None:
+        return
+    problem = None
+    if not state.online:
+        problem = ErrorCode.PRINTER_OFFLINE, "printer reports offline"
+    elif state.cover_open:
+        problem = ErrorCode.COVER_OPEN, "printer cover is open"
+    elif state.paper == "out":
+        problem = ErrorCode.PAPER_OUT, "printer is out of paper"
+    if problem is not None:
+        raise ApiError(problem[0], f"{printer_id}: {problem[1]} (pass force=true to try anyway)")
