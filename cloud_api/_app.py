@@ -7,8 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import msgspec
-from litestar import Litestar, Response, get
+from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -17,37 +16,15 @@ from protocol import software_version
 from ._auth import Authenticator, require_principal
 from ._correlator import Correlator
 from ._errors import error_response
+from ._health import Readiness, healthz, readyz
 from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
+from .fleet import FleetController
 from .printers import PrintersController, PrinterService
 
 log = logging.getLogger("cloud_api")
-
-
-class Health(msgspec.Struct, kw_only=True, frozen=True):
-    status: str
-    version: str
-    broker_connected: bool | None = None
-
-
-@get("/healthz", summary="Liveness: the process serves HTTP", tags=["health"])
-async def healthz() -> Health:
-    return Health(status="ok", version=software_version())
-
-
-@get("/readyz", summary="Readiness: connected to the broker, registry warm", tags=["health"])
-async def readyz(mqtt_link: MqttLink) -> Response[Health]:
-    ready = mqtt_link.ready.is_set()
-    return Response(
-        Health(
-            status="ready" if ready else "not ready",
-            version=software_version(),
-            broker_connected=ready,
-        ),
-        status_code=200 if ready else 503,
-    )
 
 
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
@@ -56,6 +33,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     registry = Registry()
     link = MqttLink(settings, correlator, registry)
     printer_service = PrinterService(settings, link, correlator, registry)
+    readiness = Readiness()
+    readiness.add("broker", link.check)  # the job store adds itself here: ("store", store.ping)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -78,11 +57,14 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "printer_service": Provide(lambda: printer_service, use_cache=True, sync_to_thread=False),
+        "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
     }
     from litestar import Router
 
     v1 = Router(
-        path="/", route_handlers=[PrintersController, AgentsController], guards=[require_principal]
+        path="/",
+        route_handlers=[PrintersController, AgentsController, FleetController],
+        guards=[require_principal],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
