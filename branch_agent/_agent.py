@@ -428,7 +428,11 @@ class Agent:
     async def _poll_printers(self) -> None:
         while True:
             for printer in self.printers.values():
-                reading = await asyncio.to_thread(printer.backend.status)
+                try:
+                    reading = await asyncio.to_thread(printer.backend.status)
+                except Exception as exc:  # a backend bug must not freeze the reported status
+                    log.exception("reading the status of %s failed", printer.backend.name)
+                    reading = PrinterReading(online=False, detail=f"status failed: {exc}")
                 if reading != printer.reading:
                     printer.reading = reading
                     self._status_dirty.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -37,8 +38,11 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     data_dir: str
     mqtt: MqttSettings
     printers: list[PrinterConfig] = []
-    #: Seconds between status heartbeats; the retained status expires after 3 heartbeats.
+    #: Seconds between status heartbeats (a change is published at once, whatever this says).
     heartbeat_interval: float = 30.0
+    #: Seconds a status stays valid (its Message Expiry Interval); default 3 heartbeats. The
+    #: cloud counts the agent offline once it passes without a new heartbeat.
+    status_expiry: float | None = None
     #: Seconds between printer status polls (changes are published at once).
     status_poll_interval: float = 0.5
 
@@ -48,7 +52,11 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
     @property
     def heartbeat_expiry(self) -> int:
-        return max(1, round(self.heartbeat_interval * 3))
+        """Whole seconds (MQTT's unit), rounded up so the status never lapses early."""
+        expiry = (
+            self.status_expiry if self.status_expiry is not None else self.heartbeat_interval * 3
+        )
+        return max(1, math.ceil(expiry))
 
 
 def parse_config(data: bytes | str, source: str = "config") -> AgentConfig:
@@ -65,6 +73,13 @@ def parse_config(data: bytes | str, source: str = "config") -> AgentConfig:
         names = [validate_id(p.name, f"printers[{i}].name") for i, p in enumerate(config.printers)]
     except ProtocolError as exc:
         raise ConfigError(f"{source}: {exc.message}") from exc
+    if config.heartbeat_interval <= 0 or config.status_poll_interval <= 0:
+        raise ConfigError(f"{source}: heartbeat_interval and status_poll_interval must be > 0")
+    if config.heartbeat_expiry <= config.heartbeat_interval:
+        raise ConfigError(
+            f"{source}: status_expiry ({config.heartbeat_expiry} s) must be longer than "
+            f"heartbeat_interval ({config.heartbeat_interval:g} s), or the agent flaps offline"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: printers: names must be unique, got {names}")
     return config

@@ -1,4 +1,5 @@
-"""The Litestar application: routes, dependencies, lifespan (MQTT session), error handling."""
+"""The Litestar application: routes, dependencies, lifespan (store, MQTT session, job sweeper),
+error handling."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import msgspec
-from litestar import Litestar, Response, Router, get
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -17,10 +17,12 @@ from protocol import software_version
 from ._auth import Authenticator, require_principal
 from ._correlator import Correlator
 from ._errors import error_response
+from ._health import Readiness, healthz, readyz
 from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
+from .fleet import FleetController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
 from .store import Store, open_store
@@ -28,41 +30,24 @@ from .store import Store, open_store
 log = logging.getLogger("cloud_api")
 
 
-class Health(msgspec.Struct, kw_only=True, frozen=True):
-    status: str
-    version: str
-    broker_connected: bool | None = None
-    store_reachable: bool | None = None
-
-
-@get("/healthz", summary="Liveness: the process serves HTTP", tags=["health"])
-async def healthz() -> Health:
-    return Health(status="ok", version=software_version())
-
-
-@get("/readyz", summary="Readiness: connected to the broker, registry warm", tags=["health"])
-async def readyz(mqtt_link: MqttLink) -> Response[Health]:
-    ready = mqtt_link.ready.is_set()
-    return Response(
-        Health(
-            status="ready" if ready else "not ready",
-            version=software_version(),
-            broker_connected=ready,
-        ),
-        status_code=200 if ready else 503,
-    )
-
-
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     registry = Registry()
     link = MqttLink(settings, registry, on_reply=lambda *args: None)
+    readiness = Readiness()
+    readiness.add("broker", link.check)
     holder: dict[str, JobService] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         store: Store = await open_store(settings.store_url)
+
+        async def store_check() -> tuple[bool, str]:
+            await store.ping()
+            return True, store.name
+
+        readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
@@ -87,10 +72,11 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
+        "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
     }
     v1 = Router(
         path="/",
-        route_handlers=[PrintersController, AgentsController, JobsController],
+        route_handlers=[PrintersController, AgentsController, FleetController, JobsController],
         guards=[require_principal],
     )
     app = Litestar(

@@ -145,6 +145,13 @@ class MqttLink:
             case _:
                 log.warning("ignoring message on %s", message.topic.value[:200])
 
+    async def check(self) -> tuple[bool, str]:
+        """Readiness: subscribed and holding the retained presence/status snapshot."""
+        mqtt = self.settings.mqtt
+        if self.ready.is_set():
+            return True, f"connected to {mqtt.host}:{mqtt.port}"
+        return False, f"not connected to {mqtt.host}:{mqtt.port}"
+
     async def publish(self, topic: str, payload: bytes, properties: Properties) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
         client = self._client

@@ -26,7 +26,6 @@ from broker import (
     DynSecAdmin,
     MosquittoProcess,
     agent_role,
-    agent_role_name,
     agent_username,
     cloud_role,
     debug_role,
@@ -185,10 +184,16 @@ class Stack:
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
         """Create the agent's broker client and role at run time (no broker restart)."""
-        creds = Credentials(agent_username(branch_id, agent_id), new_password())
+        (creds,) = await self.provision_agents([(branch_id, agent_id)])
+        return creds
+
+    async def provision_agents(self, ids: list[tuple[str, str]]) -> list[Credentials]:
+        """Provision many agents in a few batched dynamic-security messages."""
+        creds = [Credentials(agent_username(b, a), new_password()) for b, a in ids]
         async with self.admin() as admin:
-            await admin.create_role(agent_role(branch_id, agent_id))
-            await admin.create_client(creds, [agent_role_name(branch_id, agent_id)])
+            await admin.create_agents(
+                (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
+            )
         return creds
 
     def agent_config(

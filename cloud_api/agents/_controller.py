@@ -11,13 +11,15 @@ from litestar import Controller, Request, get
 from protocol import PrinterState
 
 from .._auth import check_branch, principal_of
-from .._registry import AgentRecord, Registry
+from .._registry import BLOCKING, AgentRecord, Liveness, Problem, Registry, printer_problems
 
 
 class AgentView(msgspec.Struct, kw_only=True, frozen=True):
     branch_id: str
     agent_id: str
     online: bool
+    #: online, offline (goodbye or Last Will), expired (heartbeat missing) or unknown
+    state: Liveness
     session: int
     version: str
     last_seen: float | None
@@ -31,16 +33,20 @@ class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
     #: True when the agent is online and the printer reports itself ready to print.
     ready: bool
     agent_online: bool
+    #: Everything worth a look, blocking or not (e.g. ``paper_near_end``, ``last_error``).
+    problems: list[Problem]
     state: PrinterState
     last_seen: float | None
 
 
 def agent_view(record: AgentRecord, now: float) -> AgentView:
     status = record.status
+    state = record.liveness(now)
     return AgentView(
         branch_id=record.branch_id,
         agent_id=record.agent_id,
-        online=record.online(now),
+        online=state is Liveness.ONLINE,
+        state=state,
         session=record.session,
         version=record.presence.version if record.presence else "",
         last_seen=record.last_seen or None,
@@ -52,18 +58,22 @@ def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
     if record.status is None:
         return []
     online = record.online(now)
-    return [
-        PrinterView(
-            branch_id=record.branch_id,
-            printer_id=p.name,
-            agent_id=record.agent_id,
-            ready=online and p.online and p.paper != "out" and not p.cover_open,
-            agent_online=online,
-            state=p,
-            last_seen=record.last_seen or None,
+    views = []
+    for p in record.status.printers:
+        problems = printer_problems(p, online)
+        views.append(
+            PrinterView(
+                branch_id=record.branch_id,
+                printer_id=p.name,
+                agent_id=record.agent_id,
+                ready=BLOCKING.isdisjoint(problems),
+                agent_online=online,
+                problems=problems,
+                state=p,
+                last_seen=record.last_seen or None,
+            )
         )
-        for p in record.status.printers
-    ]
+    return views
 
 
 class AgentsController(Controller):
