@@ -21,7 +21,9 @@ from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
+from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
 from .printers import PrintersController, PrinterService
+from .provisioning import ProvisioningController, ProvisioningService
 
 log = logging.getLogger("cloud_api")
 
@@ -56,6 +58,13 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     registry = Registry()
     link = MqttLink(settings, correlator, registry)
     printer_service = PrinterService(settings, link, correlator, registry)
+    provisioning_service = ProvisioningService(settings)
+    key_store = (
+        JsonFileApiKeyStore(settings.api_keys_file)
+        if settings.api_keys_file
+        else MemoryApiKeyStore()
+    )
+    api_key_service = ApiKeyService(key_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -78,11 +87,22 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "printer_service": Provide(lambda: printer_service, use_cache=True, sync_to_thread=False),
+        "provisioning_service": Provide(
+            lambda: provisioning_service, use_cache=True, sync_to_thread=False
+        ),
+        "api_key_service": Provide(lambda: api_key_service, use_cache=True, sync_to_thread=False),
     }
     from litestar import Router
 
     v1 = Router(
-        path="/", route_handlers=[PrintersController, AgentsController], guards=[require_principal]
+        path="/",
+        route_handlers=[
+            PrintersController,
+            AgentsController,
+            ProvisioningController,
+            ApiKeysController,
+        ],
+        guards=[require_principal],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
@@ -93,7 +113,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
-    app.state.authenticator = Authenticator(settings.api_token)
+    app.state.authenticator = Authenticator(settings.api_token, api_key_service)
     app.state.settings = settings
     app.state.registry = registry
     app.state.correlator = correlator

@@ -39,6 +39,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BROKER_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
@@ -47,7 +48,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
     400: ErrorCode.INVALID_REQUEST,
     401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.NOT_FOUND,
     409: ErrorCode.CONFLICT,

@@ -25,9 +25,7 @@ from broker import (
     Credentials,
     DynSecAdmin,
     MosquittoProcess,
-    agent_role,
-    agent_role_name,
-    agent_username,
+    Provisioner,
     cloud_role,
     debug_role,
     new_password,
@@ -186,11 +184,8 @@ class Stack:
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
         """Create the agent's broker client and role at run time (no broker restart)."""
-        creds = Credentials(agent_username(branch_id, agent_id), new_password())
         async with self.admin() as admin:
-            await admin.create_role(agent_role(branch_id, agent_id))
-            await admin.create_client(creds, [agent_role_name(branch_id, agent_id)])
-        return creds
+            return await Provisioner(admin).add_agent(branch_id, agent_id)
 
     def agent_config(
         self, branch_id: str, agent_id: str, creds: Credentials, printers: list[str], **extra: Any
@@ -247,7 +242,7 @@ class Stack:
     # --- API -------------------------------------------------------------------------------
 
     def api_settings(self) -> dict[str, Any]:
-        cloud = self.creds("cloud")
+        cloud, admin = self.creds("cloud"), self.creds("admin")
         settings: dict[str, Any] = {
             "instance_id": "api-1",
             "http_host": "127.0.0.1",
@@ -259,6 +254,16 @@ class Stack:
                 "username": cloud.username,
                 "password": cloud.password,
             },
+            "admin_mqtt": {
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "username": admin.username,
+                "password": admin.password,
+            },
+            "provisioning": {
+                "agent_data_dir": str(self.state_dir / "agents" / "{branch_id}.{agent_id}"),
+            },
+            "api_keys_file": str(self.state_dir / "api-keys.json"),
         }
         settings.update(self.api_overrides)
         return settings

@@ -4,12 +4,15 @@ The printer's state is read from ``state.json`` in its directory, so a test (or 
 switch it to paper-out or cover-open while the agent runs::
 
     echo '{"paper": "out"}' > DIR/state.json
+
+``{"delay_s": 2}`` makes every job take that long (a slow printer), for timing tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,10 +44,20 @@ class VirtualPrinter(PrinterBackend):
             cover_open=bool(raw.get("cover_open", False)),
         )
 
+    def _delay(self) -> float:
+        try:
+            raw = json.loads((self.directory / STATE_FILE).read_text())
+            return min(max(float(raw.get("delay_s", 0)), 0.0), 60.0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return 0.0
+
     def write(self, data: bytes, job_id: str) -> None:
         blocking = self.status().blocking_error()
         if blocking is not None:
             raise blocking
+        delay = self._delay()
+        if delay:
+            time.sleep(delay)  # runs in the agent's printer thread, like a real slow printer
         # job ids come from the protocol's safe set; write-then-rename so a reader never sees
         # half a job and a crash never leaves a file that counts as printed.
         final = self.directory / f"{job_id}{JOB_SUFFIX}"
