@@ -209,7 +209,6 @@ class DynSecAdmin:
     async def add_role_acl(self, role: str, acl: Acl) -> None:
         await self.command("addRoleACL", rolename=role, **acl.as_json())
 
-    async def clear_retained(self, topics: Iterable[str]) -> None:
-        """Publish empty retained messages: the broker forgets what was retained there."""
-        for topic in topics:
-            await self._client.publish(topic, b"", qos=1, retain=True)
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message (an empty payload makes the broker forget the topic)."""
+        await self._client.publish(topic, payload, qos=1, retain=True)

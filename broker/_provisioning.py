@@ -10,9 +10,10 @@ its next reconnect.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
-from protocol import presence_topic, status_topic
+from protocol import Presence, encode, presence_topic, status_topic
 
 from ._dynsec import Credentials, DynSecAdmin, DynSecError, new_password
 from ._errors import BrokerError
@@ -115,6 +116,19 @@ class Provisioner:
             if _missing(exc):
                 raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}") from exc
             raise
+        # The broker drops the session without its Last Will, so the retained birth would
+        # still say "online": say "offline" for it. A session number of now (ms) outranks the
+        # dropped session's and is outranked by the agent's next connect.
+        await self.ensure_admin_acls()
+        offline = Presence(
+            state="offline",
+            session=time.time_ns() // 1_000_000,
+            branch_id=branch_id,
+            agent_id=agent_id,
+            at=time.time(),
+            reason="credentials rotated",
+        )
+        await self.admin.publish_retained(presence_topic(branch_id, agent_id), encode(offline))
         return creds
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
@@ -124,9 +138,8 @@ class Provisioner:
             agent_username(branch_id, agent_id), agent_role_name(branch_id, agent_id)
         )
         await self.ensure_admin_acls()
-        await self.admin.clear_retained(
-            [presence_topic(branch_id, agent_id), status_topic(branch_id, agent_id)]
-        )
+        for topic in (presence_topic(branch_id, agent_id), status_topic(branch_id, agent_id)):
+            await self.admin.publish_retained(topic, b"")
         if not found:
             raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}")
 

@@ -104,6 +104,16 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
             message = f"{message}: {extra}"
         body = _body(code, message, None)
         headers.update(exc.headers or {})
+    elif isinstance(exc, RecursionError | UnicodeDecodeError):
+        # Litestar's JSON body decoding lets these two through untranslated: msgspec refuses
+        # JSON nested deeper than the recursion limit (``[[[[...``) with RecursionError, and
+        # bytes that are not UTF-8 raise UnicodeDecodeError. A hostile body, not our bug.
+        message = (
+            "request body nested too deeply"
+            if isinstance(exc, RecursionError)
+            else "request body is not valid UTF-8"
+        )
+        status, body = 400, _body(ErrorCode.INVALID_REQUEST, message, None)
     else:
         log.exception("unhandled error", exc_info=exc)
         status, body = 500, _body(ErrorCode.INTERNAL, "internal error", None)

@@ -104,12 +104,20 @@ class Probe:
         return int(codes[0])
 
     def publish(
-        self, topic: str, payload: bytes, *, correlation: bytes | None = None, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        correlation: bytes | None = None,
+        response_topic: str | None = None,
+        retain: bool = False,
     ) -> int:
         """The PUBACK code of a QoS 1 publish (0 or 16 = accepted, 135 = not authorized)."""
         props = Properties(mqtt.PacketTypes.PUBLISH)
         if correlation is not None:
             props.CorrelationData = correlation
+        if response_topic is not None:
+            props.ResponseTopic = response_topic
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         code = self._wait_ack(info.mid)
         assert isinstance(code, int), code
