@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -94,6 +94,20 @@ def load_config(path: str | Path) -> AgentConfig:
     return parse_config(data, str(path))
 
 
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def dump_config(config: AgentConfig) -> str:
-    """TOML text of ``config`` (what provisioning hands to a new agent)."""
-    return msgspec.toml.encode(config).decode()
+    """TOML text of ``config`` (what provisioning hands to a new agent).
+
+    TOML has no null: unset optional keys are left out, which reads back as the same default.
+    """
+    import tomli_w
+
+    data = _without_none(msgspec.to_builtins(config))
+    return tomli_w.dumps(data, multiline_strings=True)

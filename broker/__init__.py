@@ -4,6 +4,7 @@
 * :mod:`broker._roles` holds the ACL roles (agent, cloud, debug, admin) in one place.
 * :mod:`broker._dynsec` writes the initial dynamic-security JSON and drives the plugin's
   ``$CONTROL/dynamic-security/v1`` API at run time.
+* :mod:`broker._provisioning` adds, rotates, revokes and lists agent and debug logins.
 * :mod:`broker._process` starts, waits for, stops and kills a Mosquitto process.
 """
 
@@ -18,6 +19,7 @@ from ._dynsec import (
 )
 from ._errors import BrokerError
 from ._process import MosquittoProcess, free_port, wait_for_port
+from ._provisioning import AlreadyProvisioned, NotProvisioned, ProvisionedAgent, Provisioner
 from ._roles import (
     ADMIN_ROLE,
     CLOUD_ROLE,
@@ -30,6 +32,9 @@ from ._roles import (
     agent_username,
     cloud_role,
     debug_role,
+    debug_role_name,
+    debug_username,
+    parse_agent_username,
 )
 
 __all__ = [
@@ -37,12 +42,16 @@ __all__ = [
     "CLOUD_ROLE",
     "DEBUG_ROLE",
     "Acl",
+    "AlreadyProvisioned",
     "BrokerConfig",
     "BrokerError",
     "Credentials",
     "DynSecAdmin",
     "DynSecError",
     "MosquittoProcess",
+    "NotProvisioned",
+    "ProvisionedAgent",
+    "Provisioner",
     "Role",
     "admin_role",
     "agent_role",
@@ -50,11 +59,14 @@ __all__ = [
     "agent_username",
     "cloud_role",
     "debug_role",
+    "debug_role_name",
+    "debug_username",
     "find_dynsec_plugin",
     "free_port",
     "hash_password",
     "initial_dynsec_document",
     "new_password",
+    "parse_agent_username",
     "render_mosquitto_conf",
     "wait_for_port",
 ]

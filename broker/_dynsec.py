@@ -17,7 +17,7 @@ from typing import Any, Self
 import aiomqtt
 
 from ._errors import BrokerError
-from ._roles import ADMIN_ROLE, Role, admin_role
+from ._roles import ADMIN_ROLE, Acl, Role, admin_role
 
 log = logging.getLogger(__name__)
 
@@ -241,3 +241,19 @@ class DynSecAdmin:
     async def get_client(self, username: str) -> dict[str, Any]:
         response = await self.command("getClient", username=username)
         return dict(response.get("data", {}).get("client", {}))
+
+    async def get_role(self, name: str) -> dict[str, Any]:
+        response = await self.command("getRole", rolename=name)
+        return dict(response.get("data", {}).get("role", {}))
+
+    async def list_clients(self) -> list[dict[str, Any]]:
+        """Every client with its roles (``listClients`` verbose, all pages)."""
+        response = await self.command("listClients", verbose=True, count=-1, offset=0)
+        return list(response.get("data", {}).get("clients", []))
+
+    async def add_role_acl(self, role: str, acl: Acl) -> None:
+        await self.command("addRoleACL", rolename=role, **acl.as_json())
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message (an empty payload makes the broker forget the topic)."""
+        await self._client.publish(topic, payload, qos=1, retain=True)

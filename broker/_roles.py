@@ -4,6 +4,9 @@ provisioning.
 Mosquitto 2.0's dynamic security has no ``%u``/``%c`` substitution, so every agent gets a role of
 its own that names exactly its topics: it may read its own ``req`` topic and write only its own
 presence/status and its branch's ``reply/+`` topics.
+
+Usernames join branch and agent ids with ``:``, a character ids may not hold: with ``.`` (which ids
+may hold) branch ``a.b``/agent ``c`` and branch ``a``/agent ``b.c`` would share one login.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from protocol import (
     ALL_PRESENCE,
     ALL_STATUS,
     TOPIC_PREFIX,
+    is_valid_id,
     presence_topic,
     request_topic,
     status_topic,
@@ -51,9 +55,25 @@ def _write(topic: str) -> Acl:
     return Acl("publishClientSend", topic)
 
 
+AGENT_USER_PREFIX: Final = "agent:"
+DEBUG_USER_PREFIX: Final = "debug:"
+
+
 def agent_username(branch_id: str, agent_id: str) -> str:
-    """The MQTT username (and client id) of an agent."""
-    return f"agent.{validate_id(branch_id, 'branch id')}.{validate_id(agent_id, 'agent id')}"
+    """The MQTT username (and client id) of an agent: ``agent:{branch}:{agent}``."""
+    validate_id(branch_id, "branch id")
+    validate_id(agent_id, "agent id")
+    return f"{AGENT_USER_PREFIX}{branch_id}:{agent_id}"
+
+
+def parse_agent_username(username: str) -> tuple[str, str] | None:
+    """``(branch_id, agent_id)`` of an agent username, or None for any other login."""
+    if not username.startswith(AGENT_USER_PREFIX):
+        return None
+    parts = username[len(AGENT_USER_PREFIX) :].split(":")
+    if len(parts) != 2 or not all(is_valid_id(p) for p in parts):
+        return None
+    return parts[0], parts[1]
 
 
 def agent_role_name(branch_id: str, agent_id: str) -> str:
@@ -86,6 +106,15 @@ def cloud_role() -> Role:
     )
 
 
+def debug_username(branch_id: str, name: str) -> str:
+    """The MQTT username of a per-branch debug login: ``debug:{branch}:{name}``."""
+    return f"{DEBUG_USER_PREFIX}{validate_id(branch_id, 'branch id')}:{validate_id(name, 'name')}"
+
+
+def debug_role_name(branch_id: str, name: str) -> str:
+    return f"pm-{debug_username(branch_id, name)}"
+
+
 def debug_role(branch_id: str = "+", name: str = DEBUG_ROLE) -> Role:
     """Troubleshooting with ``mosquitto_pub``/``mosquitto_sub``: send requests in one branch (or
     all), read that branch's presence and status and the replies addressed to ``debug``."""
@@ -103,6 +132,19 @@ def debug_role(branch_id: str = "+", name: str = DEBUG_ROLE) -> Role:
     )
 
 
+def admin_acls() -> tuple[Acl, ...]:
+    return (
+        _write(CONTROL_TOPIC),
+        *_read(CONTROL_TOPIC),
+        # Revoking an agent clears its retained presence and status (empty retained payloads),
+        # so it disappears from every registry. The admin can grant itself anything through the
+        # control topic anyway; these two rules add no power, only say what it uses.
+        _write(ALL_PRESENCE),
+        _write(ALL_STATUS),
+    )
+
+
 def admin_role() -> Role:
-    """Provisioning through the plugin's control topic, nothing else."""
-    return Role(ADMIN_ROLE, (_write(CONTROL_TOPIC), *_read(CONTROL_TOPIC)))
+    """Provisioning through the plugin's control topic, and clearing a revoked agent's
+    retained presence/status; it reads no PrinterMaster topic."""
+    return Role(ADMIN_ROLE, admin_acls())

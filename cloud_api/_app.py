@@ -22,9 +22,11 @@ from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
+from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
 from .fleet import FleetController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
+from .provisioning import ProvisioningController, ProvisioningService
 from .store import Store, open_store
 
 log = logging.getLogger("cloud_api")
@@ -38,6 +40,13 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     readiness = Readiness()
     readiness.add("broker", link.check)
     holder: dict[str, JobService] = {}
+    provisioning_service = ProvisioningService(settings)
+    key_store = (
+        JsonFileApiKeyStore(settings.api_keys_file)
+        if settings.api_keys_file
+        else MemoryApiKeyStore()
+    )
+    api_key_service = ApiKeyService(key_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -73,10 +82,21 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
         "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
+        "provisioning_service": Provide(
+            lambda: provisioning_service, use_cache=True, sync_to_thread=False
+        ),
+        "api_key_service": Provide(lambda: api_key_service, use_cache=True, sync_to_thread=False),
     }
     v1 = Router(
         path="/",
-        route_handlers=[PrintersController, AgentsController, FleetController, JobsController],
+        route_handlers=[
+            PrintersController,
+            AgentsController,
+            FleetController,
+            JobsController,
+            ProvisioningController,
+            ApiKeysController,
+        ],
         guards=[require_principal],
     )
     app = Litestar(
@@ -88,7 +108,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
-    app.state.authenticator = Authenticator(settings.api_token)
+    app.state.authenticator = Authenticator(settings.api_token, api_key_service)
     app.state.settings = settings
     app.state.registry = registry
     return app

@@ -39,6 +39,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BROKER_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
@@ -47,7 +48,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
     400: ErrorCode.INVALID_REQUEST,
     401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.NOT_FOUND,
     409: ErrorCode.CONFLICT,
@@ -112,6 +113,16 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
             message = f"{message}: {extra}"
         body = _body(code, message, None)
         headers.update(exc.headers or {})
+    elif isinstance(exc, RecursionError | UnicodeDecodeError):
+        # Litestar's JSON body decoding lets these two through untranslated: msgspec refuses
+        # JSON nested deeper than the recursion limit (``[[[[...``) with RecursionError, and
+        # bytes that are not UTF-8 raise UnicodeDecodeError. A hostile body, not our bug.
+        message = (
+            "request body nested too deeply"
+            if isinstance(exc, RecursionError)
+            else "request body is not valid UTF-8"
+        )
+        status, body = 400, _body(ErrorCode.INVALID_REQUEST, message, None)
     else:
         log.exception("unhandled error", exc_info=exc)
         status, body = 500, _body(ErrorCode.INTERNAL, "internal error", None)

@@ -15,6 +15,7 @@ from paho.mqtt.properties import Properties
 from protocol import (
     ALL_PRESENCE,
     ALL_STATUS,
+    MAX_PAYLOAD_BYTES,
     Backoff,
     ErrorCode,
     InvalidTopic,
@@ -154,6 +155,14 @@ class MqttLink:
 
     async def publish(self, topic: str, payload: bytes, properties: Properties) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            # Checked here, not left to the broker: Mosquitto 2.0 answers an oversized QoS 1
+            # PUBLISH with PUBACK 0x95, which paho treats as a protocol error and drops the
+            # whole session (every pending request of this API instance with it).
+            raise ApiError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"message of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES} byte limit",
+            )
         client = self._client
         if client is None:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -21,6 +22,24 @@ class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     ca_file: str | None = None
 
 
+class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The broker as the branches see it, written into every agent config the API hands out.
+
+    Unset fields fall back to the API's own ``[mqtt]`` section (right for a single-host setup).
+    """
+
+    host: str | None = None
+    port: int | None = None
+    transport: Literal["tcp", "websockets"] = "tcp"
+    websocket_path: str = "/mqtt"
+    tls: bool | None = None
+    #: CA certificate (PEM file) the agent should trust; embedded into the config as ``ca_pem``.
+    ca_file: str | None = None
+    #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
+    agent_data_dir: str = "/var/lib/printermaster-agent"
+    keepalive: int = 10
+
+
 class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     #: This instance's requester id: its reply topic is ``pm/v1/+/reply/{instance_id}``.
     instance_id: str = "api-1"
@@ -29,6 +48,11 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Bearer token with access to every branch (the operator's / demo's token).
     api_token: str
     mqtt: MqttClientSettings
+    #: Admin login of the dynamic-security plugin: enables the provisioning routes.
+    admin_mqtt: MqttClientSettings | None = None
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    #: JSON file holding the dashboard API keys (hashed); None keeps them in memory only.
+    api_keys_file: str | None = None
     #: Seconds to wait for the agent's ``accepted`` before answering AGENT_UNREACHABLE.
     accept_timeout: float = 3.0
     #: Seconds to wait for the final result after ``accepted`` before PRINT_TIMEOUT.

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="agent configuration (TOML)")
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_agent_run)
+
+    from ._provision_cli import add_parser as add_broker_parser
+
+    add_broker_parser(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from broker import (
     Credentials,
     DynSecAdmin,
     MosquittoProcess,
+    Provisioner,
     agent_role,
     agent_username,
     cloud_role,
@@ -184,8 +185,8 @@ class Stack:
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
         """Create the agent's broker client and role at run time (no broker restart)."""
-        (creds,) = await self.provision_agents([(branch_id, agent_id)])
-        return creds
+        async with self.admin() as admin:
+            return await Provisioner(admin).add_agent(branch_id, agent_id)
 
     async def provision_agents(self, ids: list[tuple[str, str]]) -> list[Credentials]:
         """Provision many agents in a few batched dynamic-security messages."""
@@ -251,7 +252,7 @@ class Stack:
     # --- API -------------------------------------------------------------------------------
 
     def api_settings(self) -> dict[str, Any]:
-        cloud = self.creds("cloud")
+        cloud, admin = self.creds("cloud"), self.creds("admin")
         settings: dict[str, Any] = {
             "instance_id": "api-1",
             "http_host": "127.0.0.1",
@@ -264,6 +265,16 @@ class Stack:
                 "username": cloud.username,
                 "password": cloud.password,
             },
+            "admin_mqtt": {
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "username": admin.username,
+                "password": admin.password,
+            },
+            "provisioning": {
+                "agent_data_dir": str(self.state_dir / "agents" / "{branch_id}.{agent_id}"),
+            },
+            "api_keys_file": str(self.state_dir / "api-keys.json"),
         }
         settings.update(self.api_overrides)
         return settings

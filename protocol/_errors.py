@@ -38,6 +38,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "INTERNAL"
     # Failures of the HTTP edge itself (never sent by an agent).
     UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     CONFLICT = "CONFLICT"

@@ -6,7 +6,7 @@ switch it to paper-out or cover-open while the agent runs::
     echo '{"paper": "out"}' > DIR/state.json
 
 Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
-(seconds each job takes, to simulate a slow printer).
+(seconds each job takes, at most 60: a slow printer, for timing tests).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class VirtualPrinter(PrinterBackend):
             raise blocking
         delay = state.get("delay_s", 0) if isinstance(state, dict) else 0
         if isinstance(delay, int | float) and delay > 0:
-            time.sleep(delay)
+            # runs in the agent's printer thread, like a real slow printer
+            time.sleep(min(float(delay), 60.0))
         # job ids come from the protocol's safe set; write-then-rename so a reader never sees
         # half a job and a crash never leaves a file that counts as printed.
         final = self.directory / f"{job_id}{JOB_SUFFIX}"

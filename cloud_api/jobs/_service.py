@@ -48,7 +48,7 @@ from protocol import (
     request_topic,
 )
 
-from .._auth import Principal
+from .._auth import Principal, check_branch
 from .._correlator import Correlator
 from .._errors import ApiError
 from .._mqtt import MqttLink
@@ -386,11 +386,7 @@ class JobService:
         wait: bool = True,
     ) -> JobRecord:
         """A test page as a job; with ``wait``, the final job or a typed error."""
-        if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
-            raise ApiError(
-                ErrorCode.PRINTER_NOT_FOUND,
-                f"no printer {printer_id[:64]!r} in branch {branch_id[:64]!r}",
-            )
+        check_branch(principal, branch_id)
         agent = self._agent_for(branch_id, printer_id)
         if not agent.online():
             raise ApiError(

@@ -1,0 +1,94 @@
+"""The agent configuration provisioning hands out: TOML that ``branch_agent.load_config`` reads
+as it is, with the broker address as the branches see it and the CA certificate inline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
+from branch_agent._config import dump_config
+from branch_agent._printers import PrinterConfig
+from broker import Credentials
+
+from .._settings import ApiSettings
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where and how an agent reaches the broker."""
+
+    host: str
+    port: int
+    transport: str = "tcp"
+    websocket_path: str = "/mqtt"
+    tls: bool = False
+    ca_pem: str | None = None
+    keepalive: int = 10
+
+    @property
+    def url(self) -> str:
+        if self.transport == "websockets":
+            scheme = "wss" if self.tls else "ws"
+            return f"{scheme}://{self.host}:{self.port}{self.websocket_path}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> BrokerEndpoint:
+        """``[provisioning]`` with the API's own ``[mqtt]`` as fallback; reads the CA file now,
+        so a renewed CA is handed out without an API restart."""
+        prov, mqtt = settings.provisioning, settings.mqtt
+        tls = prov.tls if prov.tls is not None else mqtt.tls
+        ca_file = prov.ca_file or (mqtt.ca_file if prov.tls is None else None)
+        return cls(
+            host=prov.host or mqtt.host,
+            port=prov.port or mqtt.port,
+            transport=prov.transport,
+            websocket_path=prov.websocket_path,
+            tls=tls,
+            ca_pem=Path(ca_file).read_text() if tls and ca_file else None,
+            keepalive=prov.keepalive,
+        )
+
+
+def render_agent_config(
+    *,
+    branch_id: str,
+    agent_id: str,
+    creds: Credentials,
+    broker: BrokerEndpoint,
+    data_dir: str,
+    printers: list[PrinterConfig] | None = None,
+) -> str:
+    """TOML for one agent; checked with the agent's own parser before it leaves."""
+    config = AgentConfig(
+        branch_id=branch_id,
+        agent_id=agent_id,
+        # ids are from the safe set (no "/", no ".."), so they are safe in a path
+        data_dir=data_dir.replace("{branch_id}", branch_id).replace("{agent_id}", agent_id),
+        mqtt=MqttSettings(
+            host=broker.host,
+            port=broker.port,
+            username=creds.username,
+            password=creds.password,
+            transport=broker.transport,  # type: ignore[arg-type]
+            websocket_path=broker.websocket_path,
+            tls=broker.tls,
+            ca_pem=broker.ca_pem,
+            keepalive=broker.keepalive,
+        ),
+        printers=list(printers or []),
+    )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = (
+        f"# PrinterMaster agent {agent_id} of branch {branch_id}, provisioned {stamp}.\n"
+        f"# Broker: {broker.url}\n"
+        "# Holds this agent's broker password: keep the file private (chmod 600).\n"
+        "# Run: printermaster agent run --config THIS_FILE\n\n"
+    ) + dump_config(config)
+    parse_config(text, "generated config")  # raises ConfigError if we ever emit a bad one
+    return text
+
+
+__all__ = ["BrokerEndpoint", "ConfigError", "render_agent_config"]

@@ -1,0 +1,130 @@
+"""Provisioning: agent and per-branch debug logins created, rotated and revoked through the
+broker's dynamic-security plugin by the cloud's admin MQTT client (no broker restart).
+
+Each operation opens its own short admin session: provisioning is rare, so a fresh session
+needs no reconnect logic, holds no idle admin connection and always sees the broker as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+
+import aiomqtt
+import msgspec
+
+from branch_agent import ConfigError
+from branch_agent._printers import PrinterConfig
+from broker import (
+    AlreadyProvisioned,
+    BrokerError,
+    Credentials,
+    DynSecAdmin,
+    NotProvisioned,
+    Provisioner,
+)
+from protocol import ErrorCode, ProtocolError, reply_topic
+
+from .._errors import ApiError
+from .._settings import ApiSettings
+from ._render import BrokerEndpoint, render_agent_config
+
+
+class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
+    branch_id: str
+    username: str
+    password: str
+    broker_url: str
+    #: Requests sent with this login should name this as their response topic.
+    reply_topic: str
+
+
+class ProvisioningService:
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+
+    @contextlib.asynccontextmanager
+    async def _provisioner(self) -> AsyncIterator[Provisioner]:
+        admin = self.settings.admin_mqtt
+        if admin is None:
+            raise ApiError(
+                ErrorCode.BROKER_UNAVAILABLE,
+                "provisioning is not configured: add an [admin_mqtt] section to the API settings",
+            )
+        tls = ssl.create_default_context(cafile=admin.ca_file) if admin.tls else None
+        try:
+            async with DynSecAdmin(
+                admin.host,
+                admin.port,
+                Credentials(admin.username, admin.password),
+                tls_context=tls,
+            ) as session:
+                yield Provisioner(session)
+        except AlreadyProvisioned as exc:
+            raise ApiError(ErrorCode.CONFLICT, str(exc)) from exc
+        except NotProvisioned as exc:
+            raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+        except ProtocolError as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, exc.message) from exc
+        except (BrokerError, aiomqtt.MqttError) as exc:
+            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"provisioning failed: {exc}") from exc
+
+    def _config(
+        self,
+        branch_id: str,
+        agent_id: str,
+        creds: Credentials,
+        printers: list[PrinterConfig] | None,
+    ) -> str:
+        try:
+            return render_agent_config(
+                branch_id=branch_id,
+                agent_id=agent_id,
+                creds=creds,
+                broker=BrokerEndpoint.from_settings(self.settings),
+                data_dir=self.settings.provisioning.agent_data_dir,
+                printers=printers,
+            )
+        except ConfigError as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+        except OSError as exc:
+            raise ApiError(ErrorCode.INTERNAL, f"cannot read the CA file: {exc}") from exc
+
+    async def add_agent(
+        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
+    ) -> str:
+        """Create the agent's login and role; returns its one-time config (TOML)."""
+        # Render once with a placeholder first: a bad printer table fails before the broker
+        # is touched.
+        self._config(branch_id, agent_id, Credentials("check", "check"), printers)
+        async with self._provisioner() as prov:
+            creds = await prov.add_agent(branch_id, agent_id)
+        return self._config(branch_id, agent_id, creds, printers)
+
+    async def rotate_agent(
+        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
+    ) -> str:
+        """New password (the broker drops the agent's live session); returns the new config."""
+        async with self._provisioner() as prov:
+            creds = await prov.rotate_agent(branch_id, agent_id)
+        return self._config(branch_id, agent_id, creds, printers)
+
+    async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
+        async with self._provisioner() as prov:
+            await prov.revoke_agent(branch_id, agent_id)
+
+    async def add_debug(self, branch_id: str, name: str) -> DebugLogin:
+        async with self._provisioner() as prov:
+            creds = await prov.add_debug(branch_id, name)
+        return DebugLogin(
+            branch_id=branch_id,
+            username=creds.username,
+            password=creds.password,
+            broker_url=BrokerEndpoint.from_settings(self.settings).url,
+            reply_topic=reply_topic(branch_id, "debug"),
+        )
+
+    async def revoke_debug(self, branch_id: str, name: str) -> None:
+        async with self._provisioner() as prov:
+            await prov.revoke_debug(branch_id, name)

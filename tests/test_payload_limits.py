@@ -1,0 +1,103 @@
+"""Payload hygiene: the broker refuses MQTT payloads over MAX_PAYLOAD_BYTES (nothing prints),
+the API answers oversized or hostile HTTP bodies with a typed error, never a 500."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from printermaster._stack import Stack
+from protocol import MAX_PAYLOAD_BYTES, reply_topic, request_topic
+
+from ._mqtt import Probe, raw_publish_qos1
+from .conftest import AgentFactory, job_files
+
+PACKET_TOO_LARGE = 0x95
+
+
+def _request(size: int) -> bytes:
+    head = b'{"v":1,"method":"printer.test","params":{"printer":"POS-80C"},"pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_oversized_mqtt_payload_is_refused_and_nothing_prints(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    agent = start_agent()
+    debug = Probe(stack.mqtt_port, stack.creds("debug"), client_id="size-debug")
+    assert debug.connect() == 0
+    assert debug.subscribe(reply_topic(agent.branch_id, "debug")) == 1
+    topic = request_topic(agent.branch_id, agent.agent_id)
+    try:
+        code = raw_publish_qos1(
+            stack.mqtt_port, stack.creds("debug"), topic, _request(MAX_PAYLOAD_BYTES + 1)
+        )
+        print(f"PUBACK for {MAX_PAYLOAD_BYTES + 1} bytes: {code:#x}")
+        assert code == PACKET_TOO_LARGE
+        time.sleep(0.5)
+        assert debug.messages == []  # the agent never saw it, so it never answered
+        # one byte under the limit is delivered (and answered: no correlation data)
+        replies = reply_topic(agent.branch_id, "debug")
+        assert debug.publish(topic, _request(MAX_PAYLOAD_BYTES), response_topic=replies) in (0, 16)
+        deadline = time.monotonic() + 5
+        while not debug.messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reply = json.loads(debug.messages[0].payload)
+        assert reply["stage"] == "failed" and reply["error"]["code"] == "INVALID_REQUEST"
+    finally:
+        debug.close()
+    assert job_files(agent) == []
+    with stack.client() as http:  # the agent kept serving
+        assert http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test").status_code == 200
+
+
+def _assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text[:300]
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["retryable"] is False
+
+
+def test_oversized_http_bodies_get_413_with_the_error_shape(stack: Stack) -> None:
+    big = b'{"chain":"c","branches":["' + b"x" * (2 * 1024 * 1024) + b'"]}'
+    with stack.client(timeout=30) as http:
+        for url in ("/v1/api-keys", "/v1/branches/b1/agents"):
+            _assert_error(
+                http.post(url, content=big, headers={"content-type": "application/json"}),
+                413,
+                "PAYLOAD_TOO_LARGE",
+            )
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+            for _ in range(40):
+                yield b" " * 65536
+
+        _assert_error(
+            http.post(
+                "/v1/api-keys", content=chunks(), headers={"content-type": "application/json"}
+            ),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        )
+
+
+def test_hostile_json_bodies_are_typed_4xx(stack: Stack) -> None:
+    hostile = [
+        b"[" * 100_000 + b"]" * 100_000,  # deep nesting under the size limit
+        b'{"chain": "c", "branches": ["b"], "chain": "' + b"\xff\xfe" + b'"}',
+        b'{"chain": "c", "branches": ["b"], "admin": true}',  # unknown field
+        b'{"chain": "c", "branches": []}',
+        b'{"chain": "' + b"c" * 1000 + b'", "branches": ["b"]}',
+        b"\x00\x01 not json",
+    ]
+    with stack.client(timeout=30) as http:
+        for body in hostile:
+            response = http.post(
+                "/v1/api-keys", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code in (400, 422), (body[:40], response.text[:300])
+            assert response.json()["error"]["code"] == "INVALID_REQUEST"
+        assert http.get("/v1/api-keys").status_code == 200  # and the API is fine
