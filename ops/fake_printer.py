@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import socket
 import struct
 import sys
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-dir", type=Path, help="write each job to DIR/job-N.prn")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # SIGTERM (kill, systemd, a test harness) ends it like Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     state = PrinterState(online=not args.offline, paper=args.paper, cover_open=args.cover_open)
     printer = FakePrinter(args.port, state)

@@ -134,3 +134,32 @@ def test_printer_without_dle_eot_support_can_print_blind(fake_printer: FakePrint
     printer.write(JOB, "job-9")
     assert fake_printer.wait_for_jobs(1) == [JOB]
     assert fake_printer.queries == []
+
+
+def test_status_during_a_stuck_job_answers_from_the_last_reading(
+    fake_printer: FakePrinter,
+) -> None:
+    """The agent polls status from another thread; a job in progress must not block it."""
+    import threading
+
+    printer = backend(fake_printer, timeout=3)
+    assert printer.status().paper == "ok"
+    fake_printer.behaviour = "stall_on_data"
+    failures: list[PrinterError] = []
+
+    def print_job() -> None:
+        try:
+            printer.write(b"x" * (64 << 20), "job-10")
+        except PrinterError as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=print_job)
+    worker.start()
+    time.sleep(0.3)  # the job holds the connection now
+    fake_printer.state.paper = "out"
+    started = time.monotonic()
+    reading = printer.status()
+    assert time.monotonic() - started < 1.5
+    assert reading.paper == "ok"  # the last reading, not a second connection mid-job
+    worker.join(timeout=10)
+    assert [f.code for f in failures] == [ErrorCode.PRINTER_ERROR]
