@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from broker import free_port
+from ops.fake_printer import FakePrinter
 from printermaster._stack import AgentHandle, Stack
 
 
@@ -75,3 +76,10 @@ def start_agent(stack: Stack) -> Iterator[AgentFactory]:
 
 def job_files(handle: AgentHandle, printer: str = "POS-80C") -> list[Path]:
     return sorted(handle.printer_dir(printer).glob("*.prn"))
+
+
+@pytest.fixture
+def fake_printer() -> Iterator[FakePrinter]:
+    """A fake ESC/POS network printer on a free loopback port."""
+    with FakePrinter() as printer:
+        yield printer

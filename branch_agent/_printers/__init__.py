@@ -1,19 +1,43 @@
 """Printer backends behind one small interface.
 
-Each backend lives in its own module; optional dependencies (pycups, pywin32, pyusb) are imported
-lazily so a missing extra only matters to the printer that needs it.
+Each backend lives in its own module; optional dependencies (pycups, pywin32, pyusb, pyserial)
+are imported lazily so a missing extra only matters to the printer that needs it.
+
+Errors: every backend raises :class:`PrinterError` (with a :class:`protocol.ErrorCode`) and never
+a third-party exception; ``status()`` never raises for a printer fault, it reports it.
 """
 
 from ._base import PrinterBackend, PrinterError, PrinterReading
-from ._config import PrinterConfig, VirtualPrinterConfig, open_backend
+from ._config import (
+    CupsPrinterConfig,
+    FilePrinterConfig,
+    NetworkPrinterConfig,
+    PrinterConfig,
+    SerialPrinterConfig,
+    UsbPrinterConfig,
+    VirtualPrinterConfig,
+    Win32PrinterConfig,
+    open_backend,
+)
+from ._cups import CupsQueue, discover_cups_queues
+from ._network import NetworkPrinter
 from ._virtual import VirtualPrinter
 
 __all__ = [
+    "CupsPrinterConfig",
+    "CupsQueue",
+    "FilePrinterConfig",
+    "NetworkPrinter",
+    "NetworkPrinterConfig",
     "PrinterBackend",
     "PrinterConfig",
     "PrinterError",
     "PrinterReading",
+    "SerialPrinterConfig",
+    "UsbPrinterConfig",
     "VirtualPrinter",
     "VirtualPrinterConfig",
+    "Win32PrinterConfig",
+    "discover_cups_queues",
     "open_backend",
 ]

@@ -1,0 +1,313 @@
+"""A fake ESC/POS network printer (raw TCP, like port 9100) for tests and demos.
+
+It listens on 127.0.0.1 only, keeps every byte it receives, and answers ``DLE EOT n`` real-time
+status requests from a state you set, like a real printer does: the request is taken out of the
+stream wherever it appears, so ``jobs`` holds exactly the bytes meant for paper.
+
+    with FakePrinter() as printer:              # port 0: the OS picks a free port
+        printer.state.paper = "out"             # answer DLE EOT as a printer out of paper
+        printer.behaviour = "stall"             # accept connections, never read or answer
+                                                # also: stall_on_data, drop, drop_on_data
+        ...
+        printer.jobs                            # one bytes object per connection that sent data
+
+From a shell::
+
+    python ops/fake_printer.py --port 9100 [--paper out] [--cover-open] [--save-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+log = logging.getLogger("fake_printer")
+
+DLE_EOT = b"\x10\x04"
+Behaviour = Literal["normal", "stall", "stall_on_data", "drop", "drop_on_data"]
+Paper = Literal["ok", "near_end", "out"]
+
+
+@dataclass
+class PrinterState:
+    """What the fake printer says about itself when asked with ``DLE EOT n``."""
+
+    online: bool = True
+    paper: Paper = "ok"
+    cover_open: bool = False
+    #: Bits of ``DLE EOT 3`` (0x08 autocutter, 0x20 unrecoverable, 0x40 auto-recoverable).
+    error_bits: int = 0
+
+    def answer(self, n: int) -> bytes:
+        """The one-byte answer to ``DLE EOT n`` (None-like empty bytes for an unknown ``n``)."""
+        base = 0x12
+        paper_out = self.paper == "out"
+        if n == 1:
+            offline = not self.online or self.cover_open or paper_out or bool(self.error_bits)
+            return bytes([base | (0x08 if offline else 0)])
+        if n == 2:
+            value = base
+            value |= 0x04 if self.cover_open else 0
+            value |= 0x20 if paper_out else 0
+            value |= 0x40 if self.error_bits else 0
+            return bytes([value])
+        if n == 3:
+            return bytes([base | (self.error_bits & 0x6C)])
+        if n == 4:
+            value = base
+            value |= 0x0C if self.paper in ("near_end", "out") else 0
+            value |= 0x60 if paper_out else 0
+            return bytes([value])
+        return b""
+
+
+@dataclass
+class Connection:
+    """What one client connection sent."""
+
+    peer: tuple[str, int]
+    raw: bytearray = field(default_factory=bytearray)
+    data: bytearray = field(default_factory=bytearray)
+    queries: list[int] = field(default_factory=list)
+    closed: threading.Event = field(default_factory=threading.Event)
+
+
+class FakePrinter:
+    """A thread-based fake printer; use it as a context manager (or call start/stop)."""
+
+    def __init__(self, port: int = 0, state: PrinterState | None = None) -> None:
+        self.state = state or PrinterState()
+        self.behaviour: Behaviour = "normal"
+        self.connections: list[Connection] = []
+        self._requested_port = port
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self.port = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakePrinter:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self._requested_port))
+        listener.listen(16)
+        listener.settimeout(0.1)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._spawn(self._accept_loop, "fake-printer-accept")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self) -> FakePrinter:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    # --- what arrived ------------------------------------------------------------------------
+
+    @property
+    def jobs(self) -> list[bytes]:
+        """Job data (status requests removed) of every connection that sent some, in order."""
+        with self._lock:
+            return [bytes(c.data) for c in self.connections if c.data]
+
+    @property
+    def queries(self) -> list[int]:
+        """Every ``n`` of every ``DLE EOT n`` received, in order."""
+        with self._lock:
+            return [n for c in self.connections for n in c.queries]
+
+    def wait_for_jobs(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        """Block until ``count`` connections have sent data and closed; return all jobs."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                done = [c for c in self.connections if c.data and c.closed.is_set()]
+                if len(done) >= count:
+                    return [bytes(c.data) for c in done]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(done)} of {count} jobs arrived within {timeout}s")
+                self._changed.wait(remaining)
+
+    # --- serving -----------------------------------------------------------------------------
+
+    def _spawn(self, target: object, name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn = Connection(peer=peer)
+            with self._changed:
+                self._sockets.append(sock)
+                self.connections.append(conn)
+                self._changed.notify_all()
+            behaviour = self.behaviour
+            if behaviour == "drop":
+                _reset(sock)
+                self._closed(conn)
+                continue
+            if behaviour == "stall":
+                continue  # hold the socket open, never read: the kernel buffers fill, then block
+            self._spawn(self._serve, f"fake-printer-{peer[1]}", sock, conn)
+
+    def _serve(self, sock: socket.socket, conn: Connection) -> None:
+        sock.settimeout(0.1)
+        pending = b""
+        try:
+            while not self._stopping.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    if pending:  # a trailing partial DLE sequence is plain data after all
+                        with self._lock:
+                            conn.data += pending
+                    break
+                with self._lock:
+                    conn.raw += chunk
+                pending += chunk
+                tail = self._consume(sock, conn, pending)
+                if tail is None:
+                    return
+                pending = tail
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._closed(conn)
+
+    def _consume(self, sock: socket.socket, conn: Connection, pending: bytes) -> bytes | None:
+        """Handle ``pending`` in order, as a printer does; return the undecided tail.
+
+        Status requests are answered and left out of the job data; None means the connection
+        was dropped or stalled and must not be read again.
+        """
+        i = 0
+        while i < len(pending):
+            if pending[i] == 0x10:
+                if len(pending) - i < 3:
+                    break  # maybe a request split across reads: wait for more
+                if pending[i + 1] == 0x04 and 1 <= pending[i + 2] <= 4:
+                    n = pending[i + 2]
+                    with self._lock:
+                        conn.queries.append(n)
+                        answer = self.state.answer(n)
+                    sock.sendall(answer)
+                    i += 3
+                    continue
+            if self.behaviour == "drop_on_data":
+                _reset(sock)
+                return None
+            end = pending.find(b"\x10", i + 1)
+            end = len(pending) if end < 0 else end
+            with self._lock:
+                conn.data += pending[i:end]
+            if self.behaviour == "stall_on_data":
+                self._stopping.wait()  # like a paper jam: stop reading, keep the connection
+                return None
+            i = end
+        return pending[i:]
+
+    def _closed(self, conn: Connection) -> None:
+        with self._changed:
+            conn.closed.set()
+            self._changed.notify_all()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the client sees 'connection reset', as when a printer dies."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=9100, help="TCP port on 127.0.0.1 (0: any)")
+    parser.add_argument("--paper", choices=["ok", "near_end", "out"], default="ok")
+    parser.add_argument("--cover-open", action="store_true")
+    parser.add_argument("--offline", action="store_true")
+    parser.add_argument(
+        "--behaviour",
+        choices=["normal", "stall", "stall_on_data", "drop", "drop_on_data"],
+        default="normal",
+    )
+    parser.add_argument("--save-dir", type=Path, help="write each job to DIR/job-N.prn")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # SIGTERM (kill, systemd, a test harness) ends it like Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    state = PrinterState(online=not args.offline, paper=args.paper, cover_open=args.cover_open)
+    printer = FakePrinter(args.port, state)
+    printer.behaviour = args.behaviour
+    with printer:
+        print(f"fake printer listening on 127.0.0.1:{printer.port}", flush=True)
+        seen = 0
+        try:
+            while True:
+                with printer._lock:
+                    jobs = [bytes(c.data) for c in printer.connections if c.closed.is_set()]
+                jobs = [job for job in jobs if job]
+                for job in jobs[seen:]:
+                    seen += 1
+                    log.info("job %d: %d bytes", seen, len(job))
+                    if args.save_dir:
+                        args.save_dir.mkdir(parents=True, exist_ok=True)
+                        (args.save_dir / f"job-{seen}.prn").write_bytes(job)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
