@@ -64,6 +64,9 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     default_expire_after: float = 600.0
     #: Seconds between sweeps (deadlines, queued jobs of agents that came back).
     sweep_interval: float = 1.0
+    #: A sent job not accepted after this long is published again while its agent is online
+    #: (s); the agent's ledger makes the resend harmless.
+    resend_after: float = 10.0
     #: A sent job not accepted this long after its deadline is expired (s).
     sent_grace: float = 5.0
     #: An accepted job with no result this long after its deadline is outcome_unknown (s).

@@ -65,14 +65,22 @@ class VirtualPrinter(PrinterBackend):
         if isinstance(delay, int | float) and delay > 0:
             # runs in the agent's printer thread, like a real slow printer
             time.sleep(min(float(delay), 60.0))
-        # job ids come from the protocol's safe set; write-then-rename so a reader never sees
-        # half a job and a crash never leaves a file that counts as printed.
-        final = self.directory / f"{job_id}{JOB_SUFFIX}"
+        # job ids come from the protocol's safe set; write-then-link so a reader never sees half
+        # a job, a crash never leaves a file that counts as printed, and a second print of the
+        # same job is a second file (JOB.2.prn), never a silent overwrite: paper counts exactly.
         tmp = self.directory / f".{job_id}.tmp"
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, final)
+            copy = 1
+            while True:
+                name = f"{job_id}{JOB_SUFFIX}" if copy == 1 else f"{job_id}.{copy}{JOB_SUFFIX}"
+                try:
+                    os.link(tmp, self.directory / name)
+                    break
+                except FileExistsError:
+                    copy += 1
+            os.unlink(tmp)
         except OSError as exc:
             raise PrinterError(ErrorCode.PRINTER_ERROR, f"virtual printer: {exc}") from exc
 

@@ -85,6 +85,8 @@ class JobService:
         self.correlator = correlator
         self.hub = JobHub()
         self._locks: dict[str, _LockEntry] = {}
+        #: job id -> monotonic time this instance last published its request
+        self._published: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         registry.on_online.append(self._agent_came_online)
 
@@ -215,6 +217,7 @@ class JobService:
             expiry_s=remaining,
         )
         await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
+        self._published[job.id] = time.monotonic()
 
     def _agent_came_online(self, agent: AgentRecord) -> None:
         self._spawn(self._dispatch_queued(agent.branch_id, agent.agent_id), "dispatch")
@@ -330,6 +333,8 @@ class JobService:
     ) -> bool:
         changed = await self.store.transition(job_id, to, allowed, cause, **fields)
         if changed:
+            if to is not S.SENT:
+                self._published.pop(job_id, None)
             self.hub.notify(job_id)
         return changed
 
@@ -549,6 +554,20 @@ class JobService:
                     {S.ACCEPTED, S.PRINTING},
                     "the agent accepted the job but never reported a result",
                 )
+
+    async def _resend_if_silent(self, job: JobRecord) -> None:
+        """A sent job the agent has not accepted after ``resend_after`` is published again: the
+        request may have died with a broker that crashed before saving it. The agent's ledger
+        answers a job it already holds, so a resend never prints twice."""
+        last = self._published.get(job.id)
+        if last is not None and time.monotonic() - last < self.settings.resend_after:
+            return
+        if last is None and time.time() - job.updated_at < self.settings.resend_after:
+            return
+        agent = self.registry.agent(job.branch_id, job.agent_id or "")
+        if agent is not None and agent.online():
+            with contextlib.suppress(ApiError):
+                await self._publish(job, agent, job.deadline - time.time())
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
