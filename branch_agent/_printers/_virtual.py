@@ -7,6 +7,9 @@ switch it to paper-out or cover-open while the agent runs::
 
 Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
 (seconds each job takes, to simulate a slow printer).
+
+Each write also appends the job id to ``journal.log``: a job printed twice leaves one ``.prn``
+file (same name) but two journal lines, so exactly-once can be checked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ._base import PrinterBackend, PrinterError, PrinterReading
 
 STATE_FILE = "state.json"
 JOB_SUFFIX = ".prn"
+JOURNAL_FILE = "journal.log"
 
 
 class VirtualPrinter(PrinterBackend):
@@ -72,9 +76,18 @@ class VirtualPrinter(PrinterBackend):
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, final)
+            with open(self.directory / JOURNAL_FILE, "a") as journal:
+                journal.write(f"{job_id}\n")
         except OSError as exc:
             raise PrinterError(ErrorCode.PRINTER_ERROR, f"virtual printer: {exc}") from exc
 
     def jobs(self) -> list[Path]:
         """Files of every printed job, oldest first."""
         return sorted(self.directory.glob(f"*{JOB_SUFFIX}"))
+
+    def journal(self) -> list[str]:
+        """Job ids in the order they were written, one entry per write (repeats included)."""
+        try:
+            return (self.directory / JOURNAL_FILE).read_text().split()
+        except FileNotFoundError:
+            return []
