@@ -3,40 +3,39 @@
 Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` at once,
 then one final ``done`` or ``failed``. Malformed payloads and unknown methods are answered with a
 typed ``failed``; nothing is silently dropped except where no reply can be addressed.
+
+Receive before acknowledge: an incoming request is recorded in the job ledger (:mod:`._jobs`,
+:mod:`._ledger`) before its PUBACK goes out (:mod:`._mqtt`), and every reply leaves through the
+persistent outbox (:mod:`._outbox`), so neither a request nor a reply is lost in a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import platform
 import ssl
 import time
-from dataclasses import dataclass, field
 
 import aiomqtt
 import psutil
 
 from protocol import (
-    Accepted,
     AgentStatus,
     Backoff,
-    Done,
     ErrorCode,
-    Failed,
+    JobCancelParams,
     Presence,
-    PrinterState,
     PrinterTestParams,
-    PrintResult,
+    PrintJobParams,
     ProtocolError,
-    Reply,
     TopicKind,
     connect_properties,
     decode_params,
     decode_request,
     encode,
-    error_info,
     is_valid_id,
     nodelay_socket_options,
     parse_topic,
@@ -49,39 +48,18 @@ from protocol import (
 )
 
 from ._config import AgentConfig
-from ._printers import PrinterBackend, PrinterError, PrinterReading, open_backend
-from ._render import render_test_page
+from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
+from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
+from ._mqtt import ManualAckClient
+from ._outbox import Outbox
+from ._printers import PrinterReading, open_backend
 
 log = logging.getLogger("branch_agent")
 
-
-@dataclass
-class _Job:
-    job_id: str
-    printer: str
-    reply_to: str
-    correlation: bytes
-    deadline: float | None
-
-
-@dataclass
-class _Printer:
-    backend: PrinterBackend
-    queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
-    reading: PrinterReading = field(default_factory=PrinterReading)
-    last_error: PrinterError | None = None
-    last_printed_at: float | None = None
-
-    def state(self) -> PrinterState:
-        return PrinterState(
-            name=self.backend.name,
-            kind=self.backend.kind,
-            online=self.reading.online,
-            paper=self.reading.paper,
-            cover_open=self.reading.cover_open,
-            last_error=self.last_error.info() if self.last_error else None,
-            last_printed_at=self.last_printed_at,
-        )
+#: Seconds a graceful stop waits for the job on the printer to finish (then it is cut off and
+#: reported OUTCOME_UNKNOWN at the next start), and for the outbox to be acknowledged.
+STOP_GRACE_S = 5.0
+DRAIN_S = 2.0
 
 
 class Agent:
@@ -93,18 +71,27 @@ class Agent:
         self.agent_id = config.agent_id
         config.data_path.mkdir(parents=True, exist_ok=True)
         self.printers = {
-            p.name: _Printer(open_backend(p, config.data_path)) for p in config.printers
+            p.name: PrinterSlot(open_backend(p, config.data_path)) for p in config.printers
         }
         self._req_topic = request_topic(self.branch_id, self.agent_id)
         self._presence_topic = presence_topic(self.branch_id, self.agent_id)
         self._status_topic = status_topic(self.branch_id, self.agent_id)
         self._session = 0
         self._started_at = time.time()
-        self._client: aiomqtt.Client | None = None
+        self._client: ManualAckClient | None = None
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._status_dirty = asyncio.Event()
-        self._sends: set[asyncio.Task[None]] = set()
+        self.ledger = Ledger(config.data_path / LEDGER_FILE, sync=config.ledger_sync)
+        self.outbox = Outbox(self.ledger)
+        self.jobs = Jobs(
+            self.ledger,
+            self.printers,
+            branch_id=self.branch_id,
+            agent_id=self.agent_id,
+            on_change=self._status_dirty.set,
+        )
+        self._workers: list[asyncio.Task[None]] = []
         self._process = psutil.Process()
         self._process.cpu_percent()
 
@@ -119,18 +106,56 @@ class Agent:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Serve until :meth:`stop`; printer workers and the status poller end with it."""
-        background = [
-            asyncio.create_task(self._printer_worker(printer), name=f"printer:{name}")
-            for name, printer in self.printers.items()
-        ]
-        background.append(asyncio.create_task(self._poll_printers(), name="printer-status"))
-        try:
-            await self._session_loop()
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+        """Serve until :meth:`stop`; printer workers and the status poller end with it.
+
+        Before the first connect, the ledger settles what a previous run left behind (see
+        :meth:`Jobs.recover`) and the outbox takes over its undelivered replies.
+        """
+        async with self.ledger:
+            await self.outbox.load()
+            await self.jobs.recover()
+            await self.jobs.prune(self.config.ledger_retention_s)
+            self._workers = [
+                asyncio.create_task(self.jobs.run_printer(slot), name=f"printer:{name}")
+                for name, slot in self.printers.items()
+            ]
+            background = [
+                asyncio.create_task(self._poll_printers(), name="printer-status"),
+                asyncio.create_task(self._prune_ledger(), name="ledger-prune"),
+            ]
+            try:
+                await self._session_loop()
+            finally:
+                await self._stop_printing()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await self.outbox.close()
+
+    async def _stop_printing(self) -> None:
+        """Let the job on each printer finish (bounded), take no further one."""
+        self.jobs.close()
+        for slot, worker in zip(self.printers.values(), self._workers, strict=True):
+            if slot.busy is None:
+                worker.cancel()
+        _, late = (
+            await asyncio.wait(self._workers, timeout=STOP_GRACE_S) if self._workers else ((), ())
+        )
+        for worker in late:
+            log.warning(
+                "stopping while %s is printing: its outcome will be unknown", worker.get_name()
+            )
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _prune_ledger(self) -> None:
+        interval = min(3600.0, self.config.ledger_retention_s)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.jobs.prune(self.config.ledger_retention_s)
+            except Exception:
+                log.exception("pruning the ledger failed")
 
     # --- MQTT session ----------------------------------------------------------------------
 
@@ -148,13 +173,13 @@ class Agent:
             )
         )
 
-    def _client_for_session(self) -> aiomqtt.Client:
+    def _client_for_session(self) -> ManualAckClient:
         mqtt = self.config.mqtt
         connect_props = connect_properties(session_expiry=mqtt.session_expiry)
         tls_context = None
         if mqtt.tls:
             tls_context = ssl.create_default_context(cafile=mqtt.ca_file, cadata=mqtt.ca_pem)
-        return aiomqtt.Client(
+        return ManualAckClient(
             mqtt.host,
             mqtt.port,
             username=mqtt.username,
@@ -207,7 +232,6 @@ class Agent:
                         qos=1,
                         retain=True,
                     )
-                    await self._drain_sends()
                     return
             except aiomqtt.MqttError as exc:
                 log.warning("broker connection lost: %s", exc)
@@ -218,29 +242,66 @@ class Agent:
                 async with asyncio.timeout(backoff.next()):
                     await self._stopping.wait()
 
-    async def _serve_session(self, client: aiomqtt.Client) -> None:
-        """Handle messages and heartbeats until the agent stops or the connection breaks."""
+    async def _serve_session(self, client: ManualAckClient) -> None:
+        """Handle messages, replies and heartbeats until the agent stops or the connection
+        breaks. On stop, the job being printed finishes and the outbox drains first."""
         stop = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         messages = asyncio.create_task(self._read_messages(client), name="messages")
         heartbeat = asyncio.create_task(self._heartbeat(client), name="heartbeat")
+        replies = asyncio.create_task(
+            self.outbox.pump(functools.partial(self._publish_reply, client)), name="outbox"
+        )
+        tasks = (stop, messages, heartbeat, replies)
         try:
-            done, _ = await asyncio.wait(
-                {stop, messages, heartbeat}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop:
                     task.result()  # re-raise a broken connection
+            messages.cancel()  # unread requests stay with the broker's session
+            await self._stop_printing()
+            await self.outbox.drain(DRAIN_S)
         finally:
-            for task in (stop, messages, heartbeat):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(stop, messages, heartbeat, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _read_messages(self, client: aiomqtt.Client) -> None:
+    async def _read_messages(self, client: ManualAckClient) -> None:
         async for message in client.messages:
             try:
-                self._on_request(message)
+                intake = self._intake(message)
             except Exception:  # a bug here must not take the session down
                 log.exception("unexpected error handling a request on %s", message.topic)
+                intake = None
+            # Submitted in arrival order, committed in that order, acknowledged in that order.
+            self.jobs.submit(intake).add_done_callback(
+                functools.partial(self._committed, client, message)
+            )
+
+    def _committed(
+        self,
+        client: ManualAckClient,
+        message: aiomqtt.Message,
+        future: asyncio.Future[Admission],
+    ) -> None:
+        """The request is in the ledger: now (and only now) send its PUBACK."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error(
+                "request on %s not recorded (%s): not acknowledged, the broker redelivers it",
+                message.topic,
+                exc,
+            )
+            return
+        if client is self._client:
+            client.ack(message)
+        self.jobs.admitted(future.result())
+
+    async def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> None:
+        await client.publish(
+            entry.topic, entry.payload, qos=1, properties=reply_properties(entry.correlation)
+        )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         while True:
@@ -272,7 +333,7 @@ class Agent:
             uptime_s=round(now - self._started_at, 3),
             cpu_percent=cpu,
             rss_bytes=rss,
-            queue_depth=sum(p.queue.qsize() for p in self.printers.values()),
+            queue_depth=self.jobs.queue_depth,
             printers=[p.state() for p in self.printers.values()],
             at=now,
         )
@@ -302,7 +363,8 @@ class Agent:
             return None, correlation
         return topic, correlation
 
-    def _on_request(self, message: aiomqtt.Message) -> None:
+    def _intake(self, message: aiomqtt.Message) -> Intake:
+        """Validate one request into what the job ledger records (or a typed refusal)."""
         reply_to, correlation = self._reply_target(message)
         job_id = None
         if correlation is not None:
@@ -312,118 +374,49 @@ class Agent:
                 candidate = ""
             job_id = candidate if is_valid_id(candidate) else None
 
-        def fail(code: ErrorCode, text: str) -> None:
+        def refuse(code: ErrorCode, text: str) -> Refusal:
             log.info("request %s failed: %s %s", job_id, code, text)
-            self._send_reply(
-                reply_to,
-                correlation,
-                Failed(job_id=job_id, at=time.time(), error=error_info(code, text)),
-            )
+            return Refusal(job_id, reply_to, correlation, code, text)
 
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
-            fail(ErrorCode.INVALID_REQUEST, "payload is not bytes")
-            return
+            return refuse(ErrorCode.INVALID_REQUEST, "payload is not bytes")
         try:
             request = decode_request(bytes(payload))
             params = decode_params(request)
         except ProtocolError as exc:
-            fail(exc.code, exc.message)
-            return
-        if job_id is None:
-            fail(
+            return refuse(exc.code, exc.message)
+        if job_id is None or correlation is None:
+            return refuse(
                 ErrorCode.INVALID_REQUEST,
                 "correlation data must be the job id: 1-64 ASCII characters of A-Z a-z 0-9 _ . -",
             )
-            return
         if reply_to is None:
             log.warning("request %s has no usable response topic; not executed", job_id)
-            return
-        deadline = _deadline(request.deadline, message)
-        if deadline is not None and time.time() > deadline:
-            fail(ErrorCode.EXPIRED, "the job's deadline passed before the agent read it")
-            return
+            return None
         match params:
-            case PrinterTestParams(printer=name):
-                printer = self.printers.get(name)
-                if printer is None:
-                    fail(
+            case PrinterTestParams(printer=name) | PrintJobParams(printer=name):
+                if name not in self.printers:
+                    return refuse(
                         ErrorCode.PRINTER_NOT_FOUND,
                         f"agent {self.agent_id} has no printer {name[:64]!r}",
                     )
-                    return
-                self._send_reply(reply_to, correlation, Accepted(job_id=job_id, at=time.time()))
-                printer.queue.put_nowait(_Job(job_id, name, reply_to, correlation or b"", deadline))
-            case _:  # a method in the protocol this agent does not serve yet
-                fail(ErrorCode.UNKNOWN_METHOD, f"method {request.method!r} is not served here")
-
-    def _send_reply(self, topic: str | None, correlation: bytes | None, reply: Reply) -> None:
-        if topic is None:
-            return
-        client = self._client
-        if client is None:
-            log.warning("reply for %s dropped: not connected", reply.job_id)
-            return
-        task = asyncio.create_task(
-            client.publish(topic, encode(reply), qos=1, properties=reply_properties(correlation)),
-            name=f"reply:{reply.job_id}",
-        )
-        self._sends.add(task)
-        task.add_done_callback(self._send_done)
-
-    def _send_done(self, task: asyncio.Task[None]) -> None:
-        self._sends.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("reply not delivered: %s", task.exception())
-
-    async def _drain_sends(self) -> None:
-        if self._sends:
-            await asyncio.wait(set(self._sends), timeout=2)
-
-    # --- printing --------------------------------------------------------------------------
-
-    async def _printer_worker(self, printer: _Printer) -> None:
-        while True:
-            job = await printer.queue.get()
-            try:
-                reply = await self._print(printer, job)
-            except Exception as exc:  # a backend bug must not kill the worker
-                log.exception("printing job %s failed unexpectedly", job.job_id)
-                reply = Failed(
-                    job_id=job.job_id,
-                    at=time.time(),
-                    error=error_info(ErrorCode.PRINTER_ERROR, f"{type(exc).__name__}: {exc}"),
+                deadline = _deadline(request.deadline, message)
+                return JobRequest(
+                    job_id,
+                    request.method,
+                    name,
+                    bytes(request.params),
+                    reply_to,
+                    correlation,
+                    deadline,
                 )
-            self._send_reply(job.reply_to, job.correlation, reply)
-            self._status_dirty.set()
-
-    async def _print(self, printer: _Printer, job: _Job) -> Reply:
-        if job.deadline is not None and time.time() > job.deadline:
-            return Failed(
-                job_id=job.job_id,
-                at=time.time(),
-                error=error_info(ErrorCode.EXPIRED, "deadline passed while queued"),
-            )
-        data = render_test_page(
-            branch_id=self.branch_id, agent_id=self.agent_id, printer=job.printer, job_id=job.job_id
-        )
-        started = time.perf_counter()
-        try:
-            await asyncio.to_thread(printer.backend.write, data, job.job_id)
-        except PrinterError as exc:
-            printer.last_error = exc
-            return Failed(job_id=job.job_id, at=time.time(), error=exc.info())
-        printer.last_error = None
-        printer.last_printed_at = time.time()
-        return Done(
-            job_id=job.job_id,
-            at=printer.last_printed_at,
-            result=PrintResult(
-                printer=job.printer,
-                bytes=len(data),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            ),
-        )
+            case JobCancelParams(job_id=target):
+                return CancelRequest(job_id, target, reply_to, correlation)
+            case _:  # a method in the protocol this agent does not serve yet
+                return refuse(
+                    ErrorCode.UNKNOWN_METHOD, f"method {request.method!r} is not served here"
+                )
 
     async def _poll_printers(self) -> None:
         while True:

@@ -45,6 +45,11 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     status_expiry: float | None = None
     #: Seconds between printer status polls (changes are published at once).
     status_poll_interval: float = 0.5
+    #: SQLite ``synchronous`` of the job ledger: ``full`` fsyncs every commit (survives power
+    #: loss); ``normal`` only survives a crash of the agent process (simulations, benchmarks).
+    ledger_sync: Literal["full", "normal"] = "full"
+    #: Seconds an ended job stays in the ledger (longer than the cloud's 24 h idempotency window).
+    ledger_retention_s: float = 48 * 3600.0
 
     @property
     def data_path(self) -> Path:

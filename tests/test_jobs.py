@@ -223,7 +223,7 @@ def test_invalid_content_is_422_naming_the_field(job_stack: Stack, agent: AgentH
             "$.content.blocks[0].width",
         ),
         ({"type": "document", "blocks": [{"type": "text", "txt": "x"}]}, "$.content.blocks[0]"),
-        ({"type": "pdf"}, "$.content"),
+        ({"type": "pdf"}, "$.content.type"),
     ]
     with job_stack.client(timeout=10) as http:
         for content, field in cases:

@@ -7,6 +7,9 @@ switch it to paper-out or cover-open while the agent runs::
 
 Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
 (seconds each job takes, at most 60: a slow printer, for timing tests).
+
+Every write is a file of its own (``JOB.prn``; a second print of the same job ``JOB.2.prn``) and
+a line in ``journal.log`` (job ids in print order), so exactly-once can be checked on "paper".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ._base import PrinterBackend, PrinterError, PrinterReading
 
 STATE_FILE = "state.json"
 JOB_SUFFIX = ".prn"
+JOURNAL_FILE = "journal.log"
 
 
 class VirtualPrinter(PrinterBackend):
@@ -81,9 +85,18 @@ class VirtualPrinter(PrinterBackend):
                 except FileExistsError:
                     copy += 1
             os.unlink(tmp)
+            with open(self.directory / JOURNAL_FILE, "a") as journal:
+                journal.write(f"{job_id}\n")
         except OSError as exc:
             raise PrinterError(ErrorCode.PRINTER_ERROR, f"virtual printer: {exc}") from exc
 
     def jobs(self) -> list[Path]:
         """Files of every printed job, oldest first."""
         return sorted(self.directory.glob(f"*{JOB_SUFFIX}"))
+
+    def journal(self) -> list[str]:
+        """Job ids in the order they were written, one entry per write (repeats included)."""
+        try:
+            return (self.directory / JOURNAL_FILE).read_text().split()
+        except FileNotFoundError:
+            return []

@@ -1,0 +1,449 @@
+"""The job lifecycle on the agent: admission, cancel, printing, recovery after a restart.
+
+Every decision that must hold across redeliveries and restarts is taken inside a ledger
+transaction (:mod:`._ledger`), which also queues the reply that announces it (:mod:`._outbox`):
+
+* a job id seen before is answered from the ledger, never executed again;
+* a job starts printing only by the compare-and-set ``received -> printing``, committed before
+  the first byte goes to the printer; a cancel or a second copy of the job loses that race;
+* a job found ``printing`` at start is reported ``OUTCOME_UNKNOWN``, never printed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from protocol import (
+    METHOD_PRINTER_TEST,
+    Accepted,
+    Done,
+    ErrorCode,
+    Failed,
+    PrinterState,
+    Printing,
+    PrintJobParams,
+    PrintResult,
+    ProtocolError,
+    Reply,
+    Request,
+    decode_params,
+    decode_reply,
+    encode,
+    error_info,
+)
+
+from ._ledger import FINAL_STATES, JobRecord, JobState, Ledger, Tx
+from ._printers import PrinterBackend, PrinterError, PrinterReading
+from ._render import render_content, render_test_page
+
+log = logging.getLogger("branch_agent.jobs")
+
+OUTCOME_UNKNOWN_TEXT = (
+    "the agent stopped while this job was printing; check the printer before reprinting"
+)
+
+
+# --- what the dispatcher hands over -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """``printer.test`` or ``print.job``: a job that prints (params already validated)."""
+
+    job_id: str
+    method: str
+    printer: str
+    params: bytes
+    reply_to: str
+    correlation: bytes
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """``job.cancel``: ``job_id`` is the cancel request's own id, ``target`` the job to cancel."""
+
+    job_id: str
+    target: str
+    reply_to: str
+    correlation: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request refused before it became a job (malformed, unknown method or printer)."""
+
+    job_id: str | None
+    reply_to: str | None
+    correlation: bytes | None
+    code: ErrorCode
+    text: str
+
+
+Intake = JobRequest | CancelRequest | Refusal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the dispatcher does once the intake is committed: queue a new job, drop a cancelled
+    one from its printer's queue."""
+
+    queue: JobRecord | None = None
+    cancelled: JobRecord | None = None
+
+
+# --- printers ------------------------------------------------------------------------------
+
+
+@dataclass
+class PrinterSlot:
+    """One printer: its backend, its waiting jobs in order, and what the status reports."""
+
+    backend: PrinterBackend
+    queue: asyncio.Queue[JobRecord] = field(default_factory=asyncio.Queue)
+    #: Jobs accepted and not started, by id (a cancelled job leaves here at once).
+    waiting: dict[str, JobRecord] = field(default_factory=dict)
+    busy: str | None = None
+    reading: PrinterReading = field(default_factory=PrinterReading)
+    last_error: PrinterError | None = None
+    last_printed_at: float | None = None
+
+    def state(self) -> PrinterState:
+        return PrinterState(
+            name=self.backend.name,
+            kind=self.backend.kind,
+            online=self.reading.online,
+            paper=self.reading.paper,
+            cover_open=self.reading.cover_open,
+            last_error=self.last_error.info() if self.last_error else None,
+            last_printed_at=self.last_printed_at,
+        )
+
+    def enqueue(self, job: JobRecord) -> None:
+        if job.job_id not in self.waiting:
+            self.waiting[job.job_id] = job
+            self.queue.put_nowait(job)
+
+
+def _failed(job_id: str | None, code: ErrorCode, text: str) -> bytes:
+    return encode(Failed(job_id=job_id, at=time.time(), error=error_info(code, text)))
+
+
+def _replay(job: JobRecord) -> list[bytes]:
+    """The answer to a job id seen before: where it stands, never a second execution."""
+    if job.state is JobState.RECEIVED:
+        return [encode(Accepted(job_id=job.job_id, at=time.time()))]
+    if job.state is JobState.PRINTING:
+        return [
+            encode(Accepted(job_id=job.job_id, at=time.time())),
+            encode(Printing(job_id=job.job_id, at=job.updated_at)),
+        ]
+    assert job.final_reply is not None, f"job {job.job_id} ended without a final reply"
+    final = decode_reply(job.final_reply)
+    if isinstance(final, Done) and final.result is not None:
+        final = msgspec.structs.replace(
+            final, result=msgspec.structs.replace(final.result, replayed=True)
+        )
+    return [encode(final)]
+
+
+class Jobs:
+    """Admission, cancel, recovery and one worker per printer, all through the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        printers: dict[str, PrinterSlot],
+        *,
+        branch_id: str,
+        agent_id: str,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._ledger = ledger
+        self.printers = printers
+        self._branch_id = branch_id
+        self._agent_id = agent_id
+        self._on_change = on_change
+        self._closing = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs accepted and not yet started, over all printers."""
+        return sum(len(p.waiting) for p in self.printers.values())
+
+    # --- intake (ordered: called in the order messages arrive) ----------------------------
+
+    def submit(self, intake: Intake) -> asyncio.Future[Admission]:
+        """Record ``intake`` and queue its replies; resolves once committed (then PUBACK)."""
+        match intake:
+            case JobRequest():
+                return self._ledger.submit(lambda tx: self._admit(tx, intake))
+            case CancelRequest():
+                return self._ledger.submit(lambda tx: self._cancel(tx, intake))
+            case Refusal(reply_to=str(topic)):
+                payload = _failed(intake.job_id, intake.code, intake.text)
+                return self._ledger.submit(
+                    lambda tx: _refuse(tx, intake.job_id, topic, intake.correlation, payload)
+                )
+        return self._ledger.submit(lambda tx: Admission())  # keeps PUBACKs in order
+
+    def admitted(self, admission: Admission) -> None:
+        if admission.queue is not None:
+            self.printers[admission.queue.printer].enqueue(admission.queue)
+            self._on_change()
+        if admission.cancelled is not None:
+            slot = self.printers.get(admission.cancelled.printer)
+            if slot is not None and slot.waiting.pop(admission.cancelled.job_id, None) is not None:
+                self._on_change()
+
+    def _admit(self, tx: Tx, request: JobRequest) -> Admission:
+        known = tx.get(request.job_id)
+        if known is not None:
+            log.info("job %s seen before (%s): answered from the ledger", known.job_id, known.state)
+            if known.state not in FINAL_STATES and known.reply_to != request.reply_to:
+                tx.retarget(known.job_id, request.reply_to)  # the final goes to the latest asker
+            for payload in _replay(known):
+                tx.reply(known.job_id, request.reply_to, request.correlation, payload)
+            return Admission()
+        now = time.time()
+        job = JobRecord(
+            job_id=request.job_id,
+            state=JobState.RECEIVED,
+            method=request.method,
+            printer=request.printer,
+            params=request.params,
+            reply_to=request.reply_to,
+            correlation=request.correlation,
+            deadline=request.deadline,
+            received_at=now,
+            updated_at=now,
+        )
+        if request.deadline is not None and now > request.deadline:
+            failed = _failed(
+                job.job_id, ErrorCode.EXPIRED, "the job's deadline passed before the agent read it"
+            )
+            tx.insert(
+                dataclasses.replace(
+                    job, state=JobState.EXPIRED, final_reply=failed, error_code=ErrorCode.EXPIRED
+                )
+            )
+            tx.reply(job.job_id, job.reply_to, job.correlation, failed)
+            return Admission()
+        tx.insert(job)
+        tx.reply(
+            job.job_id, job.reply_to, job.correlation, encode(Accepted(job_id=job.job_id, at=now))
+        )
+        return Admission(queue=job)
+
+    def _cancel(self, tx: Tx, request: CancelRequest) -> Admission:
+        def answer(payload: bytes) -> None:
+            tx.reply(request.job_id, request.reply_to, request.correlation, payload)
+
+        answer(encode(Accepted(job_id=request.job_id, at=time.time())))
+        target = tx.get(request.target)
+        if target is None or target.printer not in self.printers:
+            answer(_failed(request.job_id, ErrorCode.NOT_FOUND, f"no job {request.target!r} here"))
+            return Admission()
+        if target.state is JobState.RECEIVED:
+            failed = _failed(
+                target.job_id, ErrorCode.CANCELLED, f"cancelled by job.cancel {request.job_id}"
+            )
+            tx.transition(
+                target.job_id,
+                JobState.CANCELLED,
+                expect=JobState.RECEIVED,
+                final_reply=failed,
+                error_code=ErrorCode.CANCELLED,
+            )
+            tx.reply(target.job_id, target.reply_to, target.correlation, failed)
+        elif target.state is not JobState.CANCELLED:  # cancelling twice is still "cancelled"
+            answer(
+                _failed(
+                    request.job_id,
+                    ErrorCode.CONFLICT,
+                    f"job {target.job_id} is {target.state.value.replace('_', ' ')}: "
+                    "too late to cancel",
+                )
+            )
+            return Admission()
+        answer(encode(Done(job_id=request.job_id, at=time.time())))
+        return Admission(cancelled=target)
+
+    # --- recovery --------------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, int]:
+        """Settle what a previous run left: ``printing`` becomes ``outcome_unknown``; ``received``
+        resumes, or expires when its deadline has passed. Call before the first session."""
+
+        def op(tx: Tx) -> tuple[list[JobRecord], dict[str, int]]:
+            now = time.time()
+            counts = {"outcome_unknown": 0, "expired": 0, "failed": 0, "resumed": 0}
+            for job in tx.in_state(JobState.PRINTING):
+                failed = _failed(job.job_id, ErrorCode.OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_TEXT)
+                self._end(tx, job, JobState.OUTCOME_UNKNOWN, failed, ErrorCode.OUTCOME_UNKNOWN)
+                counts["outcome_unknown"] += 1
+            resume = []
+            for job in tx.in_state(JobState.RECEIVED):
+                if job.deadline is not None and now > job.deadline:
+                    text = "the deadline passed while the agent was stopped"
+                    failed = _failed(job.job_id, ErrorCode.EXPIRED, text)
+                    self._end(
+                        tx, job, JobState.EXPIRED, failed, ErrorCode.EXPIRED, JobState.RECEIVED
+                    )
+                    counts["expired"] += 1
+                elif job.printer not in self.printers:
+                    text = f"agent {self._agent_id} has no printer {job.printer!r} any more"
+                    failed = _failed(job.job_id, ErrorCode.PRINTER_NOT_FOUND, text)
+                    self._end(
+                        tx,
+                        job,
+                        JobState.FAILED,
+                        failed,
+                        ErrorCode.PRINTER_NOT_FOUND,
+                        JobState.RECEIVED,
+                    )
+                    counts["failed"] += 1
+                else:
+                    resume.append(job)
+            counts["resumed"] = len(resume)
+            return resume, counts
+
+        resume, counts = await self._ledger.call(op)
+        for job in resume:
+            self.printers[job.printer].enqueue(job)
+        if any(counts.values()):
+            log.info("recovered from the ledger: %s", counts)
+        return counts
+
+    @staticmethod
+    def _end(
+        tx: Tx,
+        job: JobRecord,
+        state: JobState,
+        reply: bytes,
+        code: ErrorCode | None = None,
+        expect: JobState = JobState.PRINTING,
+    ) -> bool:
+        """Final transition plus its reply, to whoever asked last."""
+        if not tx.transition(job.job_id, state, expect=expect, final_reply=reply, error_code=code):
+            return False
+        current = tx.get(job.job_id) or job
+        tx.reply(job.job_id, current.reply_to, current.correlation, reply)
+        return True
+
+    # --- printing --------------------------------------------------------------------------
+
+    async def run_printer(self, slot: PrinterSlot) -> None:
+        """One printer's worker: its jobs one at a time, in order; ends between jobs on close."""
+        while not self._closing:
+            job = await slot.queue.get()
+            if slot.waiting.pop(job.job_id, None) is None:
+                continue  # cancelled while waiting
+            slot.busy = job.job_id
+            self._on_change()
+            try:
+                await self._print(slot, job)
+            except Exception:  # a bug here must not stop the printer's queue
+                log.exception("job %s: unexpected error", job.job_id)
+            finally:
+                slot.busy = None
+                self._on_change()
+
+    def close(self) -> None:
+        """Take no further job from the queues (the one printing finishes)."""
+        self._closing = True
+
+    def _render(self, job: JobRecord) -> bytes:
+        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
+        if job.method == METHOD_PRINTER_TEST:
+            return render_test_page(
+                branch_id=self._branch_id,
+                agent_id=self._agent_id,
+                printer=job.printer,
+                job_id=job.job_id,
+            )
+        assert isinstance(params, PrintJobParams)
+        return render_content(params.content, copies=params.copies)
+
+    async def _print(self, slot: PrinterSlot, job: JobRecord) -> None:
+        if job.deadline is not None and time.time() > job.deadline:
+            failed = _failed(job.job_id, ErrorCode.EXPIRED, "deadline passed while queued")
+            await self._ledger.call(
+                lambda tx: self._end(
+                    tx, job, JobState.EXPIRED, failed, ErrorCode.EXPIRED, JobState.RECEIVED
+                )
+            )
+            return
+        try:
+            data = await asyncio.to_thread(self._render, job)
+        except (ProtocolError, ValueError) as exc:
+            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            failed = _failed(job.job_id, ErrorCode.INVALID_REQUEST, f"cannot render: {text}")
+            await self._ledger.call(
+                lambda tx: self._end(
+                    tx, job, JobState.FAILED, failed, ErrorCode.INVALID_REQUEST, JobState.RECEIVED
+                )
+            )
+            return
+
+        def start(tx: Tx) -> bool:
+            if not tx.transition(job.job_id, JobState.PRINTING, expect=JobState.RECEIVED):
+                return False  # cancelled, expired or already taken
+            current = tx.get(job.job_id) or job
+            printing = encode(Printing(job_id=job.job_id, at=time.time()))
+            tx.reply(job.job_id, current.reply_to, current.correlation, printing)
+            return True
+
+        # The point of no return: committed (fsynced with ledger_sync=full) before any byte.
+        if not await self._ledger.call(start):
+            log.info("job %s not started: it left the received state", job.job_id)
+            return
+        started = time.perf_counter()
+        reply: Reply
+        code: ErrorCode | None
+        try:
+            await asyncio.to_thread(slot.backend.write, data, job.job_id)
+        except PrinterError as exc:
+            slot.last_error = exc
+            state, code = JobState.FAILED, exc.code
+            reply = Failed(job_id=job.job_id, at=time.time(), error=exc.info())
+        except Exception as exc:
+            log.exception("printing job %s failed unexpectedly", job.job_id)
+            state, code = JobState.FAILED, ErrorCode.PRINTER_ERROR
+            text = f"{type(exc).__name__}: {exc}"
+            reply = Failed(job_id=job.job_id, at=time.time(), error=error_info(code, text))
+        else:
+            slot.last_error = None
+            slot.last_printed_at = time.time()
+            state, code = JobState.PRINTED, None
+            result = PrintResult(
+                printer=job.printer,
+                bytes=len(data),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            reply = Done(job_id=job.job_id, at=slot.last_printed_at, result=result)
+        payload = encode(reply)
+        await self._ledger.call(lambda tx: self._end(tx, job, state, payload, code))
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    async def prune(self, retention_s: float) -> int:
+        """Forget jobs that ended more than ``retention_s`` ago."""
+        removed = await self._ledger.call(lambda tx: tx.prune(time.time() - retention_s))
+        if removed:
+            log.info("pruned %d ledger entries older than %.0f s", removed, retention_s)
+        return removed
+
+
+def _refuse(
+    tx: Tx, job_id: str | None, topic: str, correlation: bytes | None, payload: bytes
+) -> Admission:
+    tx.reply(job_id, topic, correlation, payload)
+    return Admission()

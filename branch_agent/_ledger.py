@@ -1,0 +1,371 @@
+"""The job ledger and the reply outbox: one SQLite file (WAL) in the agent's data dir.
+
+One row per job id (the request's correlation data)::
+
+    received ──> printing ──> printed
+       │            ├──────> failed            the printer refused (paper out, cover open, ...)
+       │            └──────> outcome_unknown   the agent stopped while the job was printing
+       ├──> cancelled                          job.cancel arrived first
+       ├──> expired                            the deadline passed before printing started
+       └──> failed                             refused before printing (printer gone, bad content)
+
+The ``printing`` mark is committed before a single byte goes to the printer; that commit is the
+point of no return. Every reply is written to the ``outbox`` table in the same transaction as the
+state change it reports, so a state and the reply that announces it exist together or not at all.
+
+All SQLite work runs on one writer thread, never on the event loop (with ``sync="full"`` every
+commit is an fsync). The thread commits whatever is queued in one transaction (group commit), each
+operation in its own savepoint, so a burst of requests costs one fsync, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, Self, TypeVar
+
+log = logging.getLogger("branch_agent.ledger")
+
+T = TypeVar("T")
+
+LedgerSync = Literal["full", "normal"]
+LEDGER_FILE: Final = "ledger.sqlite3"
+#: Operations committed together at most (a burst bigger than this takes several commits).
+_MAX_BATCH: Final = 512
+
+
+class JobState(enum.StrEnum):
+    RECEIVED = "received"
+    PRINTING = "printing"
+    PRINTED = "printed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+#: States a job never leaves.
+FINAL_STATES: Final = frozenset(
+    {
+        JobState.PRINTED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.EXPIRED,
+        JobState.OUTCOME_UNKNOWN,
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    printer     TEXT NOT NULL,
+    params      BLOB NOT NULL,
+    reply_to    TEXT NOT NULL,
+    correlation BLOB NOT NULL,
+    deadline    REAL,
+    final_reply BLOB,
+    error_code  TEXT,
+    received_at REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, received_at);
+CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (updated_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT,
+    topic       TEXT NOT NULL,
+    correlation BLOB,
+    payload     BLOB NOT NULL,
+    created_at  REAL NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "job_id, state, method, printer, params, reply_to, correlation, deadline, final_reply, "
+    "error_code, received_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One ledger row: everything needed to resume, replay or report the job."""
+
+    job_id: str
+    state: JobState
+    method: str
+    printer: str
+    params: bytes
+    reply_to: str
+    correlation: bytes
+    deadline: float | None
+    final_reply: bytes | None = None
+    error_code: str | None = None
+    received_at: float = 0.0
+    updated_at: float = 0.0
+
+    @classmethod
+    def _from_row(cls, row: tuple[object, ...]) -> JobRecord:
+        values = list(row)
+        values[1] = JobState(str(values[1]))
+        return cls(*values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A reply waiting for the broker's PUBACK; ``seq`` is the publishing order."""
+
+    seq: int
+    job_id: str | None
+    topic: str
+    correlation: bytes | None
+    payload: bytes
+
+
+class Tx:
+    """The operations available inside one ledger transaction (runs on the writer thread)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.new_outbox: list[OutboxEntry] = []
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return JobRecord._from_row(row) if row else None
+
+    def insert(self, job: JobRecord) -> None:
+        self._conn.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.job_id,
+                job.state.value,
+                job.method,
+                job.printer,
+                job.params,
+                job.reply_to,
+                job.correlation,
+                job.deadline,
+                job.final_reply,
+                job.error_code,
+                job.received_at,
+                job.updated_at,
+            ),
+        )
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        expect: JobState,
+        final_reply: bytes | None = None,
+        error_code: str | None = None,
+    ) -> bool:
+        """Move ``job_id`` from ``expect`` to ``to``; False (nothing changed) from any other state.
+
+        This compare-and-set is what settles races: cancel against print, a resumed job
+        against its redelivered twin.
+        """
+        cursor = self._conn.execute(
+            "UPDATE jobs SET state = ?, final_reply = coalesce(?, final_reply), "
+            "error_code = coalesce(?, error_code), updated_at = ? "
+            "WHERE job_id = ? AND state = ?",
+            (to.value, final_reply, error_code, time.time(), job_id, expect.value),
+        )
+        return cursor.rowcount == 1
+
+    def retarget(self, job_id: str, reply_to: str) -> None:
+        """Send the job's later replies to ``reply_to`` (a retry from another API instance)."""
+        self._conn.execute("UPDATE jobs SET reply_to = ? WHERE job_id = ?", (reply_to, job_id))
+
+    def in_state(self, state: JobState) -> list[JobRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY received_at, rowid",
+            (state.value,),
+        ).fetchall()
+        return [JobRecord._from_row(row) for row in rows]
+
+    def reply(
+        self, job_id: str | None, topic: str, correlation: bytes | None, payload: bytes
+    ) -> None:
+        """Queue a reply in the outbox; it is published after this transaction commits."""
+        cursor = self._conn.execute(
+            "INSERT INTO outbox (job_id, topic, correlation, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (job_id, topic, correlation, payload, time.time()),
+        )
+        assert cursor.lastrowid is not None
+        self.new_outbox.append(OutboxEntry(cursor.lastrowid, job_id, topic, correlation, payload))
+
+    def outbox(self) -> list[OutboxEntry]:
+        rows = self._conn.execute(
+            "SELECT seq, job_id, topic, correlation, payload FROM outbox ORDER BY seq"
+        ).fetchall()
+        return [OutboxEntry(*row) for row in rows]
+
+    def outbox_remove(self, seqs: list[int]) -> None:
+        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def prune(self, before: float) -> int:
+        """Forget ended jobs and undelivered replies last touched before ``before``."""
+        finals = [s.value for s in FINAL_STATES]
+        marks = ", ".join("?" * len(finals))
+        jobs = self._conn.execute(
+            f"DELETE FROM jobs WHERE updated_at < ? AND state IN ({marks})", (before, *finals)
+        ).rowcount
+        replies = self._conn.execute("DELETE FROM outbox WHERE created_at < ?", (before,)).rowcount
+        return int(jobs + replies)
+
+    def counts(self) -> dict[JobState, int]:
+        rows = self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {JobState(state): int(n) for state, n in rows}
+
+
+_Op = Callable[[Tx], object]
+_Item = tuple[_Op, "asyncio.Future[object]", asyncio.AbstractEventLoop]
+
+
+class Ledger:
+    """The ledger file and its writer thread; an async context manager.
+
+    ``submit(op)`` queues ``op(tx)`` at once and returns a future resolved after the commit that
+    includes it, so operations commit in submission order. ``sync`` is SQLite's ``synchronous``:
+    ``"full"`` fsyncs every commit (survives power loss), ``"normal"`` fsyncs only at
+    checkpoints (survives a crash of the agent, not of the machine).
+    """
+
+    def __init__(self, path: Path, *, sync: LedgerSync = "full") -> None:
+        self.path = path
+        self.sync = sync
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._outbox_listener: Callable[[list[OutboxEntry]], None] | None = None
+        self.commits = 0
+
+    def on_outbox(self, listener: Callable[[list[OutboxEntry]], None]) -> None:
+        """Call ``listener`` on the event loop with the outbox entries of every commit, in order,
+        before the futures of that commit resolve."""
+        self._outbox_listener = listener
+
+    async def __aenter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, asyncio.get_running_loop()), name="ledger", daemon=True
+        )
+        self._thread.start()
+        await ready
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def submit(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Queue ``op`` for the writer thread; the future resolves after its commit."""
+        if self._thread is None:
+            raise RuntimeError("ledger is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((op, future, loop))  # type: ignore[arg-type]
+        return future
+
+    async def call(self, op: Callable[[Tx], T]) -> T:
+        return await self.submit(op)
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _run(self, ready: asyncio.Future[object], loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            conn = self._connect()
+        except Exception as exc:  # reported to the opener, who raises it
+            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._queue.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(more)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        results: list[tuple[object, BaseException | None]] = []
+        outbox: list[OutboxEntry] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _, _ in batch:
+                tx = Tx(conn)
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(tx)
+                except Exception as exc:  # one failing operation does not sink the batch
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outbox.extend(tx.new_outbox)
+                    results.append((result, None))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            log.exception("ledger commit failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(None, exc)] * len(batch)
+            outbox = []
+        loop = batch[0][2]
+        loop.call_soon_threadsafe(self._deliver, outbox, batch, results)
+
+    def _deliver(
+        self,
+        outbox: list[OutboxEntry],
+        batch: list[_Item],
+        results: list[tuple[object, BaseException | None]],
+    ) -> None:
+        if outbox and self._outbox_listener is not None:
+            self._outbox_listener(outbox)
+        for (_, future, _), (result, exc) in zip(batch, results, strict=True):
+            _settle(future, result, exc)
+
+
+def _settle(future: asyncio.Future[object], result: object, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,452 @@
+"""Exactly once on paper, never late: the agent's ledger and outbox against a real Mosquitto and
+real agent processes. A bare MQTT 5 client with the stack's ``debug`` login plays the cloud.
+
+Every virtual printer keeps ``journal.log``, one line per write: a job printed twice would leave
+one ``.prn`` file but two journal lines.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from branch_agent._render import render_content
+from printermaster._stack import AgentHandle, Stack
+from protocol import (
+    decode_content,
+    new_job_id,
+    reply_topic,
+    request_properties,
+    request_topic,
+    status_topic,
+)
+
+from .conftest import AgentFactory, job_files, make_stack, unique_id
+
+RECEIPT = {
+    "type": "document",
+    "width": 42,
+    "blocks": [
+        {"type": "text", "text": "Trattoria Roma", "align": "center", "bold": True, "width": 2},
+        {"type": "separator"},
+        {"type": "text", "text": "1 x Margherita                       9.50"},
+        {"type": "qr", "data": "https://example.com/r/1042", "size": 4},
+        {"type": "cut", "mode": "partial"},
+    ],
+}
+
+
+class Cloud:
+    """A bare MQTT 5 client playing the cloud: sends requests, collects replies by job id.
+
+    With ``persistent`` it keeps its session across a broker restart (clean start off, session
+    expiry) and reconnects by itself, as the API's own client does.
+    """
+
+    def __init__(self, stack: Stack, branch_id: str, *, persistent: bool = False) -> None:
+        creds = stack.creds("debug")
+        self.branch_id = branch_id
+        self.reply_topic = reply_topic(branch_id, "debug")
+        self._lock = threading.Lock()
+        self.replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.status: list[dict[str, Any]] = []
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=unique_id("cloud-") if persistent else "",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.client.username_pw_set(creds.username, creds.password)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.reconnect_delay_set(0.1, 0.5)
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 600
+        self.client.connect(
+            "127.0.0.1", stack.mqtt_port, clean_start=not persistent, properties=props
+        )
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "no SUBACK"
+
+    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+        client.subscribe(self.reply_topic, qos=1)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        data = json.loads(msg.payload)
+        with self._lock:
+            if msg.topic == self.reply_topic:
+                correlation = msg.properties.CorrelationData.decode()  # type: ignore[union-attr]
+                assert data["job_id"] in (correlation, None)
+                self.replies[correlation].append(data)
+            else:
+                self.status.append(data)
+
+    def watch_status(self, agent: AgentHandle) -> None:
+        self.client.subscribe(status_topic(agent.branch_id, agent.agent_id), qos=1)
+
+    def send(
+        self,
+        agent: AgentHandle,
+        method: str,
+        params: dict[str, Any],
+        job_id: str | None = None,
+        *,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> str:
+        job_id = job_id or new_job_id()
+        payload: dict[str, Any] = {"v": 1, "method": method, "params": params}
+        if deadline is not None:
+            payload["deadline"] = deadline
+        info = self.client.publish(
+            request_topic(agent.branch_id, agent.agent_id),
+            json.dumps(payload).encode(),
+            qos=1,
+            properties=request_properties(response_topic=self.reply_topic, correlation_id=job_id),
+        )
+        if wait:
+            info.wait_for_publish(5)
+        return job_id
+
+    def print_job(self, agent: AgentHandle, job_id: str | None = None, **kw: Any) -> str:
+        content = kw.pop("content", RECEIPT)
+        params = {"printer": "POS-80C", "content": content, "copies": kw.pop("copies", 1)}
+        return self.send(agent, "print.job", params, job_id, **kw)
+
+    def cancel(self, agent: AgentHandle, target: str) -> str:
+        return self.send(agent, "job.cancel", {"job_id": target})
+
+    def stages(self, job_id: str) -> list[str]:
+        with self._lock:
+            return [r["stage"] for r in self.replies.get(job_id, [])]
+
+    def wait_for(self, job_id: str, stage: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for reply in self.replies.get(job_id, []):
+                    if reply["stage"] == stage:
+                        return reply
+            time.sleep(0.01)
+        raise AssertionError(f"no {stage!r} for {job_id} in {timeout}s: {self.stages(job_id)}")
+
+    def final(self, job_id: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for reply in self.replies.get(job_id, []):
+                    if reply["stage"] in ("done", "failed"):
+                        return reply
+            time.sleep(0.01)
+        raise AssertionError(f"no final reply for {job_id} in {timeout}s: {self.stages(job_id)}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def cloud_for(stack: Stack) -> Iterator[Any]:
+    clients: list[Cloud] = []
+
+    def make(agent: AgentHandle, **kw: Any) -> Cloud:
+        client = Cloud(stack, agent.branch_id, **kw)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def journal(agent: AgentHandle, printer: str = "POS-80C") -> list[str]:
+    path = agent.printer_dir(printer) / "journal.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def slow_printer(agent: AgentHandle, delay_s: float) -> None:
+    directory = agent.printer_dir("POS-80C")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "state.json").write_text(json.dumps({"delay_s": delay_s}))
+
+
+# --- (1) the same job twice prints once -----------------------------------------------------
+
+
+def test_same_job_twice_prints_once_and_is_answered_from_the_ledger(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    job_id = cloud.print_job(agent)
+    first = cloud.final(job_id)
+    assert first["stage"] == "done" and first["result"]["replayed"] is False
+    cloud.print_job(agent, job_id)  # the broker (or the cloud) delivers it again
+    deadline = time.monotonic() + 10
+    while cloud.stages(job_id).count("done") < 2:
+        assert time.monotonic() < deadline, cloud.stages(job_id)
+        time.sleep(0.01)
+    assert cloud.stages(job_id) == ["accepted", "printing", "done", "done"]
+    replay = cloud.replies[job_id][-1]
+    assert replay["result"]["replayed"] is True
+    assert replay["result"]["bytes"] == first["result"]["bytes"]
+    assert journal(agent) == [job_id]
+    assert [f.stem for f in job_files(agent)] == [job_id]
+
+
+def test_thousand_jobs_each_sent_twice_concurrently_print_exactly_thousand_times(
+    stack: Stack, start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    other = cloud_for(agent)  # a second sender, like a retrying API instance
+    job_ids = [new_job_id() for _ in range(1000)]
+    orders = [list(job_ids), list(job_ids)]
+    random.Random(7).shuffle(orders[1])
+
+    def send_all(sender: Cloud, order: list[str]) -> None:
+        for job_id in order:
+            sender.print_job(agent, job_id, wait=False)
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=send_all, args=(sender, order))
+        for sender, order in zip((cloud, other), orders, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 90
+    while len(journal(agent)) < 1000 or any("done" not in cloud.stages(j) for j in job_ids[-10:]):
+        assert time.monotonic() < deadline, f"{len(journal(agent))} printed"
+        time.sleep(0.1)
+    for job_id in job_ids:
+        cloud.final(job_id, timeout=30)
+    elapsed = time.perf_counter() - started
+    time.sleep(0.5)  # a late duplicate would print now
+    printed = journal(agent)
+    assert len(printed) == 1000 and set(printed) == set(job_ids)
+    assert len(job_files(agent)) == 1000
+    with cloud._lock:
+        fresh = Counter(
+            j
+            for j, replies in cloud.replies.items()
+            for r in replies
+            if r["stage"] == "done" and not r["result"]["replayed"]
+        )
+        total = sum(len(r) for r in cloud.replies.values())
+    assert set(fresh.values()) == {1} and set(fresh) == set(job_ids)
+    print(f"\n1000 jobs x2 concurrently: {elapsed:.2f}s to all finals, {total} replies")
+
+
+# --- (2) kill -9 while printing ----------------------------------------------------------------
+
+
+def test_kill_9_mid_print_is_outcome_unknown_and_queued_jobs_print_once(
+    stack: Stack, start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    slow_printer(agent, 2)
+    time.sleep(0.6)  # the virtual printer reads its state per job; the poller is not needed
+    victim = cloud.print_job(agent)
+    cloud.wait_for(victim, "printing")
+    queued = [cloud.print_job(agent) for _ in range(2)]
+    for job_id in queued:
+        cloud.wait_for(job_id, "accepted")
+    agent.process.kill()  # kill -9: the victim is half-way through its 2 s write
+    (agent.printer_dir("POS-80C") / "state.json").unlink()
+    # While the agent is down: a new job waits in the broker's session, and the cloud retries
+    # a queued one (same job id), as a redelivery would.
+    while_down = cloud.print_job(agent)
+    cloud.print_job(agent, queued[0])
+    agent.process.start()
+
+    unknown = cloud.final(victim, timeout=20)
+    assert unknown["stage"] == "failed"
+    assert unknown["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert "check the printer before reprinting" in unknown["error"]["message"]
+    for job_id in [*queued, while_down]:
+        assert cloud.final(job_id, timeout=20)["stage"] == "done"
+    time.sleep(1.0)  # anything printing twice would have done so by now
+    printed = journal(agent)
+    assert sorted(printed) == sorted([*queued, while_down])
+    assert victim not in printed
+    # the victim stays unknown: a redelivery is answered from the ledger, not printed
+    cloud.print_job(agent, victim)
+    deadline = time.monotonic() + 10
+    while cloud.stages(victim).count("failed") < 2:
+        assert time.monotonic() < deadline, cloud.stages(victim)
+        time.sleep(0.01)
+    assert cloud.replies[victim][-1]["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert victim not in journal(agent)
+
+
+# --- (3) replies produced while the broker is down ---------------------------------------------
+
+
+def test_replies_produced_while_the_broker_is_down_arrive_after_reconnect(
+    tmp_path: Path,
+) -> None:
+    with make_stack(tmp_path / "stack") as own:
+        agent = own.add_agent(unique_id("b"), unique_id("a"), ["POS-80C"])
+        own.wait_agent(agent.branch_id, agent.agent_id)
+        cloud = Cloud(own, agent.branch_id, persistent=True)
+        try:
+            slow_printer(agent, 1.5)
+            first = cloud.print_job(agent)
+            second = cloud.print_job(agent)
+            cloud.wait_for(first, "printing")
+            cloud.wait_for(second, "accepted")
+            own.broker.stop()
+            stopped = time.monotonic()
+            # both jobs finish while there is no broker: their replies wait in the outbox
+            deadline = time.monotonic() + 15
+            while len(journal(agent)) < 2:
+                assert time.monotonic() < deadline, journal(agent)
+                time.sleep(0.05)
+            assert "done" not in cloud.stages(first)
+            own.broker.start()
+            done = [cloud.final(job_id, timeout=30) for job_id in (first, second)]
+            print(f"\nbroker down {time.monotonic() - stopped:.2f}s; finals arrived after restart")
+        finally:
+            cloud.close()
+        assert [d["stage"] for d in done] == ["done", "done"]
+        # per job, the outbox keeps the order accepted -> printing -> done
+        for job_id in (first, second):
+            stages = [s for s in cloud.stages(job_id)]
+            assert stages.index("accepted") < stages.index("printing") < stages.index("done")
+        assert sorted(journal(agent)) == sorted([first, second])
+
+
+# --- (4) expired jobs --------------------------------------------------------------------------
+
+
+def test_expired_jobs_are_refused_and_never_printed(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    late = cloud.print_job(agent, deadline=time.time() - 1)
+    failed = cloud.final(late)
+    assert failed["stage"] == "failed" and failed["error"]["code"] == "EXPIRED"
+    assert cloud.stages(late) == ["failed"]
+    # a deadline that passes while the job waits behind a slow one
+    slow_printer(agent, 1.5)
+    blocker = cloud.print_job(agent)
+    cloud.wait_for(blocker, "printing")
+    queued = cloud.print_job(agent, deadline=time.time() + 0.5)
+    assert cloud.final(queued)["error"]["code"] == "EXPIRED"
+    assert cloud.stages(queued) == ["accepted", "failed"]
+    assert cloud.final(blocker)["stage"] == "done"
+    # the expired job stays expired when it is delivered again
+    cloud.print_job(agent, late)
+    deadline = time.monotonic() + 5
+    while len(cloud.stages(late)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert cloud.replies[late][-1]["error"]["code"] == "EXPIRED"
+    assert journal(agent) == [blocker]
+
+
+# --- (5) cancel ----------------------------------------------------------------------------
+
+
+def test_cancel_of_waiting_job_never_prints_and_cancel_of_printed_job_conflicts(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    cloud.watch_status(agent)
+    slow_printer(agent, 1.5)
+    blocker = cloud.print_job(agent)
+    cloud.wait_for(blocker, "printing")
+    victims = [cloud.print_job(agent) for _ in range(2)]
+    for job_id in victims:
+        cloud.wait_for(job_id, "accepted")
+    deadline = time.monotonic() + 5
+    while not any(s.get("queue_depth") == 2 for s in list(cloud.status)):
+        assert time.monotonic() < deadline, [s.get("queue_depth") for s in cloud.status]
+        time.sleep(0.02)
+
+    cancel = cloud.cancel(agent, victims[0])
+    assert cloud.final(cancel)["stage"] == "done"
+    assert cloud.stages(cancel) == ["accepted", "done"]
+    cancelled = cloud.final(victims[0])
+    assert cancelled["stage"] == "failed" and cancelled["error"]["code"] == "CANCELLED"
+    deadline = time.monotonic() + 5
+    while not any(s.get("queue_depth") == 1 for s in list(cloud.status)):
+        assert time.monotonic() < deadline, [s.get("queue_depth") for s in cloud.status]
+        time.sleep(0.02)
+
+    assert cloud.final(blocker, timeout=10)["stage"] == "done"
+    assert cloud.final(victims[1], timeout=10)["stage"] == "done"
+    late_cancel = cloud.cancel(agent, blocker)
+    conflict = cloud.final(late_cancel)
+    assert conflict["stage"] == "failed" and conflict["error"]["code"] == "CONFLICT"
+    unknown = cloud.final(cloud.cancel(agent, new_job_id()))
+    assert unknown["error"]["code"] == "NOT_FOUND"
+    time.sleep(0.3)
+    assert journal(agent) == [blocker, victims[1]]
+    assert cloud.stages(victims[0]) == ["accepted", "failed"]
+    deadline = time.monotonic() + 5
+    while cloud.status[-1].get("queue_depth") != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+# --- (6) content on paper ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "copies"),
+    [
+        (RECEIPT, 2),
+        ({"type": "raw", "data": "G0BIZWxsbwoKHVZBAA=="}, 3),  # ESC @ "Hello" feed cut
+    ],
+)
+def test_print_job_bytes_on_paper_equal_render_content(
+    start_agent: AgentFactory, cloud_for: Any, content: dict[str, Any], copies: int
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    job_id = cloud.print_job(agent, content=content, copies=copies)
+    done = cloud.final(job_id)
+    assert done["stage"] == "done", done
+    expected = render_content(decode_content(json.dumps(content).encode()), copies=copies)
+    on_paper = (agent.printer_dir("POS-80C") / f"{job_id}.prn").read_bytes()
+    assert on_paper == expected
+    assert done["result"]["bytes"] == len(expected)
+    assert cloud.stages(job_id) == ["accepted", "printing", "done"]
+
+
+def test_graceful_stop_lets_the_printing_job_finish_and_report(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    slow_printer(agent, 1.0)
+    job_id = cloud.print_job(agent)
+    cloud.wait_for(job_id, "printing")
+    agent.process.stop()  # SIGTERM: the job on the printer finishes, its reply goes out
+    assert cloud.final(job_id, timeout=5)["stage"] == "done"
+    agent.process.start()
+    time.sleep(1.0)
+    assert journal(agent) == [job_id]
+    assert cloud.stages(job_id) == ["accepted", "printing", "done"]

@@ -1,0 +1,327 @@
+"""Unit tests of the agent's ledger, outbox and job lifecycle, on a real SQLite file and a real
+virtual printer (no broker: replies are read from the outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from branch_agent._jobs import Admission, CancelRequest, JobRequest, Jobs, PrinterSlot, Refusal
+from branch_agent._ledger import LEDGER_FILE, JobRecord, JobState, Ledger, OutboxEntry, Tx
+from branch_agent._outbox import Outbox
+from branch_agent._printers import VirtualPrinter
+from protocol import ErrorCode, decode_reply, encode
+from protocol._messages import Done, Failed, PrintResult
+
+TOPIC = "pm/v1/b1/reply/debug"
+
+
+def _record(job_id: str, state: JobState = JobState.RECEIVED, **kw: object) -> JobRecord:
+    now = time.time()
+    fields: dict[str, object] = {
+        "job_id": job_id,
+        "state": state,
+        "method": "printer.test",
+        "printer": "P1",
+        "params": b'{"printer":"P1"}',
+        "reply_to": TOPIC,
+        "correlation": job_id.encode(),
+        "deadline": None,
+        "received_at": now,
+        "updated_at": now,
+    }
+    fields.update(kw)
+    return JobRecord(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    async with Ledger(tmp_path / LEDGER_FILE) as opened:
+        yield opened
+
+
+# --- ledger --------------------------------------------------------------------------------
+
+
+async def test_ledger_runs_sqlite_off_the_event_loop_with_the_configured_sync(
+    tmp_path: Path,
+) -> None:
+    for sync, expected in (("full", 2), ("normal", 1)):
+        async with Ledger(tmp_path / f"{sync}.db", sync=sync) as ledger:  # type: ignore[arg-type]
+            thread, level, mode = await ledger.call(
+                lambda tx: (
+                    threading.current_thread().name,
+                    tx._conn.execute("PRAGMA synchronous").fetchone()[0],
+                    tx._conn.execute("PRAGMA journal_mode").fetchone()[0],
+                )
+            )
+        assert thread == "ledger" and thread != threading.main_thread().name
+        assert (level, mode) == (expected, "wal")
+
+
+async def test_operations_commit_in_order_and_a_failing_one_sinks_only_itself(
+    ledger: Ledger,
+) -> None:
+    def boom(tx: Tx) -> None:
+        tx.insert(_record("bad"))
+        raise RuntimeError("boom")
+
+    futures = [ledger.submit(lambda tx, i=i: tx.insert(_record(f"j{i}"))) for i in range(300)]
+    bad = ledger.submit(boom)
+    futures += [ledger.submit(lambda tx: tx.insert(_record("after")))]
+    await asyncio.gather(*futures)
+    with pytest.raises(RuntimeError, match="boom"):
+        await bad
+    received = await ledger.call(lambda tx: tx.in_state(JobState.RECEIVED))
+    assert [j.job_id for j in received] == [f"j{i}" for i in range(300)] + ["after"]
+    assert await ledger.call(lambda tx: tx.get("bad")) is None
+    # group commit: a burst of 302 operations did not take 302 commits
+    assert ledger.commits < 302
+
+
+async def test_transition_is_a_compare_and_set(ledger: Ledger) -> None:
+    await ledger.call(lambda tx: tx.insert(_record("j1")))
+    first = ledger.submit(
+        lambda tx: tx.transition("j1", JobState.PRINTING, expect=JobState.RECEIVED)
+    )
+    second = ledger.submit(
+        lambda tx: tx.transition("j1", JobState.CANCELLED, expect=JobState.RECEIVED)
+    )
+    assert (await first, await second) == (True, False)
+    job = await ledger.call(lambda tx: tx.get("j1"))
+    assert job is not None and job.state is JobState.PRINTING
+
+
+async def test_ledger_survives_reopen_and_prunes_only_old_ended_jobs(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    old = time.time() - 3 * 24 * 3600
+    async with Ledger(path) as ledger:
+        await ledger.call(
+            lambda tx: tx.insert(_record("old-done", JobState.PRINTED, updated_at=old))
+        )
+        await ledger.call(lambda tx: tx.insert(_record("old-waiting", updated_at=old)))
+        await ledger.call(lambda tx: tx.insert(_record("new-done", JobState.PRINTED)))
+        await ledger.call(lambda tx: tx.reply("x", TOPIC, b"x", b"{}"))
+    async with Ledger(path) as ledger:
+        removed = await ledger.call(lambda tx: tx.prune(time.time() - 48 * 3600))
+        counts = await ledger.call(lambda tx: tx.counts())
+        outbox = await ledger.call(lambda tx: tx.outbox())
+    assert removed == 1
+    assert counts == {JobState.RECEIVED: 1, JobState.PRINTED: 1}
+    assert [e.job_id for e in outbox] == ["x"]
+    with sqlite3.connect(path) as conn:  # a plain SQLite file anyone can inspect
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (2,)
+
+
+# --- outbox --------------------------------------------------------------------------------
+
+
+async def test_outbox_publishes_in_order_keeps_unacknowledged_and_resends_next_session(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox(ledger, window=4)
+    for i in range(10):
+        await ledger.call(lambda tx, i=i: tx.reply(f"j{i}", TOPIC, b"c", f"{i}".encode()))
+    assert len(outbox) == 10
+    sent: list[bytes] = []
+
+    async def flaky(entry: OutboxEntry) -> None:
+        sent.append(entry.payload)
+        if entry.payload in (b"3", b"7"):
+            raise ConnectionError("no PUBACK")  # the session broke before the PUBACK
+
+    pump = asyncio.create_task(outbox.pump(flaky))
+    assert not await outbox.drain(0.3)
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+    assert sent == [str(i).encode() for i in range(10)]
+    assert len(outbox) == 2
+
+    resent: list[bytes] = []
+
+    async def ok(entry: OutboxEntry) -> None:
+        resent.append(entry.payload)
+
+    pump = asyncio.create_task(outbox.pump(ok))
+    await ledger.call(lambda tx: tx.reply("j10", TOPIC, b"c", b"10"))  # produced mid-session
+    assert await outbox.drain(2)
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+    await outbox.close()
+    assert resent == [b"3", b"7", b"10"]
+    assert await ledger.call(lambda tx: tx.outbox()) == []
+
+
+async def test_outbox_load_takes_over_undelivered_replies(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    async with Ledger(path) as ledger:
+        for i in range(3):
+            await ledger.call(lambda tx, i=i: tx.reply(f"j{i}", TOPIC, None, f"{i}".encode()))
+    async with Ledger(path) as ledger:
+        outbox = Outbox(ledger)
+        assert await outbox.load() == 3
+        assert len(outbox) == 3
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class _Harness:
+    def __init__(self, ledger: Ledger, directory: Path) -> None:
+        self.ledger = ledger
+        self.printer = VirtualPrinter("P1", directory)
+        self.jobs = Jobs(ledger, {"P1": PrinterSlot(self.printer)}, branch_id="b1", agent_id="a1")
+        self.outbox = Outbox(ledger)
+
+    async def submit(self, intake: JobRequest | CancelRequest | Refusal) -> Admission:
+        admission = await self.jobs.submit(intake)
+        self.jobs.admitted(admission)
+        return admission
+
+    async def replies(self) -> list[tuple[str | None, str]]:
+        entries = await self.ledger.call(lambda tx: tx.outbox())
+        return [(e.job_id, json.loads(e.payload)["stage"]) for e in entries]
+
+    async def final(self, job_id: str) -> Done | Failed:
+        entries = await self.ledger.call(lambda tx: tx.outbox())
+        finals = [
+            r
+            for e in entries
+            if e.job_id == job_id and isinstance(r := decode_reply(e.payload), Done | Failed)
+        ]
+        assert len(finals) >= 1, f"no final reply for {job_id}"
+        return finals[-1]
+
+    async def work(self, jobs: Jobs | None = None) -> None:
+        """Run the printer worker until its queue is empty."""
+        jobs = jobs or self.jobs
+        slot = jobs.printers["P1"]
+        worker = asyncio.create_task(jobs.run_printer(slot))
+        for _ in range(1000):  # at most 10 s
+            if not (slot.waiting or slot.busy):
+                break
+            await asyncio.sleep(0.01)
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+
+
+def _job(job_id: str, deadline: float | None = None) -> JobRequest:
+    return JobRequest(
+        job_id, "printer.test", "P1", b'{"printer":"P1"}', TOPIC, job_id.encode(), deadline
+    )
+
+
+async def test_a_job_delivered_twice_prints_once_and_the_second_answer_is_replayed(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    assert (await h.submit(_job("j1"))).queue is not None
+    assert (await h.submit(_job("j1"))).queue is None  # still waiting: accepted again
+    assert h.jobs.queue_depth == 1
+    await h.work()
+    assert h.jobs.queue_depth == 0
+    assert (await h.submit(_job("j1"))).queue is None
+    assert await h.replies() == [
+        ("j1", "accepted"),
+        ("j1", "accepted"),
+        ("j1", "printing"),
+        ("j1", "done"),
+        ("j1", "done"),
+    ]
+    entries = await ledger.call(lambda tx: tx.outbox())
+    first, replay = (decode_reply(e.payload) for e in entries[3:])
+    assert isinstance(first, Done) and isinstance(replay, Done)
+    assert first.result is not None and replay.result is not None
+    assert (first.result.replayed, replay.result.replayed) == (False, True)
+    assert h.printer.journal() == ["j1"]
+
+
+async def test_restart_mid_print_is_outcome_unknown_and_waiting_jobs_print_once(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    for job_id in ("mid", "next", "late"):
+        await h.submit(_job(job_id, deadline=time.time() + (0.2 if job_id == "late" else 60)))
+    # what a kill -9 leaves behind: "mid" marked printing, the others received
+    await ledger.call(lambda tx: tx.transition("mid", JobState.PRINTING, expect=JobState.RECEIVED))
+    await asyncio.sleep(0.3)  # "late" passes its deadline while the agent is down
+    after = Jobs(ledger, {"P1": PrinterSlot(h.printer)}, branch_id="b1", agent_id="a1")
+    counts = await after.recover()
+    assert counts == {"outcome_unknown": 1, "expired": 1, "failed": 0, "resumed": 1}
+    # the broker redelivers "next" (never acknowledged) on top of the ledger resuming it
+    admission = await after.submit(_job("next"))
+    after.admitted(admission)
+    assert admission.queue is None and after.queue_depth == 1
+    await h.work(after)
+    assert h.printer.journal() == ["next"]
+    unknown = await h.final("mid")
+    assert isinstance(unknown, Failed) and unknown.error.code is ErrorCode.OUTCOME_UNKNOWN
+    assert "check the printer before reprinting" in unknown.error.message
+    expired = await h.final("late")
+    assert isinstance(expired, Failed) and expired.error.code is ErrorCode.EXPIRED
+    assert isinstance(await h.final("next"), Done)
+    # a redelivery of the unknown job is answered from the ledger, never printed
+    assert (await after.submit(_job("mid"))).queue is None
+    assert h.printer.journal() == ["next"]
+
+
+async def test_cancel_wins_against_a_waiting_job_and_conflicts_with_a_printed_one(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    await h.submit(_job("keep"))
+    await h.submit(_job("drop"))
+    await h.submit(CancelRequest("c1", "drop", TOPIC, b"c1"))
+    assert h.jobs.queue_depth == 1
+    await h.work()
+    await h.submit(CancelRequest("c2", "keep", TOPIC, b"c2"))
+    await h.submit(CancelRequest("c3", "nope", TOPIC, b"c3"))
+    assert h.printer.journal() == ["keep"]
+    cancelled = await h.final("drop")
+    assert isinstance(cancelled, Failed) and cancelled.error.code is ErrorCode.CANCELLED
+    assert isinstance(await h.final("c1"), Done)
+    conflict, missing = await h.final("c2"), await h.final("c3")
+    assert isinstance(conflict, Failed) and conflict.error.code is ErrorCode.CONFLICT
+    assert isinstance(missing, Failed) and missing.error.code is ErrorCode.NOT_FOUND
+    job = await ledger.call(lambda tx: tx.get("drop"))
+    assert job is not None and job.state is JobState.CANCELLED
+
+
+async def test_expired_on_arrival_is_recorded_and_refusals_are_answered(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    assert (await h.submit(_job("old", deadline=time.time() - 1))).queue is None
+    await h.submit(Refusal("bad", TOPIC, b"bad", ErrorCode.INVALID_REQUEST, "nope"))
+    assert await h.replies() == [("old", "failed"), ("bad", "failed")]
+    job = await ledger.call(lambda tx: tx.get("old"))
+    assert job is not None and job.state is JobState.EXPIRED
+    assert job.error_code == ErrorCode.EXPIRED
+    assert h.printer.journal() == []
+
+
+async def test_printer_refusal_is_a_failed_job_with_the_printers_code(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    (tmp_path / "p1" / "state.json").write_text(json.dumps({"paper": "out"}))
+    await h.submit(_job("j1"))
+    await h.work()
+    final = await h.final("j1")
+    assert isinstance(final, Failed) and final.error.code is ErrorCode.PAPER_OUT
+    job = await ledger.call(lambda tx: tx.get("j1"))
+    assert job is not None and job.state is JobState.FAILED
+    stored = decode_reply(job.final_reply or b"")
+    assert stored == final
+
+
+def test_done_reply_round_trips_through_the_ledger_bytes() -> None:
+    done = Done(job_id="j", at=1.0, result=PrintResult(printer="P1", bytes=3, duration_ms=1.0))
+    assert decode_reply(encode(done)) == done
