@@ -164,6 +164,31 @@ class DynSecAdmin:
             raise DynSecError(command, str(response["error"]))
         return response
 
+    async def commands(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run several plugin commands in one control message: one round trip for all of them
+        (bulk provisioning). Raises :class:`DynSecError` for the first one the plugin refused."""
+        loop = asyncio.get_running_loop()
+        batch = []
+        futures: list[asyncio.Future[dict[str, Any]]] = []
+        for fields in commands:
+            correlation = str(next(self._ids))
+            futures.append(loop.create_future())
+            self._pending[correlation] = futures[-1]
+            batch.append({**fields, "correlationData": correlation})
+        try:
+            await self._client.publish(_CONTROL, json.dumps({"commands": batch}), qos=1)
+            async with asyncio.timeout(self._timeout):
+                responses = await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            raise DynSecError("batch", "no response from the broker") from exc
+        finally:
+            for fields in batch:
+                self._pending.pop(fields["correlationData"], None)
+        for fields, response in zip(batch, responses, strict=True):
+            if response.get("error"):
+                raise DynSecError(str(fields["command"]), str(response["error"]))
+        return responses
+
     async def create_role(self, role: Role) -> None:
         await self.command("createRole", rolename=role.name)
         for acl in role.acls:
