@@ -27,6 +27,8 @@ class PhaseResult:
     window_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    #: CPU% per process over the measured window (100 = one core), when measured.
+    cpu_percent: dict[str, float] | None = None
 
     @property
     def ok(self) -> int:
@@ -56,6 +58,16 @@ class PhaseResult:
             **{k.replace(".", "_"): v for k, v in pct.items()},
             "mean_ms": round(float(lat.mean()), 3) if lat.size else None,
             "max_ms": round(float(lat.max()), 3) if lat.size else None,
+            "cpu_percent": self.cpu_percent,
+            # CPU time each process spent per successful request: steadier than latency on a
+            # shared machine, and what a fix should move.
+            "cpu_ms_per_request": {
+                name: round(pct / 100 * 1000 / (self.ok / self.window_s), 3)
+                for name, pct in self.cpu_percent.items()
+                if name != "machine_cores"
+            }
+            if self.cpu_percent and self.ok
+            else None,
         }
 
 

@@ -106,6 +106,8 @@ class FloorRequester:
             clean_start=True,
             max_inflight_messages=1000,
         )
+        # aiomqtt warns above this many publishes awaiting their PUBACK: that is the load.
+        self._client.pending_calls_threshold = 100_000
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._payload = encode(

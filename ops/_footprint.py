@@ -46,3 +46,27 @@ async def measure_idle(
 def _cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+class CpuMeter:
+    """CPU% (100 = one core) of named processes between ``start()`` and ``stop()``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._start = {name: _cpu_seconds(p) for name, p in self._procs.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._t0
+        out = {}
+        for name, proc in self._procs.items():
+            try:
+                out[name] = round((_cpu_seconds(proc) - self._start[name]) / wall * 100, 1)
+            except psutil.NoSuchProcess:
+                continue
+        out["machine_cores"] = float(psutil.cpu_count() or 0)
+        return out

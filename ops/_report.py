@@ -115,6 +115,14 @@ def text_summary(report: dict[str, Any]) -> str:
                 f"{s['throughput_per_s']:>8.1f} {_ms(s, 'p50_ms')} {_ms(s, 'p95_ms')} "
                 f"{_ms(s, 'p99_ms')} {_ms(s, 'max_ms')}"
             )
+        for name in ("system", "floor"):
+            cpu = (section.get(name) or {}).get("cpu_percent")
+            if cpu:
+                lines.append(f"{name} CPU%: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+                per = section[name]["cpu_ms_per_request"] or {}
+                lines.append(
+                    f"{name} CPU ms/request: " + ", ".join(f"{k} {v}" for k, v in per.items())
+                )
         if section.get("ratios"):
             r = section["ratios"]
             lines.append(

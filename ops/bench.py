@@ -47,8 +47,9 @@ from printermaster._stack import Stack, _child_env
 
 from ._drive import Call, PhaseResult, drive
 from ._floor import FloorRequester
-from ._footprint import measure_idle
+from ._footprint import CpuMeter, measure_idle
 from ._http import HttpConnection, post_request
+from ._profile import find_py_spy, record, summarise
 from ._report import check_targets, ratios, text_summary, write_histogram, write_json
 
 PRINTER = "POS-80C"
@@ -276,7 +277,11 @@ class SystemCalls:
 
 
 async def _measure(
-    name: str, calls: list[Call], args: argparse.Namespace, sequential: bool
+    name: str,
+    calls: list[Call],
+    args: argparse.Namespace,
+    sequential: bool,
+    cpu: CpuMeter | None = None,
 ) -> PhaseResult:
     if sequential:
         return await drive(
@@ -286,20 +291,31 @@ async def _measure(
             max_requests=args.single + args.single_warmup,
             warmup_requests=args.single_warmup,
         )
-    return await drive(
-        f"{name} load",
-        calls,
-        duration=args.warmup + args.duration,
-        warmup=args.warmup,
-        rate=args.rate,
+    load = asyncio.create_task(
+        drive(
+            f"{name} load",
+            calls,
+            duration=args.warmup + args.duration,
+            warmup=args.warmup,
+            rate=args.rate,
+        )
     )
+    if cpu is not None:
+        await asyncio.sleep(args.warmup)
+        cpu.start()
+    result = await load
+    if cpu is not None:
+        result.cpu_percent = cpu.stop()
+    return result
 
 
 async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {
         "started_at": datetime.now().isoformat(timespec="seconds"),
         "config": {
-            k: v for k, v in vars(args).items() if k not in {"out", "state_dir", "keep_state"}
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in {"out", "state_dir"}
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -309,7 +325,6 @@ async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[
     }
     results: dict[str, dict[str, PhaseResult]] = {"load": {}, "single": {}}
     stack = Stack(state_dir, mqtt_port=free_port(), http_port=free_port())
-    sims: list[SimProcess] = []
     try:
         log(f"starting Mosquitto on 127.0.0.1:{stack.mqtt_port} (state in {state_dir})")
         await asyncio.to_thread(stack.start_broker)
@@ -317,52 +332,13 @@ async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[
         branches = await provision(stack, args.agents)
         report["provisioning_s"] = round(time.perf_counter() - t, 3)
         log(f"provisioned {args.agents} agent logins in {report['provisioning_s']:.2f} s")
-        targets = [(b.branch_id, b.agent_id) for b in branches]
-
-        # 1. The floor: bare responders on the agents' own logins and ACLs.
-        sims = await start_sims(stack, "responders", branches, args.agent_procs)
-        async with FloorRequester("127.0.0.1", stack.mqtt_port, stack.creds("cloud")) as floor:
-            calls = floor.calls(targets, args.concurrency)
-            if args.duration > 0:
-                results["load"]["floor"] = await _measure("floor", calls, args, False)
-            if args.single > 0:
-                results["single"]["floor"] = await _measure("floor", calls, args, True)
-        report["floor_responders"] = await stop_sims(sims)
-        sims = []
-
-        # 2. The system: API process + simulated agents, driven over HTTP.
-        log(f"starting the API on 127.0.0.1:{stack.http_port}")
-        await asyncio.to_thread(stack.start_api)
-        sims = await start_sims(stack, "agents", branches, args.agent_procs)
-        report["pids"] = {"api": stack.api.pid if stack.api else None}
-        report["pids"]["sim_agents"] = [s.pid for s in sims]
-        log(f"pids: {report['pids']}")
-        system = SystemCalls(stack, branches)
-        try:
-            await system.warm(min(args.concurrency, 32))
-            log(f"every agent answered a warm-up test print ({len(branches)})")
-            calls = system.calls(args.concurrency)
-            if args.duration > 0:
-                results["load"]["system"] = await _measure("system", calls, args, False)
-            if args.single > 0:
-                results["single"]["system"] = await _measure("system", calls, args, True)
-        finally:
-            system.close()
-        agents = await stop_sims(sims)
-        sims = []
-        report["integrity"] = {
-            "http_printed": system.printed,
-            "agents_printed": agents.get("printed", 0),
-            "match": system.printed == agents.get("printed", 0),
-        }
-
-        # 3. One real agent process, idle.
+        if args.only != "system":
+            await _floor_phase(stack, args, branches, results, report)
+        if args.only != "floor":
+            await _system_phase(stack, args, branches, results, report, out_dir)
         if args.idle_footprint:
             report["idle_footprint"] = await _idle(stack, args.idle_seconds)
     finally:
-        for sim in sims:
-            with contextlib.suppress(Exception):
-                await sim.stop()
         await asyncio.to_thread(stack.stop)
 
     for mode, phases in results.items():
@@ -377,6 +353,87 @@ async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[
     write_json(out_dir / "results.json", report)
     write_histogram(out_dir / "latency.png", results)
     return report
+
+
+async def _floor_phase(
+    stack: Stack,
+    args: argparse.Namespace,
+    branches: Sequence[Branch],
+    results: dict[str, dict[str, PhaseResult]],
+    report: dict[str, Any],
+) -> None:
+    """Bare responders on the agents' own logins and ACLs, a bare requester on the cloud's."""
+    targets = [(b.branch_id, b.agent_id) for b in branches]
+    sims = await start_sims(stack, "responders", branches, args.agent_procs)
+    try:
+        async with FloorRequester("127.0.0.1", stack.mqtt_port, stack.creds("cloud")) as floor:
+            calls = floor.calls(targets, args.concurrency)
+            if args.duration > 0:
+                cpu = CpuMeter(_pids(stack, sims))
+                results["load"]["floor"] = await _measure("floor", calls, args, False, cpu)
+            if args.single > 0:
+                results["single"]["floor"] = await _measure("floor", calls, args, True)
+    finally:
+        report["floor_responders"] = await stop_sims(sims)
+
+
+async def _system_phase(
+    stack: Stack,
+    args: argparse.Namespace,
+    branches: Sequence[Branch],
+    results: dict[str, dict[str, PhaseResult]],
+    report: dict[str, Any],
+    out_dir: Path,
+) -> None:
+    """The API process and simulated agents, driven over HTTP."""
+    log(f"starting the API on 127.0.0.1:{stack.http_port}")
+    await asyncio.to_thread(stack.start_api)
+    sims = await start_sims(stack, "agents", branches, args.agent_procs)
+    system = SystemCalls(stack, branches)
+    agents: dict[str, int] = {}
+    try:
+        pids = _pids(stack, sims)
+        log(f"pids: {pids}")
+        await system.warm(min(args.concurrency, 32))
+        log(f"every agent answered a warm-up test print ({len(branches)})")
+        calls = system.calls(args.concurrency)
+        if args.duration > 0:
+            measure = _measure("system", calls, args, False, CpuMeter(pids))
+            if args.profile:
+                profiled = {k: v for k, v in pids.items() if k == "api" or k.startswith("sim")}
+                results["load"]["system"], report["profile"] = await asyncio.gather(
+                    measure, _profile(profiled, args.warmup + args.duration, out_dir)
+                )
+            else:
+                results["load"]["system"] = await measure
+        if args.single > 0:
+            results["single"]["system"] = await _measure("system", calls, args, True)
+    finally:
+        system.close()
+        agents = await stop_sims(sims)
+    report["integrity"] = {
+        "http_printed": system.printed,
+        "agents_printed": agents.get("printed", 0),
+        "match": system.printed == agents.get("printed", 0),
+    }
+
+
+def _pids(stack: Stack, sims: Sequence[SimProcess]) -> dict[str, int | None]:
+    pids = {"bench": os.getpid(), "broker": stack.broker.pid}
+    if stack.api is not None:
+        pids["api"] = stack.api.pid
+    pids.update({f"sim{i}": sim.pid for i, sim in enumerate(sims)})
+    return pids
+
+
+async def _profile(pids: dict[str, int | None], seconds: float, out_dir: Path) -> dict[str, Any]:
+    """py-spy on every process of the system while the load runs (see ops/_profile.py)."""
+    paths = {name: out_dir / f"profile-{name}.txt" for name in pids}
+    await asyncio.gather(
+        *(record(pid, seconds, paths[name]) for name, pid in pids.items() if pid is not None)
+    )
+    log(f"profiles in {out_dir}/profile-*.txt")
+    return {name: summarise(path) for name, path in paths.items()}
 
 
 async def _idle(stack: Stack, seconds: float) -> dict[str, Any]:
@@ -403,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--idle-footprint", action="store_true", help="measure one idle agent")
     p.add_argument("--idle-seconds", type=float, default=60.0, help="idle period (60)")
+    p.add_argument(
+        "--only", choices=["floor", "system"], default=None, help="measure one side only"
+    )
+    p.add_argument("--profile", action="store_true", help="py-spy the API and agents under load")
     p.add_argument("--out", type=Path, default=None, help="bench-results/<timestamp>/")
     p.add_argument("--state-dir", type=Path, default=None, help="keep broker/API state here")
     return p
@@ -413,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.agents < 1 or args.concurrency < 1:
         print("--agents and --concurrency must be at least 1", file=sys.stderr)
         return 2
+    if args.profile:
+        find_py_spy()  # fail before the run, not after it
     out_dir = args.out or Path("bench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="pm-bench-"))
