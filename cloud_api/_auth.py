@@ -38,8 +38,11 @@ class Authenticator:
         raise ApiError(ErrorCode.UNAUTHORIZED, "invalid bearer token")
 
 
-def require_principal(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Route guard: authenticate and stash the principal on the connection state."""
+async def require_principal(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Route guard: authenticate and stash the principal on the connection state.
+
+    ``async`` on purpose: Litestar runs a sync guard in a worker thread on every request.
+    """
     authenticator: Authenticator = connection.app.state.authenticator
     connection.state.principal = authenticator.authenticate(connection.headers.get("authorization"))
 
