@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy protocol cloud_api broker printermaster
+	$(VENV)/bin/mypy protocol cloud_api broker printermaster ops
 	$(VENV)/bin/mypy --platform linux branch_agent
 	$(VENV)/bin/mypy --platform win32 branch_agent
 

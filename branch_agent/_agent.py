@@ -308,6 +308,8 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.heartbeat_interval):
                     await self._status_dirty.wait()
+                # A burst of changes (a queue filling and draining) becomes one snapshot.
+                await asyncio.sleep(self.config.status_debounce)
             self._status_dirty.clear()
             await self._publish_status(client)
 

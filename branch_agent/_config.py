@@ -45,6 +45,8 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     status_expiry: float | None = None
     #: Seconds between printer status polls (changes are published at once).
     status_poll_interval: float = 0.5
+    #: Seconds a change waits before its snapshot goes out, so bursts publish once.
+    status_debounce: float = 0.2
     #: SQLite ``synchronous`` of the job ledger: ``full`` fsyncs every commit (survives power
     #: loss); ``normal`` only survives a crash of the agent process (simulations, benchmarks).
     ledger_sync: Literal["full", "normal"] = "full"

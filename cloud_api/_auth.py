@@ -58,7 +58,10 @@ class Authenticator:
 
 
 async def require_principal(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Route guard: authenticate and stash the principal on the connection state."""
+    """Route guard: authenticate and stash the principal on the connection state.
+
+    ``async`` on purpose: Litestar runs a sync guard in a worker thread on every request.
+    """
     authenticator: Authenticator = connection.app.state.authenticator
     connection.state.principal = await authenticator.authenticate(
         connection.headers.get("authorization")

@@ -1,0 +1,1 @@
+"""Operations tooling: the benchmark (``python -m ops.bench``) and its simulated branches."""

@@ -1,0 +1,493 @@
+"""Benchmark: test prints over HTTP against the raw MQTT floor, on one machine.
+
+``python -m ops.bench [options]`` (or ``make bench BENCH_ARGS=...``) starts its own Mosquitto,
+provisions N agent logins through the dynamic-security plugin, then measures in one run:
+
+1. the raw floor: a bare MQTT 5 requester (aiomqtt, QoS 1, Response Topic + Correlation Data)
+   against N bare responders, at the load's concurrency, then sequentially;
+2. the system: the API process and N real ``branch_agent.Agent`` instances (simulated branches in
+   ``ops.sim_agents``), driven with ``POST /v1/branches/{b}/printers/{p}/test`` over HTTP
+   keep-alive connections, at the same concurrency, then sequentially;
+3. optionally (``--idle-footprint``) RSS and CPU of one real ``printermaster agent run`` process.
+
+Results go to ``bench-results/<timestamp>/`` (``results.json``, ``latency.png``); see
+docs/benchmark.md. All traffic is on 127.0.0.1 and bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from broker import (
+    Credentials,
+    DynSecAdmin,
+    agent_role,
+    agent_username,
+    free_port,
+    new_password,
+)
+from printermaster._stack import Stack, _child_env
+
+from ._drive import Call, PhaseResult, drive
+from ._floor import FloorRequester
+from ._footprint import CpuMeter, measure_idle
+from ._http import HttpConnection, post_request
+from ._profile import find_py_spy, record, summarise
+from ._report import check_targets, ratios, text_summary, write_histogram, write_json
+
+PRINTER = "POS-80C"
+AGENT_ID = "a1"
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Branch:
+    branch_id: str
+    agent_id: str
+    creds: Credentials
+
+    def spec(self) -> dict[str, str]:
+        return {
+            "branch_id": self.branch_id,
+            "agent_id": self.agent_id,
+            "username": self.creds.username,
+            "password": self.creds.password,
+            "printer": PRINTER,
+        }
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+
+async def provision(stack: Stack, count: int, batch: int = 100) -> list[Branch]:
+    """One broker login and role per simulated agent, ``batch`` agents per control message.
+
+    Mosquitto 2.0's plugin rewrites its whole JSON file after every command, so provisioning is
+    quadratic in the number of agents; one round trip per batch keeps 1,000 agents to seconds.
+    """
+    branches = [
+        Branch(
+            f"bench{i:05d}",
+            AGENT_ID,
+            Credentials(agent_username(f"bench{i:05d}", AGENT_ID), new_password()),
+        )
+        for i in range(count)
+    ]
+    admin = DynSecAdmin("127.0.0.1", stack.mqtt_port, stack.creds("admin"), timeout=60)
+    async with admin:
+        for start in range(0, count, batch):
+            commands: list[dict[str, Any]] = []
+            for b in branches[start : start + batch]:
+                role = agent_role(b.branch_id, b.agent_id)
+                acls = [acl.as_json() for acl in role.acls]
+                commands.append({"command": "createRole", "rolename": role.name, "acls": acls})
+                commands.append(
+                    {
+                        "command": "createClient",
+                        "username": b.creds.username,
+                        "password": b.creds.password,
+                        "roles": [{"rolename": role.name}],
+                    }
+                )
+            await admin.batch(commands)
+    return branches
+
+
+# --- simulated agents / responders ---------------------------------------------------------
+
+
+class SimProcess:
+    """One ``python -m ops.sim_agents`` child: READY on stdout once connected, STATS at exit."""
+
+    def __init__(self, stack: Stack, mode: str, branches: Sequence[Branch], index: int) -> None:
+        self.mode = mode
+        self.dir = stack.state_dir / f"sim-{mode}-{index}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spec_path = self.dir / "spec.json"
+        spec = {
+            "mode": mode,
+            "host": "127.0.0.1",
+            "port": stack.mqtt_port,
+            "state_dir": str(self.dir),
+            "agents": [b.spec() for b in branches],
+        }
+        fd = os.open(self.spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(spec, fh)
+        self.log_path = self.dir / "sim.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stats: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self, limit: float = 120.0) -> float:
+        """Start and wait until every session is up; returns the seconds the sessions took."""
+        err = await asyncio.to_thread(open, self.log_path, "ab")
+        with err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ops.sim_agents",
+                str(self.spec_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                env=_child_env(),
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(limit):
+            while line := (await self.proc.stdout.readline()).decode():
+                if line.startswith("READY"):
+                    return float(line.split()[2])
+        raise RuntimeError(f"sim {self.mode} exited before READY:\n{self._tail()}")
+
+    async def stop(self) -> dict[str, Any]:
+        if self.proc is None:
+            return self.stats
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.stdout is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while line := (await self.proc.stdout.readline()).decode():
+                    if line.startswith("STATS "):
+                        self.stats = json.loads(line[6:])
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+        self.proc = None
+        return self.stats
+
+    def _tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        return ""
+
+
+async def start_sims(
+    stack: Stack, mode: str, branches: Sequence[Branch], procs: int
+) -> list[SimProcess]:
+    sims = [
+        SimProcess(stack, mode, branches[i::procs], i) for i in range(min(procs, len(branches)))
+    ]
+    took = await asyncio.gather(*(sim.start() for sim in sims))
+    log(f"{len(branches)} {mode} connected in {max(took):.1f} s ({len(sims)} process(es))")
+    return sims
+
+
+async def stop_sims(sims: Sequence[SimProcess]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for stats in await asyncio.gather(*(sim.stop() for sim in sims)):
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0) + int(value)
+    return totals
+
+
+# --- HTTP calls ----------------------------------------------------------------------------
+
+
+class SystemCalls:
+    """Test prints over HTTP, one keep-alive connection per worker, spread over the branches."""
+
+    def __init__(self, stack: Stack, branches: Sequence[Branch]) -> None:
+        self.host, self.port = "127.0.0.1", stack.http_port
+        self.requests = [
+            post_request(
+                self.host,
+                self.port,
+                f"/v1/branches/{b.branch_id}/printers/{PRINTER}/test",
+                stack.api_token,
+            )
+            for b in branches
+        ]
+        #: Every 200 "printed" answer, warm-up included: must equal the agents' job count.
+        self.printed = 0
+        self._conns: list[HttpConnection] = []
+
+    def calls(self, concurrency: int) -> list[Call]:
+        return [self._worker() for _ in range(concurrency)]
+
+    def _worker(self) -> Call:
+        conn: HttpConnection | None = None
+
+        async def one(k: int) -> str | None:
+            nonlocal conn
+            if conn is None or conn.closed:
+                conn = await HttpConnection.open(self.host, self.port)
+                self._conns.append(conn)
+            status, body = await conn.request(self.requests[k % len(self.requests)])
+            if status == 200 and b'"printed"' in body:
+                self.printed += 1
+                return None
+            try:
+                code = msgspec.json.decode(body)["error"]["code"]
+            except (msgspec.DecodeError, KeyError, TypeError):
+                code = "?"
+            return f"HTTP {status} {code}"
+
+        return one
+
+    async def warm(self, concurrency: int, limit: float = 60.0) -> None:
+        """One successful test print per branch: the API has seen every agent online."""
+        todo = list(range(len(self.requests)))
+        calls = self.calls(concurrency)
+
+        async def worker(call: Call) -> None:
+            while todo:
+                k = todo.pop()
+                # Retried until it prints: 404/503 until the API has seen the agent online.
+                for _ in range(int(limit * 10)):
+                    if await call(k) is None:
+                        break
+                    await asyncio.sleep(0.1)
+
+        async with asyncio.timeout(limit):
+            await asyncio.gather(*(worker(c) for c in calls))
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+async def _measure(
+    name: str,
+    calls: list[Call],
+    args: argparse.Namespace,
+    sequential: bool,
+    cpu: CpuMeter | None = None,
+) -> PhaseResult:
+    if sequential:
+        return await drive(
+            f"{name} sequential",
+            calls[:1],
+            duration=args.single_timeout,
+            max_requests=args.single + args.single_warmup,
+            warmup_requests=args.single_warmup,
+        )
+    load = asyncio.create_task(
+        drive(
+            f"{name} load",
+            calls,
+            duration=args.warmup + args.duration,
+            warmup=args.warmup,
+            rate=args.rate,
+        )
+    )
+    if cpu is not None:
+        await asyncio.sleep(args.warmup)
+        cpu.start()
+    result = await load
+    if cpu is not None:
+        result.cpu_percent = cpu.stop()
+    return result
+
+
+async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "started_at": datetime.now().isoformat(timespec="seconds"),
+        "config": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in {"out", "state_dir"}
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    results: dict[str, dict[str, PhaseResult]] = {"load": {}, "single": {}}
+    stack = Stack(state_dir, mqtt_port=free_port(), http_port=free_port())
+    try:
+        log(f"starting Mosquitto on 127.0.0.1:{stack.mqtt_port} (state in {state_dir})")
+        await asyncio.to_thread(stack.start_broker)
+        t = time.perf_counter()
+        branches = await provision(stack, args.agents)
+        report["provisioning_s"] = round(time.perf_counter() - t, 3)
+        log(f"provisioned {args.agents} agent logins in {report['provisioning_s']:.2f} s")
+        if args.only != "system":
+            await _floor_phase(stack, args, branches, results, report)
+        if args.only != "floor":
+            await _system_phase(stack, args, branches, results, report, out_dir)
+        if args.idle_footprint:
+            report["idle_footprint"] = await _idle(stack, args.idle_seconds)
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+    for mode, phases in results.items():
+        if not phases:
+            continue
+        section: dict[str, Any] = {name: r.summary() for name, r in phases.items()}
+        if "system" in section and "floor" in section:
+            section["ratios"] = ratios(section["system"], section["floor"])
+        report[mode] = section
+    report["targets"] = check_targets(report)
+    report["full_size"] = args.agents >= 1000 and args.duration >= 30
+    write_json(out_dir / "results.json", report)
+    write_histogram(out_dir / "latency.png", results)
+    return report
+
+
+async def _floor_phase(
+    stack: Stack,
+    args: argparse.Namespace,
+    branches: Sequence[Branch],
+    results: dict[str, dict[str, PhaseResult]],
+    report: dict[str, Any],
+) -> None:
+    """Bare responders on the agents' own logins and ACLs, a bare requester on the cloud's."""
+    targets = [(b.branch_id, b.agent_id) for b in branches]
+    sims = await start_sims(stack, "responders", branches, args.agent_procs)
+    try:
+        async with FloorRequester("127.0.0.1", stack.mqtt_port, stack.creds("cloud")) as floor:
+            calls = floor.calls(targets, args.concurrency)
+            if args.duration > 0:
+                cpu = CpuMeter(_pids(stack, sims))
+                results["load"]["floor"] = await _measure("floor", calls, args, False, cpu)
+            if args.single > 0:
+                results["single"]["floor"] = await _measure("floor", calls, args, True)
+    finally:
+        report["floor_responders"] = await stop_sims(sims)
+
+
+async def _system_phase(
+    stack: Stack,
+    args: argparse.Namespace,
+    branches: Sequence[Branch],
+    results: dict[str, dict[str, PhaseResult]],
+    report: dict[str, Any],
+    out_dir: Path,
+) -> None:
+    """The API process and simulated agents, driven over HTTP."""
+    log(f"starting the API on 127.0.0.1:{stack.http_port}")
+    await asyncio.to_thread(stack.start_api)
+    sims = await start_sims(stack, "agents", branches, args.agent_procs)
+    system = SystemCalls(stack, branches)
+    agents: dict[str, int] = {}
+    try:
+        pids = _pids(stack, sims)
+        log(f"pids: {pids}")
+        await system.warm(min(args.concurrency, 32))
+        log(f"every agent answered a warm-up test print ({len(branches)})")
+        calls = system.calls(args.concurrency)
+        if args.duration > 0:
+            measure = _measure("system", calls, args, False, CpuMeter(pids))
+            if args.profile:
+                profiled = {k: v for k, v in pids.items() if k == "api" or k.startswith("sim")}
+                results["load"]["system"], report["profile"] = await asyncio.gather(
+                    measure, _profile(profiled, args.warmup + args.duration, out_dir)
+                )
+            else:
+                results["load"]["system"] = await measure
+        if args.single > 0:
+            results["single"]["system"] = await _measure("system", calls, args, True)
+    finally:
+        system.close()
+        agents = await stop_sims(sims)
+    report["integrity"] = {
+        "http_printed": system.printed,
+        "agents_printed": agents.get("printed", 0),
+        "match": system.printed == agents.get("printed", 0),
+    }
+
+
+def _pids(stack: Stack, sims: Sequence[SimProcess]) -> dict[str, int | None]:
+    pids = {"bench": os.getpid(), "broker": stack.broker.pid}
+    if stack.api is not None:
+        pids["api"] = stack.api.pid
+    pids.update({f"sim{i}": sim.pid for i, sim in enumerate(sims)})
+    return pids
+
+
+async def _profile(pids: dict[str, int | None], seconds: float, out_dir: Path) -> dict[str, Any]:
+    """py-spy on every process of the system while the load runs (see ops/_profile.py)."""
+    paths = {name: out_dir / f"profile-{name}.txt" for name in pids}
+    await asyncio.gather(
+        *(record(pid, seconds, paths[name]) for name, pid in pids.items() if pid is not None)
+    )
+    log(f"profiles in {out_dir}/profile-*.txt")
+    return {name: summarise(path) for name, path in paths.items()}
+
+
+async def _idle(stack: Stack, seconds: float) -> dict[str, Any]:
+    handle = await asyncio.to_thread(stack.add_agent, "benchidle", "idle1", [PRINTER])
+    await asyncio.to_thread(stack.wait_agent, "benchidle", "idle1")
+    await asyncio.sleep(1.0)  # let start-up settle (first status, imports done)
+    assert handle.process.pid is not None
+    log(f"measuring the idle agent (pid {handle.process.pid}) for {seconds:g} s")
+    result = await measure_idle(handle.process.pid, seconds, progress=log)
+    handle.process.stop()
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--agents", type=int, default=200, help="simulated agents (default 200)")
+    p.add_argument("--agent-procs", type=int, default=1, help="processes they run in (1)")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
+    p.add_argument("--rate", type=float, default=None, help="target requests/s (closed loop)")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per load (10)")
+    p.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first (1)")
+    p.add_argument("--single", type=int, default=500, help="sequential requests (500, 0: skip)")
+    p.add_argument("--single-warmup", type=int, default=20, help="unrecorded of those (20)")
+    p.add_argument("--single-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--idle-footprint", action="store_true", help="measure one idle agent")
+    p.add_argument("--idle-seconds", type=float, default=60.0, help="idle period (60)")
+    p.add_argument(
+        "--only", choices=["floor", "system"], default=None, help="measure one side only"
+    )
+    p.add_argument("--profile", action="store_true", help="py-spy the API and agents under load")
+    p.add_argument("--out", type=Path, default=None, help="bench-results/<timestamp>/")
+    p.add_argument("--state-dir", type=Path, default=None, help="keep broker/API state here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.agents < 1 or args.concurrency < 1:
+        print("--agents and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    if args.profile:
+        find_py_spy()  # fail before the run, not after it
+    out_dir = args.out or Path("bench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="pm-bench-"))
+    try:
+        report = asyncio.run(run(args, out_dir, state_dir))
+    finally:
+        if args.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    print(text_summary(report))
+    log(f"results in {out_dir}/results.json and {out_dir}/latency.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
