@@ -5,9 +5,10 @@
 * :mod:`broker._dynsec` writes the initial dynamic-security JSON and drives the plugin's
   ``$CONTROL/dynamic-security/v1`` API at run time.
 * :mod:`broker._process` starts, waits for, stops and kills a Mosquitto process.
+* :mod:`broker._tls` keeps a development CA and the server certificate for the TLS listeners.
 """
 
-from ._config import BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
+from ._config import MAX_PACKET_BYTES, BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
 from ._dynsec import (
     Credentials,
     DynSecAdmin,
@@ -31,11 +32,13 @@ from ._roles import (
     cloud_role,
     debug_role,
 )
+from ._tls import TlsMaterial, ensure_tls_material, set_tcp_nodelay
 
 __all__ = [
     "ADMIN_ROLE",
     "CLOUD_ROLE",
     "DEBUG_ROLE",
+    "MAX_PACKET_BYTES",
     "Acl",
     "BrokerConfig",
     "BrokerError",
@@ -44,17 +47,20 @@ __all__ = [
     "DynSecError",
     "MosquittoProcess",
     "Role",
+    "TlsMaterial",
     "admin_role",
     "agent_role",
     "agent_role_name",
     "agent_username",
     "cloud_role",
     "debug_role",
+    "ensure_tls_material",
     "find_dynsec_plugin",
     "free_port",
     "hash_password",
     "initial_dynsec_document",
     "new_password",
     "render_mosquitto_conf",
+    "set_tcp_nodelay",
     "wait_for_port",
 ]
