@@ -69,6 +69,8 @@ class BrokerConfig:
     #: MQTT over WebSockets with TLS, for branch networks that pass only 443; None leaves it off.
     websockets_port: int | None = None
     #: Where the TLS listeners bind; "" is every interface (agents connect from outside).
+    #: Mosquitto 2.0.11 ignores it for the WebSockets listener, which always binds every
+    #: interface (IPv4 and IPv6) - checked with ``ss -ltn``; ``bind_interface`` is ignored too.
     tls_bind_address: str = ""
     #: Names and addresses agents use to reach the broker, beyond localhost/127.0.0.1/::1; the
     #: server certificate carries them all.
