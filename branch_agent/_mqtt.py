@@ -11,9 +11,11 @@ coroutine or callback on that loop is safe. The private attribute is touched her
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
+
+from protocol import set_tcp_nodelay
 
 
 class ManualAckClient(aiomqtt.Client):
@@ -22,6 +24,12 @@ class ManualAckClient(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client.manual_ack_set(True)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        # socket_options miss paho's WebSocket wrapper: Nagle off on every transport.
+        set_tcp_nodelay(self)
+        return self
 
     def ack(self, message: aiomqtt.Message) -> None:
         """Acknowledge ``message`` (QoS 1: PUBACK); a QoS 0 message needs nothing."""

@@ -6,9 +6,10 @@
   ``$CONTROL/dynamic-security/v1`` API at run time.
 * :mod:`broker._provisioning` adds, rotates, revokes and lists agent and debug logins.
 * :mod:`broker._process` starts, waits for, stops and kills a Mosquitto process.
+* :mod:`broker._tls` keeps a development CA and the server certificate for the TLS listeners.
 """
 
-from ._config import BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
+from ._config import MAX_PACKET_BYTES, BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
 from ._dynsec import (
     Credentials,
     DynSecAdmin,
@@ -36,11 +37,13 @@ from ._roles import (
     debug_username,
     parse_agent_username,
 )
+from ._tls import TlsMaterial, ensure_tls_material
 
 __all__ = [
     "ADMIN_ROLE",
     "CLOUD_ROLE",
     "DEBUG_ROLE",
+    "MAX_PACKET_BYTES",
     "Acl",
     "AlreadyProvisioned",
     "BrokerConfig",
@@ -53,6 +56,7 @@ __all__ = [
     "ProvisionedAgent",
     "Provisioner",
     "Role",
+    "TlsMaterial",
     "admin_role",
     "agent_role",
     "agent_role_name",
@@ -61,6 +65,7 @@ __all__ = [
     "debug_role",
     "debug_role_name",
     "debug_username",
+    "ensure_tls_material",
     "find_dynsec_plugin",
     "free_port",
     "hash_password",

@@ -13,6 +13,11 @@ from protocol import MAX_PAYLOAD_BYTES
 
 from ._errors import BrokerError
 
+#: Largest MQTT packet the broker accepts: a maximal payload plus room for the topic and the
+#: MQTT 5 properties (response topic, correlation data, user properties). Larger packets make
+#: the broker disconnect the client; ``message_size_limit`` refuses a too large payload alone.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 16 * 1024
+
 _PLUGIN_GLOBS = (
     "/usr/lib/*/mosquitto_dynamic_security.so",
     "/usr/lib/mosquitto_dynamic_security.so",
@@ -59,6 +64,18 @@ class BrokerConfig:
     autosave_interval: int = 1
     max_queued_messages: int = 10_000
     max_inflight_messages: int = 100
+    #: MQTT over TLS for agents (8883 in production); None leaves it off.
+    tls_port: int | None = None
+    #: MQTT over WebSockets with TLS, for branch networks that pass only 443; None leaves it off.
+    websockets_port: int | None = None
+    #: Where the TLS listeners bind; "" is every interface (agents connect from outside).
+    #: Mosquitto 2.0.11 ignores it for the WebSockets listener, which always binds every
+    #: interface (IPv4 and IPv6) - checked with ``ss -ltn``; ``bind_interface`` is ignored too.
+    tls_bind_address: str = ""
+    #: Names and addresses agents use to reach the broker, beyond localhost/127.0.0.1/::1; the
+    #: server certificate carries them all.
+    tls_hostnames: tuple[str, ...] = ()
+    tls_ip_addresses: tuple[str, ...] = ()
     extra_listeners: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -76,6 +93,22 @@ class BrokerConfig:
     @property
     def log_path(self) -> Path:
         return self.state_dir / "mosquitto.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        """CA and server certificate (see :func:`broker.ensure_tls_material`)."""
+        return self.state_dir / "tls"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_port is not None or self.websockets_port is not None
+
+    def listener_ports(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every listener, as a client on this machine reaches it."""
+        tls_host = self.tls_bind_address or "127.0.0.1"
+        ports = [(self.bind_address, self.port)]
+        ports += [(tls_host, p) for p in (self.tls_port, self.websockets_port) if p is not None]
+        return ports
 
 
 def render_mosquitto_conf(config: BrokerConfig) -> str:
@@ -95,6 +128,7 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
         f"autosave_interval {config.autosave_interval}",
         "set_tcp_nodelay true",
         f"message_size_limit {MAX_PAYLOAD_BYTES}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
         f"max_queued_messages {config.max_queued_messages}",
         f"max_inflight_messages {config.max_inflight_messages}",
         "max_keepalive 300",
@@ -110,7 +144,27 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
         "",
         f"listener {config.port} {config.bind_address}",
         "protocol mqtt",
-        *config.extra_listeners,
         "",
     ]
+    if config.tls_port is not None:
+        lines += _tls_listener(config, config.tls_port, "mqtt")
+    if config.websockets_port is not None:
+        lines += _tls_listener(config, config.websockets_port, "websockets")
+    lines += [*config.extra_listeners, ""]
     return "\n".join(lines)
+
+
+def _tls_listener(config: BrokerConfig, port: int, protocol: str) -> list[str]:
+    """A listener that speaks ``protocol`` inside TLS with the generated server certificate.
+
+    No ``cafile``: agents authenticate with a password, not a client certificate.
+    """
+    listener = f"listener {port} {config.tls_bind_address}".rstrip()
+    return [
+        listener,
+        f"protocol {protocol}",
+        f"certfile {config.tls_dir / 'server.pem'}",
+        f"keyfile {config.tls_dir / 'server.key'}",
+        "tls_version tlsv1.2",
+        "",
+    ]

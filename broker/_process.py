@@ -13,6 +13,7 @@ from typing import Self
 
 from ._config import BrokerConfig, find_mosquitto, render_mosquitto_conf
 from ._errors import BrokerError
+from ._tls import TlsMaterial, ensure_tls_material
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,10 +56,19 @@ class MosquittoProcess:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
+        #: CA and server certificate once :meth:`write_config` ran with TLS listeners configured.
+        self.tls: TlsMaterial | None = None
 
     def write_config(self) -> Path:
+        """Write ``mosquitto.conf`` and, for TLS listeners, create or reuse the certificates."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.tls_enabled:
+            self.tls = ensure_tls_material(
+                self.config.tls_dir,
+                hostnames=self.config.tls_hostnames,
+                ip_addresses=self.config.tls_ip_addresses,
+            )
         self.config.conf_path.write_text(render_mosquitto_conf(self.config))
         return self.config.conf_path
 
@@ -73,8 +83,10 @@ class MosquittoProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        deadline = time.monotonic() + timeout
         try:
-            wait_for_port(self.config.bind_address, self.config.port, timeout)
+            for host, port in self.config.listener_ports():
+                wait_for_port(host, port, max(0.1, deadline - time.monotonic()))
         except BrokerError:
             err = b""
             if self._proc.poll() is not None and self._proc.stderr is not None:
@@ -82,7 +94,7 @@ class MosquittoProcess:
             self.kill()
             tail = self._log_tail()
             raise BrokerError(
-                f"mosquitto did not start on port {self.config.port}: "
+                f"mosquitto did not start on ports {[p for _, p in self.config.listener_ports()]}: "
                 f"{err.decode(errors='replace').strip()} {tail}"
             ) from None
         return self

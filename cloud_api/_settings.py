@@ -35,6 +35,12 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     tls: bool | None = None
     #: CA certificate (PEM file) the agent should trust; embedded into the config as ``ca_pem``.
     ca_file: str | None = None
+    #: The broker's MQTT-over-TLS port as branches reach it (8883 in production); enables
+    #: ``"transport": "tls"`` in a provisioning request.
+    tls_port: int | None = None
+    #: The broker's MQTT-over-WebSockets+TLS port (443 for networks that pass nothing else);
+    #: enables ``"transport": "websockets"`` in a provisioning request.
+    websockets_port: int | None = None
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
     agent_data_dir: str = "/var/lib/printermaster-agent"
     keepalive: int = 10

@@ -30,6 +30,7 @@ from broker import (
     agent_username,
     cloud_role,
     debug_role,
+    free_port,
     new_password,
 )
 from broker._dynsec import write_initial_dynsec
@@ -126,12 +127,25 @@ class Stack:
         mqtt_port: int,
         http_port: int,
         api_overrides: dict[str, Any] | None = None,
+        tls: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.mqtt_port = mqtt_port
         self.http_port = http_port
         self.api_overrides = api_overrides or {}
-        self.broker = MosquittoProcess(BrokerConfig(self.state_dir / "broker", mqtt_port))
+        # Like production: a plain listener (loopback only), MQTT over TLS and MQTT over
+        # WebSockets+TLS, with a CA of the stack's own that provisioned agents verify.
+        self.tls_port = free_port() if tls else None
+        self.websockets_port = free_port() if tls else None
+        self.broker = MosquittoProcess(
+            BrokerConfig(
+                self.state_dir / "broker",
+                mqtt_port,
+                tls_port=self.tls_port,
+                websockets_port=self.websockets_port,
+                tls_bind_address="127.0.0.1",
+            )
+        )
         self.api: ChildProcess | None = None
         self.agents: dict[tuple[str, str], AgentHandle] = {}
         self.secrets = self._load_or_create_secrets()
@@ -273,6 +287,15 @@ class Stack:
             },
             "provisioning": {
                 "agent_data_dir": str(self.state_dir / "agents" / "{branch_id}.{agent_id}"),
+                **(
+                    {
+                        "tls_port": self.tls_port,
+                        "websockets_port": self.websockets_port,
+                        "ca_file": str(self.broker.config.tls_dir / "ca.pem"),
+                    }
+                    if self.tls_port
+                    else {}
+                ),
             },
             "api_keys_file": str(self.state_dir / "api-keys.json"),
         }

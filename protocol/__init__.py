@@ -78,6 +78,7 @@ from ._mqtt import (
     publish_properties,
     reply_properties,
     request_properties,
+    set_tcp_nodelay,
 )
 from ._topics import (
     ALL_PRESENCE,
@@ -172,6 +173,7 @@ __all__ = [
     "reply_topic",
     "request_properties",
     "request_topic",
+    "set_tcp_nodelay",
     "software_version",
     "status_topic",
     "validate_content",

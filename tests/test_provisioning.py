@@ -20,7 +20,7 @@ from ._mqtt import NOT_AUTHORIZED, Probe
 from .conftest import unique_id
 
 #: Transports the provisioned agent is started with; TLS and WSS join once their listeners land.
-TRANSPORTS = ["tcp"]
+TRANSPORTS = ["tcp", "tls", "websockets"]
 
 
 class Launched:
@@ -66,12 +66,20 @@ def test_agent_started_only_with_the_returned_config_serves_a_test_print(
     branch_id, agent_id = unique_id("b"), unique_id("a")
     printers = [{"kind": "virtual", "name": "POS-80C"}]
     with stack.client(timeout=10) as http:
-        text = _provision(http, branch_id, agent_id, printers=printers)
+        text = _provision(http, branch_id, agent_id, printers=printers, transport=transport)
     config = load_config(_save(tmp_path, text))
     assert (config.branch_id, config.agent_id) == (branch_id, agent_id)
-    assert config.mqtt.transport == transport
+    assert config.mqtt.transport == ("websockets" if transport == "websockets" else "tcp")
+    assert config.mqtt.tls == (transport != "tcp")
+    if transport != "tcp":  # the agent verifies the broker with the CA from its config
+        assert config.mqtt.ca_pem and "BEGIN CERTIFICATE" in config.mqtt.ca_pem
     assert config.mqtt.username == f"agent:{branch_id}:{agent_id}"
-    assert config.mqtt.port == stack.mqtt_port and len(config.mqtt.password) >= 32
+    expected_port = {
+        "tcp": stack.mqtt_port,
+        "tls": stack.tls_port,
+        "websockets": stack.websockets_port,
+    }[transport]
+    assert config.mqtt.port == expected_port and len(config.mqtt.password) >= 32
     launched.run(tmp_path / "agent.toml")
     took = stack.wait_agent(branch_id, agent_id)
     with stack.client(timeout=10) as http:

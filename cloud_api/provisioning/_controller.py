@@ -12,6 +12,7 @@ from protocol import ErrorCode, is_valid_id
 
 from .._auth import check_branch, principal_of, require_admin
 from .._errors import ApiError
+from ._render import Transport
 from ._service import DebugLogin, ProvisioningService
 
 TOML = "application/toml"
@@ -21,6 +22,9 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class ProvisionAgent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     agent_id: Annotated[str, msgspec.Meta(max_length=64)]
     printers: Annotated[list[PrinterConfig], msgspec.Meta(max_length=64)] = []
+    #: Which broker listener the agent uses: ``tcp`` (the configured default), ``tls`` or
+    #: ``websockets`` (WebSockets+TLS, for networks that pass only 443).
+    transport: Transport | None = None
 
 
 class RotateCredentials(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -66,7 +70,9 @@ class ProvisioningController(Controller):
         anywhere else. 409 ``CONFLICT`` when the agent exists."""
         _admin_on_branch(request, branch_id)
         agent_id = _id(data.agent_id, "agent_id")
-        text = await provisioning_service.add_agent(branch_id, agent_id, data.printers)
+        text = await provisioning_service.add_agent(
+            branch_id, agent_id, data.printers, data.transport
+        )
         return Response(text, media_type=TOML, status_code=201, headers=_NO_STORE)
 
     @post(

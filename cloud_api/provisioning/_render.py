@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
 from branch_agent._config import dump_config
@@ -13,6 +14,8 @@ from branch_agent._printers import PrinterConfig
 from broker import Credentials
 
 from .._settings import ApiSettings
+
+Transport = Literal["tcp", "tls", "websockets"]
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,32 @@ class BrokerEndpoint:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @classmethod
-    def from_settings(cls, settings: ApiSettings) -> BrokerEndpoint:
+    def from_settings(
+        cls, settings: ApiSettings, transport: Transport | None = None
+    ) -> BrokerEndpoint:
         """``[provisioning]`` with the API's own ``[mqtt]`` as fallback; reads the CA file now,
-        so a renewed CA is handed out without an API restart."""
+        so a renewed CA is handed out without an API restart.
+
+        ``transport`` picks one of the broker's listeners: ``tcp`` (the default endpoint),
+        ``tls`` (MQTT over TLS) or ``websockets`` (MQTT over WebSockets+TLS, for branch networks
+        that pass only port 443). Raises :class:`ConfigError` for a listener not configured."""
         prov, mqtt = settings.provisioning, settings.mqtt
         tls = prov.tls if prov.tls is not None else mqtt.tls
         ca_file = prov.ca_file or (mqtt.ca_file if prov.tls is None else None)
+        port, kind = prov.port or mqtt.port, prov.transport
+        if transport in ("tls", "websockets"):
+            chosen = prov.tls_port if transport == "tls" else prov.websockets_port
+            if chosen is None:
+                raise ConfigError(
+                    f"transport {transport!r}: the API has no {transport} listener "
+                    f"configured ([provisioning] {transport}_port)"
+                )
+            port, tls, kind = chosen, True, "websockets" if transport == "websockets" else "tcp"
+            ca_file = prov.ca_file or mqtt.ca_file
         return cls(
             host=prov.host or mqtt.host,
-            port=prov.port or mqtt.port,
-            transport=prov.transport,
+            port=port,
+            transport=kind,
             websocket_path=prov.websocket_path,
             tls=tls,
             ca_pem=Path(ca_file).read_text() if tls and ca_file else None,
@@ -91,4 +110,4 @@ def render_agent_config(
     return text
 
 
-__all__ = ["BrokerEndpoint", "ConfigError", "render_agent_config"]
+__all__ = ["BrokerEndpoint", "ConfigError", "Transport", "render_agent_config"]

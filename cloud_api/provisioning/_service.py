@@ -28,7 +28,7 @@ from protocol import ErrorCode, ProtocolError, reply_topic
 
 from .._errors import ApiError
 from .._settings import ApiSettings
-from ._render import BrokerEndpoint, render_agent_config
+from ._render import BrokerEndpoint, Transport, render_agent_config
 
 
 class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
@@ -76,13 +76,14 @@ class ProvisioningService:
         agent_id: str,
         creds: Credentials,
         printers: list[PrinterConfig] | None,
+        transport: Transport | None = None,
     ) -> str:
         try:
             return render_agent_config(
                 branch_id=branch_id,
                 agent_id=agent_id,
                 creds=creds,
-                broker=BrokerEndpoint.from_settings(self.settings),
+                broker=BrokerEndpoint.from_settings(self.settings, transport),
                 data_dir=self.settings.provisioning.agent_data_dir,
                 printers=printers,
             )
@@ -92,15 +93,19 @@ class ProvisioningService:
             raise ApiError(ErrorCode.INTERNAL, f"cannot read the CA file: {exc}") from exc
 
     async def add_agent(
-        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
+        self,
+        branch_id: str,
+        agent_id: str,
+        printers: list[PrinterConfig] | None = None,
+        transport: Transport | None = None,
     ) -> str:
         """Create the agent's login and role; returns its one-time config (TOML)."""
-        # Render once with a placeholder first: a bad printer table fails before the broker
-        # is touched.
-        self._config(branch_id, agent_id, Credentials("check", "check"), printers)
+        # Render once with a placeholder first: a bad printer table or transport fails before
+        # the broker is touched.
+        self._config(branch_id, agent_id, Credentials("check", "check"), printers, transport)
         async with self._provisioner() as prov:
             creds = await prov.add_agent(branch_id, agent_id)
-        return self._config(branch_id, agent_id, creds, printers)
+        return self._config(branch_id, agent_id, creds, printers, transport)
 
     async def rotate_agent(
         self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
