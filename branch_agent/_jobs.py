@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from protocol import (
+    METHOD_JOB_CANCEL,
     METHOD_PRINTER_TEST,
     Accepted,
     Done,
@@ -248,7 +249,32 @@ class Jobs:
 
         answer(encode(Accepted(job_id=request.job_id, at=time.time())))
         target = tx.get(request.target)
-        if target is None or target.printer not in self.printers:
+        if target is None:
+            # The job has not reached us yet (it may still wait in the broker for this agent):
+            # leave a tombstone, so when it arrives it is answered CANCELLED, never printed.
+            now = time.time()
+            failed = _failed(
+                request.target, ErrorCode.CANCELLED, f"cancelled by job.cancel {request.job_id}"
+            )
+            tx.insert(
+                JobRecord(
+                    job_id=request.target,
+                    state=JobState.CANCELLED,
+                    method=METHOD_JOB_CANCEL,
+                    printer="",
+                    params=b"",
+                    reply_to="",
+                    correlation=b"",
+                    deadline=None,
+                    final_reply=failed,
+                    error_code=ErrorCode.CANCELLED,
+                    received_at=now,
+                    updated_at=now,
+                )
+            )
+            answer(encode(Done(job_id=request.job_id, at=now)))
+            return Admission()
+        if target.printer not in self.printers:
             answer(_failed(request.job_id, ErrorCode.NOT_FOUND, f"no job {request.target!r} here"))
             return Admission()
         if target.state is JobState.RECEIVED:

@@ -68,8 +68,9 @@ class JobCancelParams(_Wire, kw_only=True, frozen=True):
     """Params of ``job.cancel``: cancel job ``job_id`` if it has not started printing.
 
     The cancel request is answered ``accepted`` then ``done`` (cancelled) or ``failed``
-    (``CONFLICT``: already printing or printed; ``NOT_FOUND``: the agent never saw it). A cancelled
-    job's own reply topic gets a final ``failed`` with ``CANCELLED``.
+    (``CONFLICT``: already printing or printed). A job the agent has not received yet (still in
+    the broker) is cancelled too: the agent keeps a tombstone and answers the job ``CANCELLED``
+    when it arrives. A cancelled job's own reply topic gets a final ``failed`` with ``CANCELLED``.
     """
 
     job_id: str

@@ -287,9 +287,15 @@ async def test_cancel_wins_against_a_waiting_job_and_conflicts_with_a_printed_on
     cancelled = await h.final("drop")
     assert isinstance(cancelled, Failed) and cancelled.error.code is ErrorCode.CANCELLED
     assert isinstance(await h.final("c1"), Done)
-    conflict, missing = await h.final("c2"), await h.final("c3")
+    conflict, ahead = await h.final("c2"), await h.final("c3")
     assert isinstance(conflict, Failed) and conflict.error.code is ErrorCode.CONFLICT
-    assert isinstance(missing, Failed) and missing.error.code is ErrorCode.NOT_FOUND
+    # cancelling a job that has not arrived yet leaves a tombstone: it never prints
+    assert isinstance(ahead, Done)
+    await h.submit(_job("nope"))
+    await h.work()
+    late = await h.final("nope")
+    assert isinstance(late, Failed) and late.error.code is ErrorCode.CANCELLED
+    assert h.printer.journal() == ["keep"]
     job = await ledger.call(lambda tx: tx.get("drop"))
     assert job is not None and job.state is JobState.CANCELLED
 
