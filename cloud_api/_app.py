@@ -18,6 +18,7 @@ from ._auth import Authenticator, require_principal
 from ._correlator import Correlator
 from ._errors import error_response
 from ._health import Readiness, healthz, readyz
+from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
@@ -39,6 +40,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     link = MqttLink(settings, registry, on_reply=lambda *args: None)
     readiness = Readiness()
     readiness.add("broker", link.check)
+    metrics = Metrics(registry, link)
     holder: dict[str, JobService] = {}
     provisioning_service = ProvisioningService(settings)
     key_store = (
@@ -82,6 +84,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
         "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
+        "metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
         "provisioning_service": Provide(
             lambda: provisioning_service, use_cache=True, sync_to_thread=False
         ),
@@ -100,7 +103,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         guards=[require_principal],
     )
     app = Litestar(
-        route_handlers=[healthz, readyz, v1],
+        route_handlers=[healthz, readyz, metrics_endpoint, v1],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},
