@@ -55,6 +55,9 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
             "debug_username": stack.creds("debug").username,
             "debug_password": stack.creds("debug").password,
             "virtual_printer_dir": str(handle.printer_dir(PRINTER_ID)),
+            "mqtt_tls_port": stack.tls_port,
+            "mqtt_websockets_port": stack.websockets_port,
+            "ca_file": str(stack.broker.config.tls_dir / "ca.pem"),
         }
         info_path = stack.state_dir / "demo.json"
         fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -98,7 +101,8 @@ PrinterMaster demo is running (agent online after {took:.2f} s).
 
   API           {i["api_url"]}      (OpenAPI: {i["api_url"]}/schema)
   API token     {i["api_token"]}
-  Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}
+  Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}   mqtts://{i["mqtt_host"]}:{i["mqtt_tls_port"]}
+                wss://localhost:{i["mqtt_websockets_port"]}/mqtt   (CA {i["ca_file"]})
   Debug login   {i["debug_username"]} / {i["debug_password"]}
   Printer       {i["printer_id"]} in branch {i["branch_id"]} (agent {i["agent_id"]})
   Paper         {i["virtual_printer_dir"]}  (one .prn file per printed job)
