@@ -49,6 +49,7 @@ from protocol import (
 )
 
 from ._config import AgentConfig
+from ._discovery import discovered_printers
 from ._printers import PrinterBackend, PrinterError, PrinterReading, open_backend
 from ._render import render_test_page
 
@@ -275,6 +276,7 @@ class Agent:
             queue_depth=sum(p.queue.qsize() for p in self.printers.values()),
             printers=[p.state() for p in self.printers.values()],
             at=now,
+            discovered=discovered_printers(self.config),
         )
 
     # --- requests --------------------------------------------------------------------------
