@@ -36,7 +36,7 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     #: CA certificate (PEM file) the agent should trust; embedded into the config as ``ca_pem``.
     ca_file: str | None = None
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
-    agent_data_dir: str = "/var/lib/printermaster-agent"
+    agent_data_dir: str = "/var/lib/printermaster"
     keepalive: int = 10
 
 
