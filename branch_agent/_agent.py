@@ -48,6 +48,7 @@ from protocol import (
 )
 
 from ._config import AgentConfig
+from ._discovery import discovered_printers
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
 from ._mqtt import ManualAckClient
@@ -338,6 +339,7 @@ class Agent:
             queue_depth=self.jobs.queue_depth,
             printers=[p.state() for p in self.printers.values()],
             at=now,
+            discovered=discovered_printers(self.config),
         )
 
     # --- requests --------------------------------------------------------------------------

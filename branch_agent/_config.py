@@ -1,12 +1,32 @@
-"""Agent configuration: one TOML file, validated at start with errors that name the key."""
+"""Agent configuration: one TOML file, validated at start with errors that name the key.
+
+Where the file lives (``--config`` overrides it):
+
+* Linux and other POSIX systems: ``/etc/printermaster/agent.toml``. platformdirs would say
+  ``/etc/xdg/printermaster``, which follows ``XDG_CONFIG_DIRS`` (a desktop-session variable a
+  system service does not have) and is not where an administrator looks for a daemon's config.
+* Windows: ``C:\\ProgramData\\printermaster\\agent.toml`` (platformdirs' ``site_config_dir``).
+
+``data_dir`` defaults to platformdirs' ``site_state_dir``: ``/var/lib/printermaster`` on Linux
+(systemd's ``StateDirectory=printermaster``), ``C:\\ProgramData\\printermaster\\data`` on Windows.
+
+Environment overrides: ``PRINTERMASTER_<KEY>``, with ``__`` between nested keys, e.g.
+``PRINTERMASTER_BRANCH_ID``, ``PRINTERMASTER_MQTT__PASSWORD``, ``PRINTERMASTER_MQTT__PORT=8883``.
+The value is read as the key's type (``true``/``false``, numbers). Lists (``printers``) cannot be
+set this way; an unknown ``PRINTERMASTER_*`` name is an error, so a typo never goes unnoticed.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
+import platformdirs
 
 from protocol import ProtocolError, validate_id
 
@@ -31,13 +51,25 @@ class MqttSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     session_expiry: int = 3600
 
 
+class DiscoverySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Printers the agent offers to the cloud without having them configured."""
+
+    #: List the queues of the CUPS server (needs the ``cups`` extra; off where pycups is missing).
+    cups: bool = True
+    #: ``host[:port]`` or a socket path; default: libcups' (``CUPS_SERVER``, the local socket).
+    cups_server: str | None = None
+    #: Seconds between two listings (the status snapshot carries the last one).
+    interval: float = 60.0
+
+
 class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     branch_id: str
     agent_id: str
-    #: Ledger, outbox and virtual printers live here.
+    #: Ledger, outbox and virtual printers live here (default: :func:`default_data_dir`).
     data_dir: str
     mqtt: MqttSettings
     printers: list[PrinterConfig] = []
+    discovery: DiscoverySettings = DiscoverySettings()
     #: Seconds between status heartbeats (a change is published at once, whatever this says).
     heartbeat_interval: float = 30.0
     #: Seconds a status stays valid (its Message Expiry Interval); default 3 heartbeats. The
@@ -66,14 +98,85 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
         return max(1, math.ceil(expiry))
 
 
-def parse_config(data: bytes | str, source: str = "config") -> AgentConfig:
-    """Decode and validate a TOML config; raises :class:`ConfigError` naming the bad key."""
+APP_NAME: Final = "printermaster"
+ENV_PREFIX: Final = "PRINTERMASTER_"
+
+
+def default_config_path() -> Path:
+    """Where the agent looks for its config when ``--config`` is not given."""
+    if sys.platform == "win32" or sys.platform == "darwin":
+        return Path(platformdirs.site_config_dir(APP_NAME, appauthor=False)) / "agent.toml"
+    return Path("/etc") / APP_NAME / "agent.toml"
+
+
+def default_data_dir() -> Path:
+    """``data_dir`` when the config leaves it out (platformdirs' ``site_state_dir``)."""
+    state = Path(platformdirs.site_state_dir(APP_NAME, appauthor=False))
+    # On Windows the state dir is the config dir; keep the config file apart from the data.
+    return state / "data" if state == default_config_path().parent else state
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+    """``(variable, key path, value)`` for every ``PRINTERMASTER_*`` variable, sorted."""
+    found = []
+    for name, value in env.items():
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and len(upper) > len(ENV_PREFIX):
+            path = upper[len(ENV_PREFIX) :].lower().split("__")
+            found.append((name, path, value))
+    return sorted(found)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+    """Set each override in ``raw``, converted to the type of the key it names."""
+    for name, path, value in _env_overrides(env):
+        struct: Any = AgentConfig
+        target = raw
+        for depth, key in enumerate(path):
+            fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+            dotted = ".".join(path[: depth + 1])
+            if key not in fields:
+                raise ConfigError(f"{name}: no setting {dotted!r} (from the environment)")
+            field_type = fields[key].type
+            last = depth == len(path) - 1
+            is_struct = isinstance(field_type, type) and issubclass(field_type, msgspec.Struct)
+            if last and is_struct:
+                raise ConfigError(f"{name}: {dotted!r} is a table; set its keys, e.g. {name}__KEY")
+            if last:
+                if key == "printers":
+                    raise ConfigError(f"{name}: printers cannot be set from the environment")
+                try:
+                    target[key] = msgspec.convert(value, field_type, strict=False)
+                except msgspec.ValidationError as exc:
+                    raise ConfigError(f"{name}: {dotted}: {exc}") from exc
+            elif not is_struct:
+                raise ConfigError(f"{name}: {dotted!r} has no keys below it")
+            else:
+                nested = target.setdefault(key, {})
+                if not isinstance(nested, dict):
+                    raise ConfigError(f"{source}: {dotted}: expected a table")
+                struct, target = field_type, nested
+
+
+def parse_config(
+    data: bytes | str, source: str = "config", *, env: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Decode and validate a TOML config; raises :class:`ConfigError` naming the bad key.
+
+    ``env`` (e.g. ``os.environ``) may override keys, see the module docstring; a missing
+    ``data_dir`` becomes :func:`default_data_dir`.
+    """
     try:
-        config = msgspec.toml.decode(data, type=AgentConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        raw = msgspec.toml.decode(data)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    if env is not None:
+        _apply_env(raw, env, source)
+    raw.setdefault("data_dir", str(default_data_dir()))
+    try:
+        config = msgspec.convert(raw, AgentConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     try:
         validate_id(config.branch_id, "branch_id")
         validate_id(config.agent_id, "agent_id")
@@ -89,16 +192,26 @@ def parse_config(data: bytes | str, source: str = "config") -> AgentConfig:
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: printers: names must be unique, got {names}")
+    if not 1 <= config.mqtt.port <= 65535:
+        raise ConfigError(f"{source}: mqtt.port must be 1-65535, got {config.mqtt.port}")
     return config
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    path = Path(path)
+def load_config(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = os.environ
+) -> AgentConfig:
+    """Read the config at ``path`` (default :func:`default_config_path`), with ``env`` overrides."""
+    path = Path(path) if path is not None else default_config_path()
     try:
         data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"no config at {path}: provision the agent in the cloud and save its TOML there, "
+            "or pass --config"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), env=env)
 
 
 def _without_none(value: Any) -> Any:

@@ -3,7 +3,10 @@ provisioning.
 
 Mosquitto 2.0's dynamic security has no ``%u``/``%c`` substitution, so every agent gets a role of
 its own that names exactly its topics: it may read its own ``req`` topic and write only its own
-presence/status and its branch's ``reply/+`` topics.
+presence/status and its branch's ``reply/+`` topics. It may also write (and read)
+``req/probe`` below its request topic, which nobody else reads or writes: ``printermaster agent
+doctor`` sends itself a message through the broker there, a round trip that touches no topic the
+cloud or the running agent acts on (the agent subscribes to ``req`` exactly, not ``req/#``).
 
 Usernames join branch and agent ids with ``:``, a character ids may not hold: with ``.`` (which ids
 may hold) branch ``a.b``/agent ``c`` and branch ``a``/agent ``b.c`` would share one login.
@@ -19,6 +22,7 @@ from protocol import (
     TOPIC_PREFIX,
     is_valid_id,
     presence_topic,
+    probe_topic,
     request_topic,
     status_topic,
     validate_id,
@@ -85,10 +89,14 @@ def agent_role(branch_id: str, agent_id: str) -> Role:
     return Role(
         agent_role_name(branch_id, agent_id),
         (
-            *_read(request_topic(branch_id, agent_id)),
+            # ``req/#`` matches ``req`` itself and the doctor's ``req/probe``, with no extra rule
+            # (every ACL rule makes provisioning slower: the plugin rewrites its whole JSON on
+            # every command). Only the cloud writes ``req``; the agent writes only ``req/probe``.
+            *_read(f"{request_topic(branch_id, agent_id)}/#"),
             _write(presence_topic(branch_id, agent_id)),
             _write(status_topic(branch_id, agent_id)),
             _write(f"{TOPIC_PREFIX}/{branch_id}/reply/+"),
+            _write(probe_topic(branch_id, agent_id)),
         ),
     )
 

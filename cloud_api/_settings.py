@@ -42,7 +42,7 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     #: enables ``"transport": "websockets"`` in a provisioning request.
     websockets_port: int | None = None
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
-    agent_data_dir: str = "/var/lib/printermaster-agent"
+    agent_data_dir: str = "/var/lib/printermaster"
     keepalive: int = 10
 
 

@@ -80,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--config", required=True, help="API settings (TOML)")
     api.set_defaults(func=_api)
 
+    from branch_agent._cli import add_commands as add_agent_commands
+    from branch_agent._cli import add_config_arg
+
     agent = sub.add_parser("agent", help="the branch agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     run = agent_sub.add_parser("run", help="run the agent")
-    run.add_argument("--config", required=True, help="agent configuration (TOML)")
+    add_config_arg(run)
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_agent_run)
+    add_agent_commands(agent_sub)
 
     from ._provision_cli import add_parser as add_broker_parser
 

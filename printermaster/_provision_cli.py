@@ -63,7 +63,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ca-file", help="CA certificate (PEM) embedded into the config")
     g.add_argument(
         "--data-dir",
-        default="/var/lib/printermaster-agent",
+        default="/var/lib/printermaster",
         help="agent data directory ({branch_id} and {agent_id} are replaced)",
     )
     g.add_argument(

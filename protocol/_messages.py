@@ -188,3 +188,6 @@ class AgentStatus(_Wire, kw_only=True, frozen=True):
     queue_depth: int = 0
     printers: list[PrinterState] = []
     at: float = 0.0
+    #: Printers the agent can see but has not configured (CUPS queues), so the dashboard can
+    #: offer them; configured ones are in ``printers``.
+    discovered: list[str] = []

@@ -6,6 +6,7 @@
     pm/v1/{branch}/reply/{requester}         agent -> cloud   RPC replies (QoS 1)
     pm/v1/{branch}/agents/{agent}/presence   retained birth / Last Will
     pm/v1/{branch}/agents/{agent}/status     retained status snapshot and heartbeat
+    pm/v1/{branch}/agents/{agent}/req/probe  agent -> itself  ``agent doctor``'s loopback check
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def presence_topic(branch_id: str, agent_id: str) -> str:
 
 def status_topic(branch_id: str, agent_id: str) -> str:
     return _agent_topic(branch_id, agent_id, TopicKind.STATUS)
+
+
+def probe_topic(branch_id: str, agent_id: str) -> str:
+    """The one topic an agent may both write and read: ``agent doctor`` sends itself a probe
+    through the broker here. It sits below the request topic so the agent's one ``req/#`` read
+    rule covers it; the agent itself subscribes to ``req`` exactly and never sees a probe.
+    Nobody else reads it, and probes are never retained."""
+    return f"{request_topic(branch_id, agent_id)}/probe"
 
 
 def reply_topic(branch_id: str, requester: str) -> str:

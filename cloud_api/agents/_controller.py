@@ -24,6 +24,8 @@ class AgentView(msgspec.Struct, kw_only=True, frozen=True):
     version: str
     last_seen: float | None
     printers: list[str]
+    #: Printers the agent sees but has not configured (CUPS queues), to offer in the dashboard.
+    discovered: list[str] = []
 
 
 class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
@@ -51,6 +53,7 @@ def agent_view(record: AgentRecord, now: float) -> AgentView:
         version=record.presence.version if record.presence else "",
         last_seen=record.last_seen or None,
         printers=[p.name for p in status.printers] if status else [],
+        discovered=list(status.discovered) if status else [],
     )
 
 
