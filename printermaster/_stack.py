@@ -212,7 +212,12 @@ class Stack:
         return creds
 
     def agent_config(
-        self, branch_id: str, agent_id: str, creds: Credentials, printers: list[str], **extra: Any
+        self,
+        branch_id: str,
+        agent_id: str,
+        creds: Credentials,
+        printers: list[str | dict[str, Any]],
+        **extra: Any,
     ) -> dict[str, Any]:
         data_dir = self.state_dir / "agents" / f"{branch_id}.{agent_id}"
         config: dict[str, Any] = {
@@ -227,7 +232,10 @@ class Stack:
                 "password": creds.password,
                 "keepalive": 10,
             },
-            "printers": [{"kind": "virtual", "name": name} for name in printers],
+            # a name is a virtual printer; a dict is any printer table (network, cups, ...)
+            "printers": [
+                {"kind": "virtual", "name": p} if isinstance(p, str) else p for p in printers
+            ],
         }
         for key, value in extra.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -240,7 +248,7 @@ class Stack:
         self,
         branch_id: str,
         agent_id: str,
-        printers: list[str],
+        printers: list[str | dict[str, Any]],
         *,
         start: bool = True,
         **extra: Any,
@@ -257,7 +265,8 @@ class Stack:
             [sys.executable, "-m", "printermaster", "agent", "run", "--config", str(path)],
             path.with_suffix(".log"),
         )
-        handle = AgentHandle(branch_id, agent_id, path, Path(config["data_dir"]), process, printers)
+        names = [p if isinstance(p, str) else str(p["name"]) for p in printers]
+        handle = AgentHandle(branch_id, agent_id, path, Path(config["data_dir"]), process, names)
         self.agents[(branch_id, agent_id)] = handle
         if start:
             process.start()
