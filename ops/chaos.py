@@ -75,6 +75,8 @@ class ChaosReport:
     printed_without_paper: list[str] = field(default_factory=list)
     #: paper for a job id nobody submitted
     stray_paper: list[str] = field(default_factory=list)
+    #: job id -> seconds past its deadline the print started (file time - print delay)
+    printed_late: dict[str, float] = field(default_factory=dict)
     #: submissions answered neither 200/202 nor 5xx: index -> status and body
     rejected: dict[int, str] = field(default_factory=dict)
     submit_retries: int = 0
@@ -101,6 +103,8 @@ class ChaosReport:
             found.append(f"{len(lies)} jobs on paper but reported {sorted(set(lies.values()))}")
         if self.stray_paper:
             found.append(f"{len(self.stray_paper)} printed jobs nobody submitted")
+        if self.printed_late:
+            found.append(f"{len(self.printed_late)} jobs started printing after their deadline")
         return found
 
     def render(self) -> str:
@@ -119,6 +123,7 @@ class ChaosReport:
             f"paper, not 'printed'  {len(self.paper_not_reported)} "
             f"{dict(collections.Counter(self.paper_not_reported.values())) or ''}".rstrip(),
             f"'printed', no paper   {len(self.printed_without_paper)}",
+            f"printed late          {len(self.printed_late)}",
             f"time to settle        {self.settle_seconds:.1f} s after the last submission",
             "timeline:",
             *(f"  {at:7.2f} s  {what}" for at, what in self.events),
@@ -229,8 +234,8 @@ async def _submit_all(
     return ids
 
 
-def _job_states(stack: Stack, branches: set[str]) -> dict[str, str]:
-    states: dict[str, str] = {}
+def _job_states(stack: Stack, branches: set[str]) -> dict[str, dict[str, Any]]:
+    states: dict[str, dict[str, Any]] = {}
     with stack.client(timeout=10) as http:
         for branch in branches:
             after: str | None = None
@@ -241,39 +246,49 @@ def _job_states(stack: Stack, branches: set[str]) -> dict[str, str]:
                 page = http.get("/v1/jobs", params=params)
                 page.raise_for_status()
                 data = page.json()
-                states.update({job["id"]: job["state"] for job in data["jobs"]})
+                states.update({job["id"]: job for job in data["jobs"]})
                 after = data["next_after"]
                 if after is None:
                     break
     return states
 
 
-def _settle(stack: Stack, ids: set[str], branches: set[str], timeout: float) -> dict[str, str]:
-    """Poll until every job is final or ``timeout`` passes; the last states seen."""
+def _settle(
+    stack: Stack, ids: set[str], branches: set[str], timeout: float
+) -> dict[str, dict[str, Any]]:
+    """Poll until every job is final or ``timeout`` passes; the jobs as last seen."""
     deadline = time.monotonic() + timeout
-    states: dict[str, str] = {}
+    states: dict[str, dict[str, Any]] = {}
     while True:
         try:
             states = _job_states(stack, branches)
         except httpx.HTTPError:
             pass  # the API may still be coming back
-        if all(states.get(job) in FINAL for job in ids) or time.monotonic() > deadline:
+        if all(_state(states, job) in FINAL for job in ids) or time.monotonic() > deadline:
             return states
         time.sleep(0.5)
 
 
-def _paper(agents: list[AgentHandle]) -> collections.Counter[str]:
-    """Job id -> times it reached paper (``.prn`` files and journal lines, whichever is more)."""
+def _state(states: dict[str, dict[str, Any]], job_id: str) -> str:
+    return str(states.get(job_id, {}).get("state", "missing"))
+
+
+def _paper(agents: list[AgentHandle]) -> tuple[collections.Counter[str], dict[str, float]]:
+    """Job id -> times it reached paper (``.prn`` files and journal lines, whichever is more),
+    and job id -> when its first file was written."""
     files: collections.Counter[str] = collections.Counter()
     journal: collections.Counter[str] = collections.Counter()
+    written: dict[str, float] = {}
     for handle in agents:
         directory = handle.printer_dir(PRINTER)
         for path in directory.glob("*.prn"):
-            files[path.name.split(".", 1)[0]] += 1
+            job = path.name.split(".", 1)[0]
+            files[job] += 1
+            written[job] = min(written.get(job, float("inf")), path.stat().st_mtime)
         log = directory / "journal.log"
         if log.exists():
             journal.update(log.read_text().split())
-    return files | journal  # the larger count of the two, per job
+    return files | journal, written  # the larger count of the two, per job
 
 
 def run_chaos(config: ChaosConfig = ChaosConfig(), *, keep: bool = False) -> ChaosReport:
@@ -317,13 +332,19 @@ def run_chaos(config: ChaosConfig = ChaosConfig(), *, keep: bool = False) -> Cha
             branches = {h.branch_id for h in agents}
             states = _settle(stack, set(ids.values()), branches, bound)
             report.settle_seconds = time.monotonic() - submitted
-            tl.note("settled" if all(states.get(j) in FINAL for j in ids.values()) else "gave up")
+            settled = all(_state(states, j) in FINAL for j in ids.values())
+            tl.note("settled" if settled else "gave up")
             report.events = tl.events
         # the stack is stopped (agents finish their current job): nothing prints after this
-        paper = _paper(agents)
+        paper, written = _paper(agents)
         job_ids = set(ids.values())
         for job in job_ids:
-            state = states.get(job, "missing")
+            state = _state(states, job)
+            if job in written and job in states:
+                # the file is written once the print delay has passed; 0.1 s for clock and fs
+                late = written[job] - config.print_delay - states[job]["deadline"]
+                if late > 0.1:
+                    report.printed_late[job] = late
             report.states[state] += 1
             if state not in FINAL:
                 report.still_open[job] = state
@@ -347,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=ChaosConfig.agents)
     parser.add_argument("--print-delay", type=float, default=ChaosConfig.print_delay)
     parser.add_argument("--expire-after", type=float, default=ChaosConfig.expire_after)
+    parser.add_argument("--down-for", type=float, default=ChaosConfig.down_for)
     parser.add_argument("--state-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args(argv)
@@ -356,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         agents=args.agents,
         print_delay=args.print_delay,
         expire_after=args.expire_after,
+        down_for=args.down_for,
         state_dir=args.state_dir,
     )
     report = run_chaos(config, keep=args.keep)
