@@ -87,6 +87,8 @@ class JobService:
         self._locks: dict[str, _LockEntry] = {}
         #: job id -> monotonic time this instance last published its request
         self._published: dict[str, float] = {}
+        #: job id -> times the sweeper asked again since the job last changed state
+        self._resends: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         registry.on_online.append(self._agent_came_online)
 
@@ -333,6 +335,7 @@ class JobService:
     ) -> bool:
         changed = await self.store.transition(job_id, to, allowed, cause, **fields)
         if changed:
+            self._resends.pop(job_id, None)
             if to is not S.SENT:
                 self._published.pop(job_id, None)
             self.hub.notify(job_id)
@@ -536,7 +539,8 @@ class JobService:
                 )
             elif agent is not None and agent.online():
                 await self._send(job, agent)
-        for job in await self.store.jobs_in_states(_IN_FLIGHT, limit=100_000):
+        in_flight = await self.store.jobs_in_states(_IN_FLIGHT, limit=100_000)
+        for job in in_flight:
             if job.state is S.SENT and job.deadline + settings.sent_grace <= now:
                 await self._transition(
                     job.id,
@@ -554,20 +558,43 @@ class JobService:
                     {S.ACCEPTED, S.PRINTING},
                     "the agent accepted the job but never reported a result",
                 )
+            else:
+                await self._resend_if_silent(job)
+        # forget jobs that ended elsewhere (another instance, or a reply applied meanwhile)
+        open_ids = {job.id for job in in_flight}
+        for job_id in [j for j in self._resends if j not in open_ids]:
+            del self._resends[job_id]
 
     async def _resend_if_silent(self, job: JobRecord) -> None:
-        """A sent job the agent has not accepted after ``resend_after`` is published again: the
-        request may have died with a broker that crashed before saving it. The agent's ledger
-        answers a job it already holds, so a resend never prints twice."""
+        """Ask the agent again about an in-flight job this instance sent that has been silent for
+        ``resend_after`` (then twice as long each time, at most a minute).
+
+        A broker killed before it saved loses what arrived since its last save: a request the
+        agent never read (the job stays ``sent``) or the agent's final reply, which the agent
+        deleted from its outbox on the broker's PUBACK (the job stays ``accepted``/``printing``
+        although it printed). The same job id goes out again; the agent's ledger answers a job
+        it holds from the ledger (its stored final, or ``accepted`` while it waits) and never
+        prints it twice, and a job it never saw is taken, or refused as expired past its
+        deadline."""
+        if job.sent_by != self.settings.instance_id:
+            return  # the instance that sent it asks (its reply topic gets the answers)
+        attempts = self._resends.get(job.id, 0)
+        wait = min(self.settings.resend_after * 2**attempts, max(self.settings.resend_after, 60.0))
         last = self._published.get(job.id)
-        if last is not None and time.monotonic() - last < self.settings.resend_after:
-            return
-        if last is None and time.time() - job.updated_at < self.settings.resend_after:
+        silent = time.time() - job.updated_at
+        if last is not None:
+            silent = min(silent, time.monotonic() - last)
+        if silent < wait:
             return
         agent = self.registry.agent(job.branch_id, job.agent_id or "")
-        if agent is not None and agent.online():
-            with contextlib.suppress(ApiError):
-                await self._publish(job, agent, job.deadline - time.time())
+        if agent is None or not agent.online():
+            return
+        try:
+            await self._publish(job, agent, job.deadline - time.time())
+        except ApiError:
+            return
+        self._resends[job.id] = attempts + 1
+        log.info("job %s %s, silent for %.1f s: asked its agent again", job.id, job.state, silent)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
