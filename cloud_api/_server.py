@@ -28,5 +28,8 @@ def serve(settings: ApiSettings) -> None:
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        # longer than a load balancer's idle timeout (60 s on most), so the balancer closes an
+        # idle keep-alive connection first and never sends into one we are closing
+        timeout_keep_alive=75,
     )
     uvicorn.Server(config).run()

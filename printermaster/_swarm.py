@@ -58,6 +58,13 @@ class Swarm:
             if isinstance(sock, socket.socket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                # close it too: the cancelled session never gets to, and a socket left for the
+                # garbage collector is a ResourceWarning at some random later moment
+                loop = asyncio.get_event_loop()
+                with contextlib.suppress(OSError, ValueError):
+                    loop.remove_reader(sock.fileno())
+                    loop.remove_writer(sock.fileno())
+                sock.close()
             agent.stop()  # no reconnect once the broken connection is noticed ...
             self._tasks[key].cancel()  # ... and no goodbye: cancelled before it can send one
 
