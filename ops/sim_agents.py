@@ -37,6 +37,7 @@ class MemoryPrinter(PrinterBackend):
     """A printer that is always ready and prints instantly: it counts jobs and bytes."""
 
     kind = "virtual"
+    blocking = False  # counts in memory: no worker-thread hop per job
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
