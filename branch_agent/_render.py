@@ -158,7 +158,7 @@ _JOB_MARK: Final = b"~"
 _TIME_MARK: Final = b"^"
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _test_page_template(
     branch_id: str, agent_id: str, printer: str, id_len: int, stamp_len: int
 ) -> bytes | None:
