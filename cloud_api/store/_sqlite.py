@@ -1,6 +1,7 @@
 """SQLite backend (default): one file, WAL, one connection owned by one thread, group commit.
 
-Every statement runs on the store's own thread, never on the event loop. The thread takes
+Every statement runs on the store's own thread, never on the event loop. The calls made in one
+turn of the event loop are handed over together (one wake-up of the thread); the thread takes
 whatever is queued when it wakes and commits the writes among it in one transaction, each write
 in its own savepoint (so one that fails is rolled back alone), in submission order; every caller
 hears back only after the commit that holds its write. A test print makes five writes (created,
@@ -41,7 +42,9 @@ class SqliteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        #: Calls made during this turn of the event loop, handed over together at its end.
+        self._pending: list[_Item] = []
         self._thread: threading.Thread | None = None
         #: Commits made (a commit holds every write queued when it started).
         self.commits = 0
@@ -62,6 +65,7 @@ class SqliteStore(Store):
 
     async def close(self) -> None:
         if self._thread is not None:
+            self._hand_over()  # calls made in this turn of the loop still run
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
@@ -100,8 +104,16 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite {self.path}: the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, write, future, loop))
+        if not self._pending:
+            loop.call_soon(self._hand_over)
+        self._pending.append((op, write, future, loop))
         return future
+
+    def _hand_over(self) -> None:
+        """One wake-up of the store's thread for all calls made in one turn of the loop."""
+        batch, self._pending = self._pending, []
+        if batch:
+            self._queue.put(batch)
 
     # --- the store's thread ----------------------------------------------------------------
 
@@ -125,10 +137,10 @@ class SqliteStore(Store):
         loop.call_soon_threadsafe(_settle_one, ready, None, None)
         try:
             while True:
-                item = self._queue.get()
-                if item is None:
+                items = self._queue.get()
+                if items is None:
                     return
-                batch = [item]
+                batch = list(items)
                 while len(batch) < _MAX_BATCH:
                     try:
                         more = self._queue.get_nowait()
@@ -137,7 +149,7 @@ class SqliteStore(Store):
                     if more is None:
                         self._queue.put(None)  # finish this batch, then stop
                         break
-                    batch.append(more)
+                    batch.extend(more)
                 self._commit(conn, batch)
         finally:
             conn.close()
