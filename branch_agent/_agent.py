@@ -83,6 +83,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._status_dirty = asyncio.Event()
+        self._published_view: tuple[object, ...] = ()
         self.ledger = Ledger(config.data_path / LEDGER_FILE, sync=config.ledger_sync)
         self.outbox = Outbox(self.ledger)
         self.jobs = Jobs(
@@ -305,16 +306,37 @@ class Agent:
         )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()  # the session's first status went out just before
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.heartbeat_interval):
+                async with asyncio.timeout_at(last + self.config.heartbeat_interval):
                     await self._status_dirty.wait()
                 # A burst of changes (a queue filling and draining) becomes one snapshot.
                 await asyncio.sleep(self.config.status_debounce)
             self._status_dirty.clear()
+            if loop.time() < last + self.config.heartbeat_interval and (
+                self._visible_status() == self._published_view
+            ):
+                # Nothing the cloud sees changed once the burst settled: a job that went
+                # straight to an idle printer and printed. Its last_printed_at rides on the
+                # heartbeat, instead of one status message per ticket.
+                continue
             await self._publish_status(client)
+            last = loop.time()
+
+    def _visible_status(self) -> tuple[object, ...]:
+        """What a status change is published for: queue depth and each printer's condition."""
+        return (
+            self.jobs.queue_depth,
+            tuple(
+                (name, s.reading.online, s.reading.paper, s.reading.cover_open, s.last_error)
+                for name, s in self.printers.items()
+            ),
+        )
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
+        self._published_view = self._visible_status()
         props = publish_properties()
         props.MessageExpiryInterval = self.config.heartbeat_expiry
         await client.publish(

@@ -408,7 +408,12 @@ class Jobs:
             )
             return
         try:
-            data = await asyncio.to_thread(self._render, job)
+            # A test page is a cached template with the id and time filled in: not worth a
+            # thread hop. Content (images, many copies) is rendered off the loop.
+            if job.method == METHOD_PRINTER_TEST:
+                data = self._render(job)
+            else:
+                data = await asyncio.to_thread(self._render, job)
         except (ProtocolError, ValueError) as exc:
             text = exc.message if isinstance(exc, ProtocolError) else str(exc)
             failed = _failed(job.job_id, ErrorCode.INVALID_REQUEST, f"cannot render: {text}")
@@ -435,7 +440,10 @@ class Jobs:
         reply: Reply
         code: ErrorCode | None
         try:
-            await asyncio.to_thread(slot.backend.write, data, job.job_id)
+            if slot.backend.blocking:
+                await asyncio.to_thread(slot.backend.write, data, job.job_id)
+            else:
+                slot.backend.write(data, job.job_id)
         except PrinterError as exc:
             slot.last_error = exc
             state, code = JobState.FAILED, exc.code

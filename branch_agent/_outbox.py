@@ -23,6 +23,9 @@ log = logging.getLogger("branch_agent.outbox")
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]
 
+#: Seconds acknowledged replies wait before their deletion is committed (batched).
+FLUSH_DELAY_S = 0.25
+
 
 class Outbox:
     """Pending replies, mirrored from the ledger, and the per-session publisher."""
@@ -37,6 +40,8 @@ class Outbox:
         self._empty.set()
         self._acked: list[int] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._close_now = asyncio.Event()
         self.published = 0
         ledger.on_outbox(self.add)
 
@@ -106,8 +111,14 @@ class Outbox:
 
     async def _flush(self) -> None:
         """Delete acknowledged replies from the ledger, in batches (losing a delete in a crash
-        only means the reply is sent once more)."""
+        only means the reply is sent once more). A job's replies are acknowledged one after
+        the other (accepted, printing, done): waiting ``FLUSH_DELAY_S`` lets one commit delete
+        them all instead of one commit each."""
         try:
+            if not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FLUSH_DELAY_S):
+                        await self._close_now.wait()
             while self._acked:
                 seqs, self._acked = self._acked, []
                 try:
@@ -126,5 +137,7 @@ class Outbox:
 
     async def close(self) -> None:
         """Let the last batch of deletions reach the ledger."""
+        self._closing = True
+        self._close_now.set()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import io
+from typing import Final
 
 from escpos.constants import QR_ECLEVEL_H, QR_ECLEVEL_L, QR_ECLEVEL_M, QR_ECLEVEL_Q
 from escpos.printer import Dummy
@@ -138,9 +140,41 @@ def render_test_page(
 ) -> bytes:
     """The test page: branch, agent, printer, time, a QR code with the job id, and a cut.
 
-    The QR code is sent as the printer's native command, so no image is rendered here.
+    The QR code is sent as the printer's native command, so no image is rendered here. Only the
+    job id and the time change from page to page: the page is rendered once per printer (and
+    length of id and time) with placeholders, which each page then fills in.
     """
-    now = now or dt.datetime.now(dt.UTC)
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    template = _test_page_template(branch_id, agent_id, printer, len(job_id), len(stamp))
+    if template is None:
+        return _render_test_page(branch_id, agent_id, printer, job_id, stamp)
+    return template.replace(_JOB_MARK * len(job_id), job_id.encode("ascii")).replace(
+        _TIME_MARK * len(stamp), stamp.encode("ascii")
+    )
+
+
+# Characters no id and no time contains (ids are A-Z a-z 0-9 _ . -), ASCII in every code page.
+_JOB_MARK: Final = b"~"
+_TIME_MARK: Final = b"^"
+
+
+@functools.lru_cache(maxsize=1024)
+def _test_page_template(
+    branch_id: str, agent_id: str, printer: str, id_len: int, stamp_len: int
+) -> bytes | None:
+    """The test page with placeholder job id and time, or None if they would not be unique."""
+    page = _render_test_page(branch_id, agent_id, printer, "~" * id_len, "^" * stamp_len)
+    # The id appears twice (text and QR code), the time once; anything else: render each page.
+    if page.count(_JOB_MARK * id_len) != 2 or page.count(_TIME_MARK * stamp_len) != 1:
+        return None
+    if page.count(_JOB_MARK) != 2 * id_len or page.count(_TIME_MARK) != stamp_len:
+        return None
+    return page
+
+
+def _render_test_page(
+    branch_id: str, agent_id: str, printer: str, job_id: str, stamp: str
+) -> bytes:
     p = Dummy()
     p.set(align="center", bold=True, double_height=True, double_width=True)
     p.textln("PrinterMaster")
@@ -151,7 +185,7 @@ def render_test_page(
     p.textln(f"Branch:  {branch_id}")
     p.textln(f"Agent:   {agent_id}")
     p.textln(f"Printer: {printer}")
-    p.textln(f"Time:    {now.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    p.textln(f"Time:    {stamp}")
     p.textln(f"Job:     {job_id}")
     p.set(align="center")
     p.qr(f"pm:test:{branch_id}:{printer}:{job_id}", native=True, size=6)

@@ -51,6 +51,7 @@ from ._footprint import CpuMeter, measure_idle
 from ._http import HttpConnection, post_request
 from ._profile import find_py_spy, record, summarise
 from ._report import check_targets, ratios, text_summary, write_histogram, write_json
+from .sim_agents import LEDGER_SYNC
 
 PRINTER = "POS-80C"
 AGENT_ID = "a1"
@@ -196,6 +197,8 @@ async def start_sims(
     ]
     took = await asyncio.gather(*(sim.start() for sim in sims))
     log(f"{len(branches)} {mode} connected in {max(took):.1f} s ({len(sims)} process(es))")
+    if mode == "agents":
+        log(f"simulated agents: in-memory printers, job ledger with ledger_sync={LEDGER_SYNC!r}")
     return sims
 
 
@@ -317,6 +320,8 @@ async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[
             for k, v in vars(args).items()
             if k not in {"out", "state_dir"}
         },
+        # Simulated agents keep their job ledger without an fsync per commit (real agents: full).
+        "sim_ledger_sync": LEDGER_SYNC,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

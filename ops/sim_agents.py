@@ -2,9 +2,10 @@
 
 ``mode: "agents"`` runs one real :class:`branch_agent.Agent` per entry of the spec, all in one
 asyncio loop, each with an in-memory printer that never sleeps (the agent's own code path, minus
-the paper). ``mode: "responders"`` runs bare MQTT responders on the same logins instead (the raw
-floor). The process prints ``READY <n>`` once every session is up, serves until SIGTERM/SIGINT,
-then prints ``STATS <json>`` (jobs printed / requests answered) and exits.
+the paper) and its job ledger with ``ledger_sync="normal"`` (no fsync per commit: a simulation).
+``mode: "responders"`` runs bare MQTT responders on the same logins instead (the raw floor).
+The process prints ``READY <n>`` once every session is up, serves until SIGTERM/SIGINT, then
+prints ``STATS <json>`` (jobs printed / requests answered) and exits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from branch_agent import Agent, AgentConfig, MqttSettings, PrinterBackend, PrinterReading
 from branch_agent._printers import VirtualPrinterConfig
@@ -28,12 +29,15 @@ log = logging.getLogger("ops.sim_agents")
 
 #: Sessions opened at once; the next wave starts when these are up.
 WAVE = 100
+#: The simulated agents' ledger durability (real agents default to ``"full"``).
+LEDGER_SYNC: Final = "normal"
 
 
 class MemoryPrinter(PrinterBackend):
     """A printer that is always ready and prints instantly: it counts jobs and bytes."""
 
     kind = "virtual"
+    blocking = False  # counts in memory: no worker-thread hop per job
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -63,6 +67,9 @@ def _agent(spec: dict[str, Any], entry: dict[str, Any]) -> tuple[Agent, MemoryPr
         heartbeat_interval=spec.get("heartbeat_interval", 30.0),
         # The memory printer never changes state: polling it would only load the loop.
         status_poll_interval=3600.0,
+        # A simulation: the ledger survives a crash of this process, not of the machine (no fsync
+        # per commit). Real agents default to "full".
+        ledger_sync=LEDGER_SYNC,
     )
     agent = Agent(config)
     printer = MemoryPrinter(entry["printer"])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from branch_agent._render import render_content, render_test_page
+from branch_agent._render import _render_test_page, render_content, render_test_page
 from protocol import Document, decode_content, validate_content
 from tests.content_strategies import image_file
 from tests.escpos_dump import disassemble
@@ -155,3 +156,15 @@ def test_document_is_immutable() -> None:
     assert isinstance(content, Document)
     with pytest.raises(AttributeError):
         content.width = 32  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("job_id", ["j", "job-1.2_3", "x" * 64, "0190d2c4e6f87a3b9c1d2e3f4a5b6c7d"])
+def test_test_page_from_the_cached_template_is_the_full_render(job_id: str) -> None:
+    now = dt.datetime(2026, 11, 27, 5, 6, 7, tzinfo=dt.UTC)
+    for branch_id in ("b1", "branch-" + job_id[:20]):
+        page = render_test_page(
+            branch_id=branch_id, agent_id="a1", printer="POS-80C", job_id=job_id, now=now
+        )
+        full = _render_test_page(branch_id, "a1", "POS-80C", job_id, "2026-11-27 05:06:07 UTC")
+        assert page == full
+        assert job_id.encode() in page and b"~" not in page and b"^" not in page

@@ -51,6 +51,9 @@ class PrinterBackend(abc.ABC):
     """One printer. ``write`` sends a whole job's ESC/POS bytes; ``status`` reads its state."""
 
     kind: ClassVar[str]
+    #: ``write`` may block (a device, a socket, a spooler): the agent runs it on a worker
+    #: thread. A backend that never blocks (in memory) says False and is called on the loop.
+    blocking: ClassVar[bool] = True
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -1,8 +1,10 @@
 """In-process notification of job changes, for waiting callers and SSE streams.
 
 A watcher registers before it reads the store, so no change between the read and the wait is
-missed; after a wake-up it reads the store again. Streams also poll on a timeout, which keeps
-them correct when another API instance applied the change.
+missed. Every change this instance applies is announced with the job as the change left it
+(``Watch.job``), so a caller waiting for a stage needs no store read per wake-up; a wait that
+hears nothing reads the store on a timeout, which keeps it correct when another API instance
+applied the change.
 """
 
 from __future__ import annotations
@@ -12,25 +14,44 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 
+from ..store import JobRecord
+
+
+class Watch:
+    """One watcher of one job: ``event`` is set on every change (clear it yourself), ``job`` is
+    the job as the latest change announced here left it."""
+
+    __slots__ = ("event", "job")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.job: JobRecord | None = None
+
 
 class JobHub:
     def __init__(self) -> None:
-        self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: defaultdict[str, set[Watch]] = defaultdict(set)
 
-    def notify(self, job_id: str) -> None:
-        for event in self._watchers.get(job_id, ()):
-            event.set()
+    def notify(self, job_id: str, job: JobRecord | None = None) -> None:
+        """Announce a change of ``job_id``; ``job`` is the record it left, when known.
+
+        Changes are announced in commit order (the store resolves its callers in that order),
+        so the last record announced is the current one."""
+        for watch in self._watchers.get(job_id, ()):
+            if job is not None:
+                watch.job = job
+            watch.event.set()
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set on every change of ``job_id`` while the block runs (clear it yourself)."""
-        event = asyncio.Event()
+    def watch(self, job_id: str) -> Iterator[Watch]:
+        """A :class:`Watch` of ``job_id`` for as long as the block runs."""
+        watch = Watch()
         watchers = self._watchers[job_id]
-        watchers.add(event)
+        watchers.add(watch)
         try:
-            yield event
+            yield watch
         finally:
-            watchers.discard(event)
+            watchers.discard(watch)
             if not watchers:
                 self._watchers.pop(job_id, None)
 

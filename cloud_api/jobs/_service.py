@@ -55,7 +55,7 @@ from .._mqtt import MqttLink
 from .._registry import AgentRecord, Registry
 from .._settings import ApiSettings
 from ..store import FINAL_STATES, IdempotencyConflict, JobEvent, JobRecord, JobState, Store
-from ._hub import JobHub, wait_for
+from ._hub import JobHub, Watch, wait_for
 from ._models import SubmitJob
 
 log = logging.getLogger("cloud_api.jobs")
@@ -132,13 +132,14 @@ class JobService:
         expire_after: float,
         idempotency_key: str | None,
         body: bytes,
+        job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
             raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
         agent = self._agent_for(branch_id, printer_id)
         now = time.time()
         job = JobRecord(
-            id=new_job_id(),
+            id=job_id or new_job_id(),
             branch_id=branch_id,
             printer_id=printer_id,
             agent_id=agent.agent_id,
@@ -333,13 +334,13 @@ class JobService:
     async def _transition(
         self, job_id: str, to: JobState, allowed: set[JobState], cause: str, **fields: Any
     ) -> bool:
-        changed = await self.store.transition(job_id, to, allowed, cause, **fields)
-        if changed:
+        job = await self.store.advance(job_id, to, allowed, cause, **fields)
+        if job is not None:
             self._resends.pop(job_id, None)
             if to is not S.SENT:
                 self._published.pop(job_id, None)
-            self.hub.notify(job_id)
-        return changed
+            self.hub.notify(job_id, job)
+        return job is not None
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -356,7 +357,7 @@ class JobService:
         """Every transition of the job in order, live, until it reaches a final state."""
         await self.get(principal, job_id)
         seen = 0
-        with self.hub.watch(job_id) as changed:
+        with self.hub.watch(job_id) as watch:
             while True:
                 timeline = await self.store.timeline(job_id)
                 for event in timeline[seen:]:
@@ -364,23 +365,43 @@ class JobService:
                 seen = len(timeline)
                 if timeline and timeline[-1].state in FINAL_STATES:
                     return
-                await wait_for(changed, 1.0)
+                await wait_for(watch.event, 1.0)
 
     async def wait(
         self, job_id: str, states: frozenset[JobState] | set[JobState], within: float
     ) -> JobRecord | None:
         """The job once it reaches one of ``states`` (or a final state); None on timeout."""
+        with self.hub.watch(job_id) as watch:
+            return await self._wait(watch, job_id, None, states, within)
+
+    async def _wait(
+        self,
+        watch: Watch,
+        job_id: str,
+        job: JobRecord | None,
+        states: frozenset[JobState] | set[JobState],
+        within: float,
+    ) -> JobRecord | None:
+        """:meth:`wait` inside a watch registered before ``job`` (if given) was read.
+
+        A change this instance applies arrives with its record (no store read); when nothing
+        is heard for a second, the store is read: another instance may have moved the job."""
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        with self.hub.watch(job_id) as changed:
-            while True:
+        if watch.job is not None:
+            job = watch.job  # announced after ``job`` was read: newer
+        elif job is None:
+            job = await self.store.get_job(job_id)
+        while True:
+            if job is not None and (job.state in states or job.state in FINAL_STATES):
+                return job
+            left = end - loop.time()
+            if left <= 0:
+                return None
+            if await wait_for(watch.event, min(left, 1.0)) and watch.job is not None:
+                job = watch.job
+            else:
                 job = await self.store.get_job(job_id)
-                if job is not None and (job.state in states or job.state in FINAL_STATES):
-                    return job
-                left = end - loop.time()
-                if left <= 0:
-                    return None
-                await wait_for(changed, min(left, 1.0))
 
     # --- test prints -----------------------------------------------------------------------
 
@@ -404,20 +425,30 @@ class JobService:
         if not force:
             _refuse_blocked_printer(agent, printer_id)
         settings = self.settings
-        job, _ = await self._create(
-            principal,
-            branch_id,
-            printer_id,
-            "test",
-            encode(PrinterTestParams(printer=printer_id)),
-            1,
-            settings.accept_timeout + settings.result_timeout,
-            None,
-            b"",
+        job_id = new_job_id()
+        # Watched from before it exists: every stage reaches us with its record, none is missed.
+        with self.hub.watch(job_id) as watch:
+            job, _ = await self._create(
+                principal,
+                branch_id,
+                printer_id,
+                "test",
+                encode(PrinterTestParams(printer=printer_id)),
+                1,
+                settings.accept_timeout + settings.result_timeout,
+                None,
+                b"",
+                job_id,
+            )
+            if not wait:
+                return job
+            return await self._wait_test_print(watch, job, agent)
+
+    async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
+        settings = self.settings
+        accepted = await self._wait(
+            watch, job.id, job, {S.ACCEPTED, S.PRINTING}, settings.accept_timeout
         )
-        if not wait:
-            return job
-        accepted = await self.wait(job.id, {S.ACCEPTED, S.PRINTING}, settings.accept_timeout)
         if accepted is None:
             raise ApiError(
                 ErrorCode.AGENT_UNREACHABLE,
@@ -425,7 +456,7 @@ class JobService:
                 f"{settings.accept_timeout:g} s",
                 job_id=job.id,
             )
-        final = await self.wait(job.id, set(), settings.result_timeout)
+        final = await self._wait(watch, job.id, accepted, set(), settings.result_timeout)
         if final is None:
             raise ApiError(
                 ErrorCode.PRINT_TIMEOUT,

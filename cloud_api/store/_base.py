@@ -9,11 +9,10 @@ Exception tree::
 from __future__ import annotations
 
 import abc
-import contextlib
 import enum
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 
@@ -142,10 +141,8 @@ def job_values(job: JobRecord) -> list[Any]:
     return [getattr(job, name) for name in _FIELDS]
 
 
-class Tx(Protocol):
-    """Statements inside one transaction."""
-
-    async def execute(self, sql: str, args: Sequence[Any]) -> int: ...
+#: One SQL statement (``?`` placeholders) and its arguments.
+Statement = tuple[str, Sequence[Any]]
 
 
 class Store(abc.ABC):
@@ -170,8 +167,11 @@ class Store(abc.ABC):
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]: ...
 
     @abc.abstractmethod
-    def _tx(self) -> contextlib.AbstractAsyncContextManager[Tx]:
-        """A transaction: commits when the block ends, rolls back when it raises."""
+    async def _write(
+        self, first: Statement, then: Sequence[Statement] = (), *, only_if_rows: bool = False
+    ) -> list[Sequence[Any]]:
+        """One transaction: ``first`` (the rows it returns are the result), then ``then`` —
+        with ``only_if_rows``, only when ``first`` returned a row. Rolls back when one fails."""
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -190,11 +190,10 @@ class Store(abc.ABC):
                 )
         placeholders = ", ".join("?" for _ in _FIELDS)
         try:
-            async with self._tx() as tx:
-                await tx.execute(
-                    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)
-                )
-                await tx.execute(*self._event_sql(job.id, job.state, job.created_at, cause))
+            await self._write(
+                (f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)),
+                [self._event_sql(job.id, job.state, job.created_at, cause)],
+            )
         except Exception as exc:
             if job.idempotency_key is None or not self._is_unique_violation(exc):
                 raise
@@ -222,9 +221,7 @@ class Store(abc.ABC):
         return row_to_job(rows[0]) if rows else None
 
     @staticmethod
-    def _event_sql(
-        job_id: str, state: JobState, at: float, cause: str
-    ) -> tuple[str, Sequence[Any]]:
+    def _event_sql(job_id: str, state: JobState, at: float, cause: str) -> Statement:
         return (
             "INSERT INTO job_events (job_id, state, at, cause) VALUES (?, ?, ?, ?)",
             [job_id, state.value, at, cause],
@@ -243,18 +240,32 @@ class Store(abc.ABC):
         """Move ``job_id`` to ``to`` if it is in one of ``allowed_from``; record the event.
 
         Returns False (and changes nothing) when the job was not in an allowed state."""
+        return await self.advance(job_id, to, allowed_from, cause, at=at, **fields) is not None
+
+    async def advance(
+        self,
+        job_id: str,
+        to: JobState,
+        allowed_from: Iterable[JobState],
+        cause: str,
+        *,
+        at: float | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        """:meth:`transition`, returning the job as the change left it (None: not changed)."""
         at = time.time() if at is None else at
         sources = [s.value for s in allowed_from]
         sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
         marks = ", ".join("?" for _ in sources)
-        async with self._tx() as tx:
-            changed = await tx.execute(
-                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})",
+        rows = await self._write(
+            (
+                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks}) RETURNING {_COLUMNS}",
                 [to.value, at, *fields.values(), job_id, *sources],
-            )
-            if changed:
-                await tx.execute(*self._event_sql(job_id, to, at, cause))
-        return changed == 1
+            ),
+            [self._event_sql(job_id, to, at, cause)],
+            only_if_rows=True,
+        )
+        return row_to_job(rows[0]) if rows else None
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])

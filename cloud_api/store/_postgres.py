@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ._base import SCHEMA, Store, StoreError
+from ._base import SCHEMA, Statement, Store, StoreError
 
 _MARK = re.compile(r"\?")
 
@@ -65,15 +64,14 @@ class PostgresStore(Store):
         async with self._pool.acquire() as conn:
             return [tuple(r) for r in await conn.fetch(_numbered(sql), *args)]
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[_PgTx]:
+    async def _write(
+        self, first: Statement, then: Sequence[Statement] = (), *, only_if_rows: bool = False
+    ) -> list[Sequence[Any]]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgTx(conn)
-
-
-class _PgTx:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, args: Sequence[Any]) -> int:
-        return _rowcount(await self._conn.execute(_numbered(sql), *args))
+            rows: list[Sequence[Any]] = [
+                tuple(r) for r in await conn.fetch(_numbered(first[0]), *first[1])
+            ]
+            if rows or not only_if_rows:
+                for sql, args in then:
+                    await conn.execute(_numbered(sql), *args)
+        return rows
