@@ -22,7 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow"):
         return
-    skip = pytest.mark.skip(reason="long-running: pass --run-slow (see README, 'Load and chaos')")
+    skip = pytest.mark.skip(reason="long-running: pass --run-slow (see README, 'Tests')")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
