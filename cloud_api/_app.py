@@ -113,5 +113,4 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     )
     app.state.authenticator = Authenticator(settings.api_token, api_key_service)
     app.state.settings = settings
-    app.state.registry = registry
     return app

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from protocol import DecodeError, Done, Failed, Reply, decode_reply
 
@@ -21,30 +20,17 @@ log = logging.getLogger("cloud_api.rpc")
 
 @dataclass
 class Pending:
-    """One request in flight: two futures, one per stage, and the times they resolved."""
+    """One request in flight: two futures, one per stage."""
 
     job_id: str
     branch_id: str
     accepted: asyncio.Future[Reply]
     final: asyncio.Future[Done | Failed]
-    sent_at: float = field(default_factory=time.perf_counter)
-    accepted_at: float | None = None
-    final_at: float | None = None
-
-    def timings_ms(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.accepted_at is not None:
-            out["accepted"] = round((self.accepted_at - self.sent_at) * 1000, 3)
-        if self.final_at is not None:
-            out["done"] = round((self.final_at - self.sent_at) * 1000, 3)
-        return out
 
 
 class Correlator:
     def __init__(self) -> None:
         self._pending: dict[bytes, Pending] = {}
-        self.dropped = 0
-        self.forged = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -68,13 +54,11 @@ class Correlator:
         """Route one reply; anything that matches no pending request is dropped with a log."""
         pending = self._pending.get(correlation) if correlation is not None else None
         if pending is None:
-            self.dropped += 1
             log.info("dropping late or unknown reply (correlation %r)", (correlation or b"")[:64])
             return
         if branch_id != pending.branch_id:
             # Only the request's own branch may answer it: a reply for job X published on
             # another branch's reply topic is a forgery (or a bug), never a result.
-            self.forged += 1
             log.warning(
                 "dropping reply for job %s from branch %s: the job belongs to branch %s",
                 pending.job_id,
@@ -85,13 +69,9 @@ class Correlator:
         try:
             reply = decode_reply(payload)
         except DecodeError as exc:
-            self.dropped += 1
             log.warning("dropping malformed reply for job %s: %s", pending.job_id, exc.message)
             return
-        now = time.perf_counter()
         if not pending.accepted.done():
-            pending.accepted_at = now
             pending.accepted.set_result(reply)
         if isinstance(reply, Done | Failed) and not pending.final.done():
-            pending.final_at = now
             pending.final.set_result(reply)

@@ -70,6 +70,7 @@ from ._messages import (
     PrintResult,
     Reply,
     Request,
+    blocking_condition,
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
@@ -153,6 +154,7 @@ __all__ = [
     "TextBlock",
     "Topic",
     "TopicKind",
+    "blocking_condition",
     "connect_properties",
     "decode_content",
     "decode_params",

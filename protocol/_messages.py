@@ -172,6 +172,20 @@ class PrinterState(_Wire, kw_only=True, frozen=True):
     last_printed_at: float | None = None
 
 
+def blocking_condition(
+    *, online: bool, cover_open: bool | None, paper: str
+) -> tuple[ErrorCode, str] | None:
+    """The error a job would hit on a printer in this state, if any: one rule for the agent
+    (before it prints) and the cloud (before it sends a test print)."""
+    if not online:
+        return ErrorCode.PRINTER_OFFLINE, "printer is offline"
+    if cover_open:
+        return ErrorCode.COVER_OPEN, "printer cover is open"
+    if paper == "out":
+        return ErrorCode.PAPER_OUT, "printer is out of paper"
+    return None
+
+
 class AgentStatus(_Wire, kw_only=True, frozen=True):
     """Retained on the agent's status topic: its printers and its own health."""
 

@@ -10,7 +10,7 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from protocol import ErrorCode, ErrorInfo, error_info
+from protocol import ErrorCode, ErrorInfo, blocking_condition, error_info
 
 Paper = Literal["ok", "near_end", "out", "unknown"]
 
@@ -38,13 +38,15 @@ class PrinterReading:
 
     def blocking_error(self) -> PrinterError | None:
         """The error a job would hit now, if any (checked before printing)."""
-        if not self.online:
-            return PrinterError(ErrorCode.PRINTER_OFFLINE, self.detail or "printer is offline")
-        if self.cover_open:
-            return PrinterError(ErrorCode.COVER_OPEN, "printer cover is open")
-        if self.paper == "out":
-            return PrinterError(ErrorCode.PAPER_OUT, "printer is out of paper")
-        return None
+        blocked = blocking_condition(
+            online=self.online, cover_open=self.cover_open, paper=self.paper
+        )
+        if blocked is None:
+            return None
+        code, text = blocked
+        return PrinterError(
+            code, self.detail if code is ErrorCode.PRINTER_OFFLINE and self.detail else text
+        )
 
 
 class PrinterBackend(abc.ABC):

@@ -39,6 +39,7 @@ from protocol import (
     PrintJobParams,
     Reply,
     Request,
+    blocking_condition,
     decode_reply,
     encode,
     is_valid_id,
@@ -645,12 +646,9 @@ def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:
     state = agent.printer(printer_id)
     if state is None:
         return
-    problem = None
-    if not state.online:
-        problem = ErrorCode.PRINTER_OFFLINE, "printer reports offline"
-    elif state.cover_open:
-        problem = ErrorCode.COVER_OPEN, "printer cover is open"
-    elif state.paper == "out":
-        problem = ErrorCode.PAPER_OUT, "printer is out of paper"
-    if problem is not None:
-        raise ApiError(problem[0], f"{printer_id}: {problem[1]} (pass force=true to try anyway)")
+    blocked = blocking_condition(
+        online=state.online, cover_open=state.cover_open, paper=state.paper
+    )
+    if blocked is not None:
+        code, text = blocked
+        raise ApiError(code, f"{printer_id}: {text} (pass force=true to try anyway)")
