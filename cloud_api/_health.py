@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from litestar import Response, get
+from litestar.datastructures import State
 
 from protocol import software_version
 
@@ -25,6 +26,8 @@ Check = Callable[[], Awaitable[tuple[bool, str]]]
 class Health(msgspec.Struct, kw_only=True, frozen=True):
     status: str
     version: str
+    #: The API instance that answered (``{instance_id}.{k}`` for worker *k*).
+    instance_id: str
 
 
 class CheckResult(msgspec.Struct, kw_only=True, frozen=True):
@@ -77,8 +80,8 @@ class Readiness:
 
 
 @get("/healthz", summary="Liveness: the process serves HTTP", tags=["health"])
-async def healthz() -> Health:
-    return Health(status="ok", version=software_version())
+async def healthz(state: State) -> Health:
+    return Health(status="ok", version=software_version(), instance_id=state.settings.instance_id)
 
 
 @get("/readyz", summary="Readiness: every named check passes (broker, ...)", tags=["health"])

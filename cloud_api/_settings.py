@@ -49,6 +49,9 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
 class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     #: This instance's requester id: its reply topic is ``pm/v1/+/reply/{instance_id}``.
     instance_id: str = "api-1"
+    #: API processes on this machine, sharing one listening socket (Unix). With more than one,
+    #: worker *k* is its own instance ``{instance_id}.{k}`` (own reply topic and MQTT session).
+    workers: int = 1
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     #: Bearer token with access to every branch (the operator's / demo's token).
@@ -91,6 +94,8 @@ def load_settings(path: str | Path) -> ApiSettings:
     try:
         settings = msgspec.toml.decode(path.read_bytes(), type=ApiSettings)
         validate_id(settings.instance_id, "instance_id")
+        if not 1 <= settings.workers <= 64:
+            raise SettingsError(f"{path}: workers must be between 1 and 64, not {settings.workers}")
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror}") from exc
     except (msgspec.DecodeError, ProtocolError) as exc:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 from broker import (
     Credentials,
@@ -329,7 +330,12 @@ async def run(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict[
         },
     }
     results: dict[str, dict[str, PhaseResult]] = {"load": {}, "single": {}}
-    stack = Stack(state_dir, mqtt_port=free_port(), http_port=free_port())
+    stack = Stack(
+        state_dir,
+        mqtt_port=free_port(),
+        http_port=free_port(),
+        api_overrides={"workers": args.api_workers},
+    )
     try:
         log(f"starting Mosquitto on 127.0.0.1:{stack.mqtt_port} (state in {state_dir})")
         await asyncio.to_thread(stack.start_broker)
@@ -405,7 +411,7 @@ async def _system_phase(
         if args.duration > 0:
             measure = _measure("system", calls, args, False, CpuMeter(pids))
             if args.profile:
-                profiled = {k: v for k, v in pids.items() if k == "api" or k.startswith("sim")}
+                profiled = {k: v for k, v in pids.items() if k.startswith(("api", "sim"))}
                 results["load"]["system"], report["profile"] = await asyncio.gather(
                     measure, _profile(profiled, args.warmup + args.duration, out_dir)
                 )
@@ -425,8 +431,12 @@ async def _system_phase(
 
 def _pids(stack: Stack, sims: Sequence[SimProcess]) -> dict[str, int | None]:
     pids = {"bench": os.getpid(), "broker": stack.broker.pid}
-    if stack.api is not None:
-        pids["api"] = stack.api.pid
+    if stack.api is not None and stack.api.pid is not None:
+        workers = psutil.Process(stack.api.pid).children()
+        if workers:  # a supervisor (idle) and its workers: measure the workers
+            pids.update({f"api{i}": w.pid for i, w in enumerate(workers, 1)})
+        else:
+            pids["api"] = stack.api.pid
     pids.update({f"sim{i}": sim.pid for i, sim in enumerate(sims)})
     return pids
 
@@ -456,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__.split("\n")[0])
     p.add_argument("--agents", type=int, default=200, help="simulated agents (default 200)")
     p.add_argument("--agent-procs", type=int, default=1, help="processes they run in (1)")
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (1)")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
     p.add_argument("--rate", type=float, default=None, help="target requests/s (closed loop)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per load (10)")

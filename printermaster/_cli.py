@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _agent_run(args: argparse.Namespace) -> int:
@@ -38,14 +39,30 @@ def _agent_run(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
+    import msgspec
+
     from cloud_api import SettingsError, load_settings
-    from cloud_api._server import serve
+    from cloud_api._server import serve, serve_worker, serve_workers
 
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
         print(f"printermaster api: {exc}", file=sys.stderr)
         return 2
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            print("printermaster api: --workers must be between 1 and 64", file=sys.stderr)
+            return 2
+        settings = msgspec.structs.replace(settings, workers=args.workers)
+    if args.worker is not None:
+        serve_worker(settings, args.worker, args.fd)
+        return 0
+    if settings.workers > 1:
+        try:
+            return serve_workers(settings, Path(args.config))
+        except OSError as exc:
+            print(f"printermaster api: {exc}", file=sys.stderr)
+            return 2
     serve(settings)
     return 0
 
@@ -78,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="run the cloud HTTP API")
     api.add_argument("--config", required=True, help="API settings (TOML)")
+    api.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes sharing the port (overrides `workers` in the settings; Unix)",
+    )
+    # set by the supervisor for each worker it starts
+    api.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    api.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     api.set_defaults(func=_api)
 
     from branch_agent._cli import add_commands as add_agent_commands
