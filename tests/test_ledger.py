@@ -4,6 +4,7 @@ virtual printer (no broker: replies are read from the outbox)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from branch_agent._jobs import Admission, CancelRequest, JobRequest, Jobs, Print
 from branch_agent._ledger import LEDGER_FILE, JobRecord, JobState, Ledger, OutboxEntry, Tx
 from branch_agent._outbox import Outbox
 from branch_agent._printers import VirtualPrinter
+from groupcommit import Writer
 from protocol import ErrorCode, decode_reply, encode
 from protocol._messages import Done, Failed, PrintResult
 
@@ -168,6 +170,50 @@ async def test_outbox_load_takes_over_undelivered_replies(tmp_path: Path) -> Non
         outbox = Outbox(ledger)
         assert await outbox.load() == 3
         assert len(outbox) == 3
+
+
+async def test_ledgers_sharing_one_writer_keep_their_own_files_jobs_and_outboxes(
+    tmp_path: Path,
+) -> None:
+    """Many agents in one process (the simulation): one writer thread, a ledger file each."""
+    async with Writer(name="ledger") as writer:
+        ledgers = [
+            Ledger(tmp_path / f"a{i}" / LEDGER_FILE, sync="normal", writer=writer) for i in range(3)
+        ]
+        heard: list[list[str | None]] = [[], [], []]
+        for i, ledger in enumerate(ledgers):
+            ledger.on_outbox(lambda entries, i=i: heard[i].extend(e.job_id for e in entries))
+            await ledger.__aenter__()
+        before = writer_threads()
+
+        def admit(tx: Tx, job_id: str) -> None:
+            tx.insert(_record(job_id))
+            tx.reply(job_id, TOPIC, b"c", b"{}")
+
+        # One loop turn: one batch on the thread, one transaction per ledger.
+        await asyncio.gather(
+            *(
+                ledger.call(functools.partial(admit, job_id=f"j{i}"))
+                for i, ledger in enumerate(ledgers)
+            )
+        )
+        names = await asyncio.gather(
+            *(ledger.call(lambda tx: threading.current_thread().name) for ledger in ledgers)
+        )
+        assert set(names) == {"ledger"} and writer_threads() == before == 1
+        assert heard == [["j0"], ["j1"], ["j2"]]
+        assert [ledger.commits for ledger in ledgers] == [2, 2, 2]
+        await ledgers[0].__aexit__(None, None, None)  # one agent stops, the others go on
+        assert await ledgers[1].call(lambda tx: tx.get("j1")) is not None
+        await ledgers[1].__aexit__(None, None, None)
+    await ledgers[2].__aexit__(None, None, None)  # after the shared writer: nothing left to do
+    for i in range(3):
+        with sqlite3.connect(tmp_path / f"a{i}" / LEDGER_FILE) as conn:
+            assert conn.execute("SELECT job_id FROM jobs").fetchall() == [(f"j{i}",)]
+
+
+def writer_threads() -> int:
+    return sum(t.name == "ledger" for t in threading.enumerate())
 
 
 # --- jobs ----------------------------------------------------------------------------------
