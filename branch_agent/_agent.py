@@ -22,6 +22,7 @@ import time
 import aiomqtt
 import psutil
 
+from groupcommit import Writer
 from protocol import (
     AgentStatus,
     Backoff,
@@ -64,9 +65,13 @@ DRAIN_S = 2.0
 
 
 class Agent:
-    """Run with ``await agent.run()``; ``agent.stop()`` ends it gracefully (offline at once)."""
+    """Run with ``await agent.run()``; ``agent.stop()`` ends it gracefully (offline at once).
 
-    def __init__(self, config: AgentConfig) -> None:
+    The job ledger runs its own writer thread, unless ``ledger_writer`` is given: many agents in
+    one process (a simulation) share one writer, which must be running while they run.
+    """
+
+    def __init__(self, config: AgentConfig, *, ledger_writer: Writer | None = None) -> None:
         self.config = config
         self.branch_id = config.branch_id
         self.agent_id = config.agent_id
@@ -84,7 +89,9 @@ class Agent:
         self._connected = asyncio.Event()
         self._status_dirty = asyncio.Event()
         self._published_view: tuple[object, ...] = ()
-        self.ledger = Ledger(config.data_path / LEDGER_FILE, sync=config.ledger_sync)
+        self.ledger = Ledger(
+            config.data_path / LEDGER_FILE, sync=config.ledger_sync, writer=ledger_writer
+        )
         self.outbox = Outbox(self.ledger)
         self.jobs = Jobs(
             self.ledger,
