@@ -307,9 +307,9 @@ class Agent:
             client.ack(message)
         self.jobs.admitted(future.result())
 
-    async def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> None:
-        await client.publish(
-            entry.topic, entry.payload, qos=1, properties=reply_properties(entry.correlation)
+    def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> asyncio.Future[None]:
+        return client.publish_acked(
+            entry.topic, entry.payload, properties=reply_properties(entry.correlation)
         )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:

@@ -239,6 +239,10 @@ class Tx:
         return {JobState(state): int(n) for state, n in rows}
 
 
+#: An operation inside a ledger transaction.
+LedgerOp = Callable[[Tx], object]
+
+
 class Ledger:
     """The ledger file on a :class:`groupcommit.Writer`; an async context manager.
 
@@ -262,6 +266,10 @@ class Ledger:
         self._db: Database[Tx, OutboxEntry] | None = None
         self._last: Database[Tx, OutboxEntry] | None = None
         self._outbox_listener: Callable[[list[OutboxEntry]], None] | None = None
+        #: Work waiting for the next transaction (see :meth:`ride_along`).
+        self._riders: list[Callable[[], LedgerOp | None]] = []
+        self._linger: asyncio.TimerHandle | None = None
+        self._boarded: set[asyncio.Future[object]] = set()
 
     @property
     def commits(self) -> int:
@@ -293,6 +301,8 @@ class Ledger:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._db is not None:
+            await self.flush_riders()
         db, self._db = self._db, None
         if db is not None:
             await db.close()
@@ -308,7 +318,51 @@ class Ledger:
         db = self._db
         if db is None:
             raise RuntimeError("ledger is not open")
+        if self._riders:
+            self._board(db)
         return db.submit(op)
+
+    def ride_along(self, take: Callable[[], LedgerOp | None], linger: float) -> None:
+        """Run work that needs no commit of its own in the ledger's next transaction.
+
+        ``take()`` is called when the next operation is submitted (its operation then commits in
+        the same transaction, in a savepoint of its own), or after ``linger`` seconds if none is;
+        ``take`` registered again before that is called once. For work a crash may lose, such as
+        forgetting replies the broker acknowledged.
+        """
+        if take not in self._riders:
+            self._riders.append(take)
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(linger, self._board_alone)
+
+    async def flush_riders(self) -> None:
+        """Submit the work waiting to ride along, and wait for what was submitted so far."""
+        if self._riders and self._db is not None:
+            self._board(self._db)
+        if self._boarded:
+            await asyncio.gather(*self._boarded, return_exceptions=True)
+
+    def _board(self, db: Database[Tx, OutboxEntry]) -> None:
+        riders, self._riders = self._riders, []
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        for take in riders:
+            op = take()
+            if op is not None:
+                future = db.submit(op)
+                self._boarded.add(future)
+                future.add_done_callback(self._landed)
+
+    def _board_alone(self) -> None:
+        self._linger = None
+        if self._riders and self._db is not None:
+            self._board(self._db)
+
+    def _landed(self, future: asyncio.Future[object]) -> None:
+        self._boarded.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("ledger: work riding along failed: %s", future.exception())
 
     async def call(self, op: Callable[[Tx], T]) -> T:
         return await self.submit(op)

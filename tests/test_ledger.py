@@ -16,7 +16,7 @@ import pytest
 
 from branch_agent._jobs import Admission, CancelRequest, JobRequest, Jobs, PrinterSlot, Refusal
 from branch_agent._ledger import LEDGER_FILE, JobRecord, JobState, Ledger, OutboxEntry, Tx
-from branch_agent._outbox import Outbox
+from branch_agent._outbox import FLUSH_DELAY_S, Outbox
 from branch_agent._printers import VirtualPrinter
 from groupcommit import Writer
 from protocol import ErrorCode, decode_reply, encode
@@ -159,6 +159,48 @@ async def test_outbox_publishes_in_order_keeps_unacknowledged_and_resends_next_s
     await outbox.close()
     assert resent == [b"3", b"7", b"10"]
     assert await ledger.call(lambda tx: tx.outbox()) == []
+
+
+async def test_acknowledged_replies_are_forgotten_without_a_commit_of_their_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / LEDGER_FILE
+
+    def stored() -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    async def ok(entry: OutboxEntry) -> None:
+        pass
+
+    async with Ledger(path) as ledger:
+        outbox = Outbox(ledger)
+        pump = asyncio.create_task(outbox.pump(ok))
+        await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", b"1"))
+        assert await outbox.drain(2)
+        assert stored() == 1
+        # The next transaction takes the deletion along: one commit for both.
+        commits = ledger.commits
+        await ledger.call(lambda tx: tx.insert(_record("j2")))
+        assert (ledger.commits, stored()) == (commits + 1, 0)
+        # With no transaction coming, the deletion goes on its own after FLUSH_DELAY_S.
+        await ledger.call(lambda tx: tx.reply("j3", TOPIC, b"c", b"3"))
+        assert await outbox.drain(2)
+        await asyncio.sleep(FLUSH_DELAY_S + 0.3)
+        assert stored() == 0
+        # At a stop, the last deletions reach the file.
+        await ledger.call(lambda tx: tx.reply("j4", TOPIC, b"c", b"4"))
+        assert await outbox.drain(2)
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        await outbox.close()
+        assert stored() == 0
+        await ledger.call(lambda tx: tx.reply("j5", TOPIC, b"c", b"5"))
+        pump = asyncio.create_task(outbox.pump(ok))
+        assert await outbox.drain(2)
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+    assert stored() == 0
 
 
 async def test_outbox_load_takes_over_undelivered_replies(tmp_path: Path) -> None:
