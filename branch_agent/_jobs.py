@@ -387,7 +387,6 @@ class Jobs:
         self._closing = True
 
     def _render(self, job: JobRecord) -> bytes:
-        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
         if job.method == METHOD_PRINTER_TEST:
             return render_test_page(
                 branch_id=self._branch_id,
@@ -395,6 +394,7 @@ class Jobs:
                 printer=job.printer,
                 job_id=job.job_id,
             )
+        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
         assert isinstance(params, PrintJobParams)
         return render_content(params.content, copies=params.copies)
 
