@@ -139,6 +139,8 @@ class Tx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.new_outbox: list[OutboxEntry] = []
+        #: Jobs whose replies a retry retargeted while they were open (see :meth:`current`).
+        self._retargeted: set[str] = set()
 
     def take_outbox(self) -> list[OutboxEntry]:
         """The replies queued since the last call (after each operation, by the writer)."""
@@ -151,9 +153,24 @@ class Tx:
         ).fetchone()
         return JobRecord._from_row(row) if row else None
 
+    def current(self, job: JobRecord) -> JobRecord:
+        """``job`` as the ledger holds it now: the caller's copy (taken from the ledger when the
+        job was admitted or recovered), unless a retry retargeted its replies since."""
+        if job.job_id in self._retargeted:
+            return self.get(job.job_id) or job
+        return job
+
     def insert(self, job: JobRecord) -> None:
-        self._conn.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._insert(job)
+
+    def insert_new(self, job: JobRecord) -> bool:
+        """Insert ``job`` unless its id is known already; True if it was inserted."""
+        return self._insert(job, " ON CONFLICT (job_id) DO NOTHING") == 1
+
+    def _insert(self, job: JobRecord, on_conflict: str = "") -> int:
+        return self._conn.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            + on_conflict,
             (
                 job.job_id,
                 job.state.value,
@@ -168,7 +185,7 @@ class Tx:
                 job.received_at,
                 job.updated_at,
             ),
-        )
+        ).rowcount
 
     def transition(
         self,
@@ -190,11 +207,14 @@ class Tx:
             "WHERE job_id = ? AND state = ?",
             (to.value, final_reply, error_code, time.time(), job_id, expect.value),
         )
+        if to in FINAL_STATES:
+            self._retargeted.discard(job_id)
         return cursor.rowcount == 1
 
     def retarget(self, job_id: str, reply_to: str) -> None:
         """Send the job's later replies to ``reply_to`` (a retry from another API instance)."""
         self._conn.execute("UPDATE jobs SET reply_to = ? WHERE job_id = ?", (reply_to, job_id))
+        self._retargeted.add(job_id)
 
     def in_state(self, state: JobState) -> list[JobRecord]:
         rows = self._conn.execute(

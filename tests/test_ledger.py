@@ -4,6 +4,7 @@ virtual printer (no broker: replies are read from the outbox)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -329,6 +330,32 @@ async def test_a_job_delivered_twice_prints_once_and_the_second_answer_is_replay
     assert first.result is not None and replay.result is not None
     assert (first.result.replayed, replay.result.replayed) == (False, True)
     assert h.printer.journal() == ["j1"]
+
+
+async def test_a_retry_through_another_reply_topic_gets_the_later_replies(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    other = "pm/v1/b1/reply/other-instance"
+    await h.submit(_job("j1"))
+    await h.submit(dataclasses.replace(_job("j1"), reply_to=other))  # waiting: retargeted
+    await h.submit(_job("j2"))
+    await h.work()
+    entries = await ledger.call(lambda tx: tx.outbox())
+    stages = [(e.job_id, e.topic, json.loads(e.payload)["stage"]) for e in entries]
+    assert stages == [
+        ("j1", TOPIC, "accepted"),
+        ("j1", other, "accepted"),
+        ("j2", TOPIC, "accepted"),
+        ("j1", other, "printing"),
+        ("j1", other, "done"),
+        ("j2", TOPIC, "printing"),
+        ("j2", TOPIC, "done"),
+    ]
+    # A job that ended keeps its last asker for replays; a new retry gets the stored final.
+    await h.submit(_job("j1"))
+    last = (await ledger.call(lambda tx: tx.outbox()))[-1]
+    assert (last.topic, json.loads(last.payload)["stage"]) == (TOPIC, "done")
 
 
 async def test_restart_mid_print_is_outcome_unknown_and_waiting_jobs_print_once(
