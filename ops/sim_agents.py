@@ -13,6 +13,7 @@ prints ``STATS <json>`` (jobs printed / requests answered) and exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -105,6 +106,9 @@ async def _serve_agents(
             tasks.append(asyncio.create_task(agent.run(), name=f"agent:{agent.branch_id}"))
         async with asyncio.timeout(60):
             await asyncio.gather(*(agent.connected.wait() for agent, _ in wave))
+    # 200-1,000 agents' sessions, clients and tasks are long-lived objects a real agent process
+    # holds once: keep the garbage collector's full passes from walking them again and again.
+    gc.freeze()
     print(f"READY {len(agents)} {time.perf_counter() - started:.3f}", flush=True)
     ledger_threads = sum(t.name == "ledger" for t in threading.enumerate())
     await stop.wait()
