@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -310,8 +311,9 @@ class Database(Generic[C, E]):
                     self.commits += 1
             except sqlite3.Error as exc:
                 log.exception("commit to %s failed", self.name)
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the thread must go on serving
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                 if harvest is not None:
                     harvest(ctx)
                 results = [(None, exc)] * len(calls)
