@@ -24,9 +24,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy protocol cloud_api broker printermaster ops
-	$(VENV)/bin/mypy --platform linux branch_agent
-	$(VENV)/bin/mypy --platform win32 branch_agent
+	$(VENV)/bin/mypy protocol groupcommit cloud_api broker printermaster ops
+	$(VENV)/bin/mypy --platform linux branch_agent groupcommit
+	$(VENV)/bin/mypy --platform win32 branch_agent groupcommit
 
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ import time
 import aiomqtt
 import psutil
 
+from groupcommit import Writer
 from protocol import (
     AgentStatus,
     Backoff,
@@ -64,9 +65,13 @@ DRAIN_S = 2.0
 
 
 class Agent:
-    """Run with ``await agent.run()``; ``agent.stop()`` ends it gracefully (offline at once)."""
+    """Run with ``await agent.run()``; ``agent.stop()`` ends it gracefully (offline at once).
 
-    def __init__(self, config: AgentConfig) -> None:
+    The job ledger runs its own writer thread, unless ``ledger_writer`` is given: many agents in
+    one process (a simulation) share one writer, which must be running while they run.
+    """
+
+    def __init__(self, config: AgentConfig, *, ledger_writer: Writer | None = None) -> None:
         self.config = config
         self.branch_id = config.branch_id
         self.agent_id = config.agent_id
@@ -82,16 +87,20 @@ class Agent:
         self._client: ManualAckClient | None = None
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
+        #: Set when the status the cloud sees changed (or may have: a printer's reading).
         self._status_dirty = asyncio.Event()
+        self._status_check: asyncio.TimerHandle | None = None
         self._published_view: tuple[object, ...] = ()
-        self.ledger = Ledger(config.data_path / LEDGER_FILE, sync=config.ledger_sync)
+        self.ledger = Ledger(
+            config.data_path / LEDGER_FILE, sync=config.ledger_sync, writer=ledger_writer
+        )
         self.outbox = Outbox(self.ledger)
         self.jobs = Jobs(
             self.ledger,
             self.printers,
             branch_id=self.branch_id,
             agent_id=self.agent_id,
-            on_change=self._status_dirty.set,
+            on_change=self._status_changed,
         )
         self._workers: list[asyncio.Task[None]] = []
         self._process = psutil.Process()
@@ -300,9 +309,9 @@ class Agent:
             client.ack(message)
         self.jobs.admitted(future.result())
 
-    async def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> None:
-        await client.publish(
-            entry.topic, entry.payload, qos=1, properties=reply_properties(entry.correlation)
+    def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> asyncio.Future[None]:
+        return client.publish_acked(
+            entry.topic, entry.payload, properties=reply_properties(entry.correlation)
         )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
@@ -312,18 +321,26 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(last + self.config.heartbeat_interval):
                     await self._status_dirty.wait()
-                # A burst of changes (a queue filling and draining) becomes one snapshot.
-                await asyncio.sleep(self.config.status_debounce)
             self._status_dirty.clear()
-            if loop.time() < last + self.config.heartbeat_interval and (
-                self._visible_status() == self._published_view
-            ):
-                # Nothing the cloud sees changed once the burst settled: a job that went
-                # straight to an idle printer and printed. Its last_printed_at rides on the
-                # heartbeat, instead of one status message per ticket.
-                continue
             await self._publish_status(client)
             last = loop.time()
+
+    def _status_changed(self) -> None:
+        """The queue or a printer changed: compare what the cloud sees once the burst settled.
+
+        A burst of changes (a queue filling and draining) becomes one snapshot. A job that went
+        straight to an idle printer and printed changes nothing the cloud sees: its
+        last_printed_at rides on the heartbeat, instead of one status message per ticket.
+        """
+        if self._status_check is None:
+            self._status_check = asyncio.get_running_loop().call_later(
+                self.config.status_debounce, self._check_status
+            )
+
+    def _check_status(self) -> None:
+        self._status_check = None
+        if self._visible_status() != self._published_view:
+            self._status_dirty.set()
 
     def _visible_status(self) -> tuple[object, ...]:
         """What a status change is published for: queue depth and each printer's condition."""
@@ -337,6 +354,7 @@ class Agent:
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
         self._published_view = self._visible_status()
+        self._status_dirty.clear()
         props = publish_properties()
         props.MessageExpiryInterval = self.config.heartbeat_expiry
         await client.publish(
@@ -454,7 +472,7 @@ class Agent:
                     reading = PrinterReading(online=False, detail=f"status failed: {exc}")
                 if reading != printer.reading:
                     printer.reading = reading
-                    self._status_dirty.set()
+                    self._status_changed()
             await asyncio.sleep(self.config.status_poll_interval)
 
 

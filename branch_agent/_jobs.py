@@ -205,14 +205,6 @@ class Jobs:
                 self._on_change()
 
     def _admit(self, tx: Tx, request: JobRequest) -> Admission:
-        known = tx.get(request.job_id)
-        if known is not None:
-            log.info("job %s seen before (%s): answered from the ledger", known.job_id, known.state)
-            if known.state not in FINAL_STATES and known.reply_to != request.reply_to:
-                tx.retarget(known.job_id, request.reply_to)  # the final goes to the latest asker
-            for payload in _replay(known):
-                tx.reply(known.job_id, request.reply_to, request.correlation, payload)
-            return Admission()
         now = time.time()
         job = JobRecord(
             job_id=request.job_id,
@@ -226,18 +218,27 @@ class Jobs:
             received_at=now,
             updated_at=now,
         )
+        expired: bytes | None = None
         if request.deadline is not None and now > request.deadline:
-            failed = _failed(
+            expired = _failed(
                 job.job_id, ErrorCode.EXPIRED, "the job's deadline passed before the agent read it"
             )
-            tx.insert(
-                dataclasses.replace(
-                    job, state=JobState.EXPIRED, final_reply=failed, error_code=ErrorCode.EXPIRED
-                )
+            job = dataclasses.replace(
+                job, state=JobState.EXPIRED, final_reply=expired, error_code=ErrorCode.EXPIRED
             )
-            tx.reply(job.job_id, job.reply_to, job.correlation, failed)
+        # A new id (the usual case) costs one statement; a known one is answered from its row.
+        if not tx.insert_new(job):
+            known = tx.get(request.job_id)
+            assert known is not None
+            log.info("job %s seen before (%s): answered from the ledger", known.job_id, known.state)
+            if known.state not in FINAL_STATES and known.reply_to != request.reply_to:
+                tx.retarget(known.job_id, request.reply_to)  # the final goes to the latest asker
+            for payload in _replay(known):
+                tx.reply(known.job_id, request.reply_to, request.correlation, payload)
             return Admission()
-        tx.insert(job)
+        if expired is not None:
+            tx.reply(job.job_id, job.reply_to, job.correlation, expired)
+            return Admission()
         tx.reply(
             job.job_id, job.reply_to, job.correlation, encode(Accepted(job_id=job.job_id, at=now))
         )
@@ -358,9 +359,9 @@ class Jobs:
         expect: JobState = JobState.PRINTING,
     ) -> bool:
         """Final transition plus its reply, to whoever asked last."""
+        current = tx.current(job)
         if not tx.transition(job.job_id, state, expect=expect, final_reply=reply, error_code=code):
             return False
-        current = tx.get(job.job_id) or job
         tx.reply(job.job_id, current.reply_to, current.correlation, reply)
         return True
 
@@ -387,7 +388,6 @@ class Jobs:
         self._closing = True
 
     def _render(self, job: JobRecord) -> bytes:
-        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
         if job.method == METHOD_PRINTER_TEST:
             return render_test_page(
                 branch_id=self._branch_id,
@@ -395,6 +395,7 @@ class Jobs:
                 printer=job.printer,
                 job_id=job.job_id,
             )
+        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
         assert isinstance(params, PrintJobParams)
         return render_content(params.content, copies=params.copies)
 
@@ -427,7 +428,7 @@ class Jobs:
         def start(tx: Tx) -> bool:
             if not tx.transition(job.job_id, JobState.PRINTING, expect=JobState.RECEIVED):
                 return False  # cancelled, expired or already taken
-            current = tx.get(job.job_id) or job
+            current = tx.current(job)
             printing = encode(Printing(job_id=job.job_id, at=time.time()))
             tx.reply(job.job_id, current.reply_to, current.correlation, printing)
             return True

@@ -13,9 +13,10 @@ The ``printing`` mark is committed before a single byte goes to the printer; tha
 point of no return. Every reply is written to the ``outbox`` table in the same transaction as the
 state change it reports, so a state and the reply that announces it exist together or not at all.
 
-All SQLite work runs on one writer thread, never on the event loop (with ``sync="full"`` every
-commit is an fsync). The thread commits whatever is queued in one transaction (group commit), each
-operation in its own savepoint, so a burst of requests costs one fsync, not one per request.
+All SQLite work runs on a writer thread (:mod:`groupcommit`), never on the event loop (with
+``sync="full"`` every commit is an fsync). The thread commits whatever is queued in one
+transaction (group commit), each operation in its own savepoint, so a burst of requests costs one
+fsync, not one per request.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Self, TypeVar
+
+from groupcommit import Database, Writer
 
 log = logging.getLogger("branch_agent.ledger")
 
@@ -132,11 +133,19 @@ class OutboxEntry:
 
 
 class Tx:
-    """The operations available inside one ledger transaction (runs on the writer thread)."""
+    """The operations available inside a ledger transaction (runs on the writer thread; one per
+    open ledger)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.new_outbox: list[OutboxEntry] = []
+        #: Jobs whose replies a retry retargeted while they were open (see :meth:`current`).
+        self._retargeted: set[str] = set()
+
+    def take_outbox(self) -> list[OutboxEntry]:
+        """The replies queued since the last call (after each operation, by the writer)."""
+        entries, self.new_outbox = self.new_outbox, []
+        return entries
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._conn.execute(
@@ -144,9 +153,24 @@ class Tx:
         ).fetchone()
         return JobRecord._from_row(row) if row else None
 
+    def current(self, job: JobRecord) -> JobRecord:
+        """``job`` as the ledger holds it now: the caller's copy (taken from the ledger when the
+        job was admitted or recovered), unless a retry retargeted its replies since."""
+        if job.job_id in self._retargeted:
+            return self.get(job.job_id) or job
+        return job
+
     def insert(self, job: JobRecord) -> None:
-        self._conn.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._insert(job)
+
+    def insert_new(self, job: JobRecord) -> bool:
+        """Insert ``job`` unless its id is known already; True if it was inserted."""
+        return self._insert(job, " ON CONFLICT (job_id) DO NOTHING") == 1
+
+    def _insert(self, job: JobRecord, on_conflict: str = "") -> int:
+        return self._conn.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            + on_conflict,
             (
                 job.job_id,
                 job.state.value,
@@ -161,7 +185,7 @@ class Tx:
                 job.received_at,
                 job.updated_at,
             ),
-        )
+        ).rowcount
 
     def transition(
         self,
@@ -183,11 +207,14 @@ class Tx:
             "WHERE job_id = ? AND state = ?",
             (to.value, final_reply, error_code, time.time(), job_id, expect.value),
         )
+        if to in FINAL_STATES:
+            self._retargeted.discard(job_id)
         return cursor.rowcount == 1
 
     def retarget(self, job_id: str, reply_to: str) -> None:
         """Send the job's later replies to ``reply_to`` (a retry from another API instance)."""
         self._conn.execute("UPDATE jobs SET reply_to = ? WHERE job_id = ?", (reply_to, job_id))
+        self._retargeted.add(job_id)
 
     def in_state(self, state: JobState) -> list[JobRecord]:
         rows = self._conn.execute(
@@ -232,26 +259,42 @@ class Tx:
         return {JobState(state): int(n) for state, n in rows}
 
 
-_Op = Callable[[Tx], object]
-_Item = tuple[_Op, "asyncio.Future[object]", asyncio.AbstractEventLoop]
+#: An operation inside a ledger transaction.
+LedgerOp = Callable[[Tx], object]
 
 
 class Ledger:
-    """The ledger file and its writer thread; an async context manager.
+    """The ledger file on a :class:`groupcommit.Writer`; an async context manager.
 
     ``submit(op)`` queues ``op(tx)`` at once and returns a future resolved after the commit that
     includes it, so operations commit in submission order. ``sync`` is SQLite's ``synchronous``:
     ``"full"`` fsyncs every commit (survives power loss), ``"normal"`` fsyncs only at
     checkpoints (survives a crash of the agent, not of the machine).
+
+    A real agent's ledger runs its own writer thread (``ledger``). Many agents in one process (a
+    simulation) pass one shared ``writer``: its thread then commits for all their ledgers, one
+    transaction per ledger and batch, and outlives them.
     """
 
-    def __init__(self, path: Path, *, sync: LedgerSync = "full") -> None:
+    def __init__(
+        self, path: Path, *, sync: LedgerSync = "full", writer: Writer | None = None
+    ) -> None:
         self.path = path
         self.sync = sync
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._shared = writer
+        self._own: Writer | None = None
+        self._db: Database[Tx, OutboxEntry] | None = None
+        self._last: Database[Tx, OutboxEntry] | None = None
         self._outbox_listener: Callable[[list[OutboxEntry]], None] | None = None
-        self.commits = 0
+        #: Work waiting for the next transaction (see :meth:`ride_along`).
+        self._riders: list[Callable[[], LedgerOp | None]] = []
+        self._linger: asyncio.TimerHandle | None = None
+        self._boarded: set[asyncio.Future[object]] = set()
+
+    @property
+    def commits(self) -> int:
+        """Commits made to this ledger since it was opened."""
+        return self._last.commits if self._last is not None else 0
 
     def on_outbox(self, listener: Callable[[list[OutboxEntry]], None]) -> None:
         """Call ``listener`` on the event loop with the outbox entries of every commit, in order,
@@ -260,31 +303,93 @@ class Ledger:
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, asyncio.get_running_loop()), name="ledger", daemon=True
-        )
-        self._thread.start()
-        await ready
+        writer = self._shared
+        if writer is None:
+            writer = self._own = Writer(name="ledger", max_batch=_MAX_BATCH)
+            writer.start()
+        try:
+            self._db = self._last = await writer.open(
+                self._connect,
+                Tx,
+                harvest=Tx.take_outbox,
+                on_commit=self._committed,
+                name=str(self.path),
+            )
+        except BaseException:
+            await self._close_own()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._queue.put(None)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        if self._db is not None:
+            await self.flush_riders()
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+        await self._close_own()
+
+    async def _close_own(self) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            await own.close()
 
     def submit(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
         """Queue ``op`` for the writer thread; the future resolves after its commit."""
-        if self._thread is None:
+        db = self._db
+        if db is None:
             raise RuntimeError("ledger is not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, future, loop))  # type: ignore[arg-type]
-        return future
+        if self._riders:
+            self._board(db)
+        return db.submit(op)
+
+    def ride_along(self, take: Callable[[], LedgerOp | None], linger: float) -> None:
+        """Run work that needs no commit of its own in the ledger's next transaction.
+
+        ``take()`` is called when the next operation is submitted (its operation then commits in
+        the same transaction, in a savepoint of its own), or after ``linger`` seconds if none is;
+        ``take`` registered again before that is called once. For work a crash may lose, such as
+        forgetting replies the broker acknowledged.
+        """
+        if take not in self._riders:
+            self._riders.append(take)
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(linger, self._board_alone)
+
+    async def flush_riders(self) -> None:
+        """Submit the work waiting to ride along, and wait for what was submitted so far."""
+        if self._riders and self._db is not None:
+            self._board(self._db)
+        if self._boarded:
+            await asyncio.gather(*self._boarded, return_exceptions=True)
+
+    def _board(self, db: Database[Tx, OutboxEntry]) -> None:
+        riders, self._riders = self._riders, []
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        for take in riders:
+            op = take()
+            if op is not None:
+                future = db.submit(op)
+                self._boarded.add(future)
+                future.add_done_callback(self._landed)
+
+    def _board_alone(self) -> None:
+        self._linger = None
+        if self._riders and self._db is not None:
+            self._board(self._db)
+
+    def _landed(self, future: asyncio.Future[object]) -> None:
+        self._boarded.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("ledger: work riding along failed: %s", future.exception())
 
     async def call(self, op: Callable[[Tx], T]) -> T:
         return await self.submit(op)
+
+    def _committed(self, entries: list[OutboxEntry]) -> None:
+        if self._outbox_listener is not None:
+            self._outbox_listener(entries)
 
     # --- writer thread ---------------------------------------------------------------------
 
@@ -294,78 +399,3 @@ class Ledger:
         conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
         conn.executescript(_SCHEMA)
         return conn
-
-    def _run(self, ready: asyncio.Future[object], loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            conn = self._connect()
-        except Exception as exc:  # reported to the opener, who raises it
-            loop.call_soon_threadsafe(_settle, ready, None, exc)
-            return
-        loop.call_soon_threadsafe(_settle, ready, None, None)
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._queue.put(None)  # finish this batch, then stop
-                        break
-                    batch.append(more)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        results: list[tuple[object, BaseException | None]] = []
-        outbox: list[OutboxEntry] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, _, _ in batch:
-                tx = Tx(conn)
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op(tx)
-                except Exception as exc:  # one failing operation does not sink the batch
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((None, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    outbox.extend(tx.new_outbox)
-                    results.append((result, None))
-            conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:
-            log.exception("ledger commit failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [(None, exc)] * len(batch)
-            outbox = []
-        loop = batch[0][2]
-        loop.call_soon_threadsafe(self._deliver, outbox, batch, results)
-
-    def _deliver(
-        self,
-        outbox: list[OutboxEntry],
-        batch: list[_Item],
-        results: list[tuple[object, BaseException | None]],
-    ) -> None:
-        if outbox and self._outbox_listener is not None:
-            self._outbox_listener(outbox)
-        for (_, future, _), (result, exc) in zip(batch, results, strict=True):
-            _settle(future, result, exc)
-
-
-def _settle(future: asyncio.Future[object], result: object, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

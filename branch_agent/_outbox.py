@@ -6,6 +6,10 @@ session is up and deletes each on its PUBACK. A reply that was not acknowledged 
 connection broke (or that was produced while disconnected) is published again, in order, on the
 next session: the cloud may see a reply twice, never zero times, and never a job's final reply
 before its ``accepted``.
+
+The deletions need no commit of their own: losing one in a crash only sends that reply once more.
+They ride along with the ledger's next transaction (the next job's intake, say), or go on their
+own after ``FLUSH_DELAY_S`` when no transaction comes.
 """
 
 from __future__ import annotations
@@ -17,14 +21,26 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
-from ._ledger import Ledger, OutboxEntry, Tx
+from ._ledger import Ledger, LedgerOp, OutboxEntry, Tx
 
 log = logging.getLogger("branch_agent.outbox")
 
+#: Hands one reply to the MQTT client at once; what it returns completes on the PUBACK.
 Publish = Callable[[OutboxEntry], Awaitable[None]]
 
-#: Seconds acknowledged replies wait before their deletion is committed (batched).
+#: Seconds acknowledged replies wait for a ledger transaction to ride along with.
 FLUSH_DELAY_S = 0.25
+
+
+class _Session:
+    """One broker session's publishing state."""
+
+    def __init__(self, publish: Publish, backlog: collections.deque[OutboxEntry]) -> None:
+        self.publish = publish
+        #: Replies not handed to ``publish`` yet, in ``seq`` order.
+        self.backlog = backlog
+        #: Replies handed over and waiting for their PUBACK.
+        self.in_flight: set[asyncio.Future[None]] = set()
 
 
 class Outbox:
@@ -34,14 +50,11 @@ class Outbox:
         self._ledger = ledger
         self._window = window
         self._pending: dict[int, OutboxEntry] = {}
-        self._session: collections.deque[OutboxEntry] | None = None
-        self._wake = asyncio.Event()
+        self._session: _Session | None = None
         self._empty = asyncio.Event()
         self._empty.set()
+        #: Acknowledged replies whose deletion is not submitted yet.
         self._acked: list[int] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._closing = False
-        self._close_now = asyncio.Event()
         self.published = 0
         ledger.on_outbox(self.add)
 
@@ -55,78 +68,77 @@ class Outbox:
         return len(entries)
 
     def add(self, entries: list[OutboxEntry]) -> None:
-        """New committed replies, in ``seq`` order (called by the ledger on the event loop)."""
+        """New committed replies, in ``seq`` order (called by the ledger on the event loop).
+
+        During a session they are handed to the publisher here and now, behind any backlog.
+        """
+        session = self._session
         for entry in entries:
             if entry.seq in self._pending:
                 continue
             self._pending[entry.seq] = entry
-            if self._session is not None:
-                self._session.append(entry)
+            if session is not None:
+                session.backlog.append(entry)
         if self._pending:
             self._empty.clear()
-            self._wake.set()
+        if session is not None:
+            self._send(session)
 
     async def pump(self, publish: Publish) -> None:
         """Publish pending replies for one session, oldest first, until cancelled.
 
-        Up to ``window`` replies are in flight at once. Each publish is started in ``seq`` order
-        (the task's first step hands the packet to paho), so the wire order is the ledger order.
+        Each reply is handed to ``publish`` in ``seq`` order, so the wire order is the ledger
+        order; up to ``window`` replies wait for their PUBACK at once (the others wait their
+        turn). Replies committed during the session go out as their commit is heard.
         """
-        self._session = collections.deque(self._pending.values())
-        window = asyncio.Semaphore(self._window)
-        tasks: set[asyncio.Task[None]] = set()
+        if self._session is not None:
+            raise RuntimeError("the outbox serves one session at a time")
+        session = self._session = _Session(publish, collections.deque(self._pending.values()))
         try:
-            while True:
-                while not self._session:
-                    self._wake.clear()
-                    await self._wake.wait()
-                entry = self._session.popleft()
-                if entry.seq not in self._pending:
-                    continue
-                await window.acquire()
-                task = asyncio.create_task(self._send(publish, entry, window))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            self._send(session)
+            await asyncio.get_running_loop().create_future()  # until the session ends
         finally:
             self._session = None
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for ack in session.in_flight:
+                ack.cancel()
+            await asyncio.gather(*session.in_flight, return_exceptions=True)
 
-    async def _send(self, publish: Publish, entry: OutboxEntry, window: asyncio.Semaphore) -> None:
-        try:
-            await publish(entry)
-        except Exception as exc:  # the session is breaking; the reply goes out on the next one
-            log.info("reply %d for %s not acknowledged: %s", entry.seq, entry.job_id, exc)
+    def _send(self, session: _Session) -> None:
+        backlog, in_flight = session.backlog, session.in_flight
+        while backlog and len(in_flight) < self._window:
+            entry = backlog.popleft()
+            if entry.seq not in self._pending:
+                continue
+            try:
+                ack: asyncio.Future[None] = asyncio.ensure_future(session.publish(entry))
+            except Exception as exc:  # the session is breaking; it goes out on the next one
+                log.info("reply %d for %s not published: %s", entry.seq, entry.job_id, exc)
+                continue
+            in_flight.add(ack)
+            ack.add_done_callback(functools.partial(self._on_ack, session, entry))
+
+    def _on_ack(self, session: _Session, entry: OutboxEntry, ack: asyncio.Future[None]) -> None:
+        session.in_flight.discard(ack)
+        if ack.cancelled():
             return
-        finally:
-            window.release()
-        self.published += 1
-        self._pending.pop(entry.seq, None)
-        if not self._pending:
-            self._empty.set()
-        self._acked.append(entry.seq)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="outbox-flush")
+        exc = ack.exception()
+        if exc is not None:  # the session is breaking; the reply goes out on the next one
+            log.info("reply %d for %s not acknowledged: %s", entry.seq, entry.job_id, exc)
+        else:
+            self.published += 1
+            self._pending.pop(entry.seq, None)
+            if not self._pending:
+                self._empty.set()
+            if not self._acked:
+                self._ledger.ride_along(self._take_acked, FLUSH_DELAY_S)
+            self._acked.append(entry.seq)
+        if session.backlog and session is self._session:
+            self._send(session)
 
-    async def _flush(self) -> None:
-        """Delete acknowledged replies from the ledger, in batches (losing a delete in a crash
-        only means the reply is sent once more). A job's replies are acknowledged one after
-        the other (accepted, printing, done): waiting ``FLUSH_DELAY_S`` lets one commit delete
-        them all instead of one commit each."""
-        try:
-            if not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(FLUSH_DELAY_S):
-                        await self._close_now.wait()
-            while self._acked:
-                seqs, self._acked = self._acked, []
-                try:
-                    await self._ledger.call(functools.partial(Tx.outbox_remove, seqs=seqs))
-                except Exception:
-                    log.exception("could not delete %d delivered replies", len(seqs))
-        finally:
-            self._flusher = None
+    def _take_acked(self) -> LedgerOp | None:
+        """The deletion of every reply acknowledged so far (called by the ledger)."""
+        seqs, self._acked = self._acked, []
+        return functools.partial(Tx.outbox_remove, seqs=seqs) if seqs else None
 
     async def drain(self, seconds: float) -> bool:
         """Wait until every pending reply is acknowledged (True) or ``seconds`` pass."""
@@ -136,8 +148,5 @@ class Outbox:
         return self._empty.is_set()
 
     async def close(self) -> None:
-        """Let the last batch of deletions reach the ledger."""
-        self._closing = True
-        self._close_now.set()
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        """Let the last deletions reach the ledger."""
+        await self._ledger.flush_riders()

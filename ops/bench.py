@@ -422,6 +422,8 @@ async def _system_phase(
     finally:
         system.close()
         agents = await stop_sims(sims)
+    # Writer threads of the simulated agents' ledgers, over all sim processes (one each: shared).
+    report["sim_ledger_threads"] = agents.get("ledger_threads", 0)
     report["integrity"] = {
         "http_printed": system.printed,
         "agents_printed": agents.get("printed", 0),

@@ -2,7 +2,9 @@
 
 ``mode: "agents"`` runs one real :class:`branch_agent.Agent` per entry of the spec, all in one
 asyncio loop, each with an in-memory printer that never sleeps (the agent's own code path, minus
-the paper) and its job ledger with ``ledger_sync="normal"`` (no fsync per commit: a simulation).
+the paper) and its own job ledger file with ``ledger_sync="normal"`` (no fsync per commit: a
+simulation). The ledgers share one writer thread (a real agent has one of its own): hundreds of
+writer threads in one process would spend the CPU on waking each other up.
 ``mode: "responders"`` runs bare MQTT responders on the same logins instead (the raw floor).
 The process prints ``READY <n>`` once every session is up, serves until SIGTERM/SIGINT, then
 prints ``STATS <json>`` (jobs printed / requests answered) and exits.
@@ -11,10 +13,12 @@ prints ``STATS <json>`` (jobs printed / requests answered) and exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +26,7 @@ from typing import Any, Final
 from branch_agent import Agent, AgentConfig, MqttSettings, PrinterBackend, PrinterReading
 from branch_agent._printers import VirtualPrinterConfig
 from broker import Credentials
+from groupcommit import Writer
 
 from ._floor import run_responder
 
@@ -52,7 +57,9 @@ class MemoryPrinter(PrinterBackend):
         return PrinterReading(online=True, paper="ok", cover_open=False)
 
 
-def _agent(spec: dict[str, Any], entry: dict[str, Any]) -> tuple[Agent, MemoryPrinter]:
+def _agent(
+    spec: dict[str, Any], entry: dict[str, Any], writer: Writer
+) -> tuple[Agent, MemoryPrinter]:
     config = AgentConfig(
         branch_id=entry["branch_id"],
         agent_id=entry["agent_id"],
@@ -71,26 +78,39 @@ def _agent(spec: dict[str, Any], entry: dict[str, Any]) -> tuple[Agent, MemoryPr
         # per commit). Real agents default to "full".
         ledger_sync=LEDGER_SYNC,
     )
-    agent = Agent(config)
+    import os  # TEMP
+
+    agent = Agent(config, ledger_writer=None if os.environ.get("PM_SIM_OWN") else writer)
     printer = MemoryPrinter(entry["printer"])
     agent.printers[entry["printer"]].backend = printer
     return agent, printer
 
 
 async def _run_agents(spec: dict[str, Any], stop: asyncio.Event) -> dict[str, Any]:
+    async with Writer(name="ledger") as writer:
+        return await _serve_agents(spec, stop, writer)
+
+
+async def _serve_agents(
+    spec: dict[str, Any], stop: asyncio.Event, writer: Writer
+) -> dict[str, Any]:
     agents: list[Agent] = []
     printers: list[MemoryPrinter] = []
     tasks: list[asyncio.Task[None]] = []
     started = time.perf_counter()
     for i in range(0, len(spec["agents"]), WAVE):
-        wave = [_agent(spec, entry) for entry in spec["agents"][i : i + WAVE]]
+        wave = [_agent(spec, entry, writer) for entry in spec["agents"][i : i + WAVE]]
         for agent, printer in wave:
             agents.append(agent)
             printers.append(printer)
             tasks.append(asyncio.create_task(agent.run(), name=f"agent:{agent.branch_id}"))
         async with asyncio.timeout(60):
             await asyncio.gather(*(agent.connected.wait() for agent, _ in wave))
+    # 200-1,000 agents' sessions, clients and tasks are long-lived objects a real agent process
+    # holds once: keep the garbage collector's full passes from walking them again and again.
+    gc.freeze()
     print(f"READY {len(agents)} {time.perf_counter() - started:.3f}", flush=True)
+    ledger_threads = sum(t.name == "ledger" for t in threading.enumerate())
     await stop.wait()
     for agent in agents:
         agent.stop()
@@ -99,6 +119,7 @@ async def _run_agents(spec: dict[str, Any], stop: asyncio.Event) -> dict[str, An
         "agents": len(agents),
         "printed": sum(p.jobs for p in printers),
         "bytes": sum(p.bytes for p in printers),
+        "ledger_threads": ledger_threads,
     }
 
 

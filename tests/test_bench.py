@@ -34,6 +34,8 @@ def test_short_bench_run_writes_sane_results(tmp_path: Path) -> None:
     integrity = report["integrity"]
     assert integrity["match"], integrity
     assert integrity["http_printed"] >= 3 + 40 + report["load"]["system"]["ok"]
+    # The simulated agents' ledgers share one writer thread per process.
+    assert report["sim_ledger_threads"] == 1
     assert report["floor_responders"]["answered"] >= report["load"]["floor"]["ok"] + 40
     idle = report["idle_footprint"]
     assert idle["seconds"] >= 2 and idle["rss_max_mb"] > 0 and idle["cpu_percent"] >= 0

@@ -4,6 +4,8 @@ virtual printer (no broker: replies are read from the outbox)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import sqlite3
 import threading
@@ -15,8 +17,9 @@ import pytest
 
 from branch_agent._jobs import Admission, CancelRequest, JobRequest, Jobs, PrinterSlot, Refusal
 from branch_agent._ledger import LEDGER_FILE, JobRecord, JobState, Ledger, OutboxEntry, Tx
-from branch_agent._outbox import Outbox
+from branch_agent._outbox import FLUSH_DELAY_S, Outbox
 from branch_agent._printers import VirtualPrinter
+from groupcommit import Writer
 from protocol import ErrorCode, decode_reply, encode
 from protocol._messages import Done, Failed, PrintResult
 
@@ -159,6 +162,48 @@ async def test_outbox_publishes_in_order_keeps_unacknowledged_and_resends_next_s
     assert await ledger.call(lambda tx: tx.outbox()) == []
 
 
+async def test_acknowledged_replies_are_forgotten_without_a_commit_of_their_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / LEDGER_FILE
+
+    def stored() -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    async def ok(entry: OutboxEntry) -> None:
+        pass
+
+    async with Ledger(path) as ledger:
+        outbox = Outbox(ledger)
+        pump = asyncio.create_task(outbox.pump(ok))
+        await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", b"1"))
+        assert await outbox.drain(2)
+        assert stored() == 1
+        # The next transaction takes the deletion along: one commit for both.
+        commits = ledger.commits
+        await ledger.call(lambda tx: tx.insert(_record("j2")))
+        assert (ledger.commits, stored()) == (commits + 1, 0)
+        # With no transaction coming, the deletion goes on its own after FLUSH_DELAY_S.
+        await ledger.call(lambda tx: tx.reply("j3", TOPIC, b"c", b"3"))
+        assert await outbox.drain(2)
+        await asyncio.sleep(FLUSH_DELAY_S + 0.3)
+        assert stored() == 0
+        # At a stop, the last deletions reach the file.
+        await ledger.call(lambda tx: tx.reply("j4", TOPIC, b"c", b"4"))
+        assert await outbox.drain(2)
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        await outbox.close()
+        assert stored() == 0
+        await ledger.call(lambda tx: tx.reply("j5", TOPIC, b"c", b"5"))
+        pump = asyncio.create_task(outbox.pump(ok))
+        assert await outbox.drain(2)
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+    assert stored() == 0
+
+
 async def test_outbox_load_takes_over_undelivered_replies(tmp_path: Path) -> None:
     path = tmp_path / LEDGER_FILE
     async with Ledger(path) as ledger:
@@ -168,6 +213,50 @@ async def test_outbox_load_takes_over_undelivered_replies(tmp_path: Path) -> Non
         outbox = Outbox(ledger)
         assert await outbox.load() == 3
         assert len(outbox) == 3
+
+
+async def test_ledgers_sharing_one_writer_keep_their_own_files_jobs_and_outboxes(
+    tmp_path: Path,
+) -> None:
+    """Many agents in one process (the simulation): one writer thread, a ledger file each."""
+    async with Writer(name="ledger") as writer:
+        ledgers = [
+            Ledger(tmp_path / f"a{i}" / LEDGER_FILE, sync="normal", writer=writer) for i in range(3)
+        ]
+        heard: list[list[str | None]] = [[], [], []]
+        for i, ledger in enumerate(ledgers):
+            ledger.on_outbox(lambda entries, i=i: heard[i].extend(e.job_id for e in entries))
+            await ledger.__aenter__()
+        before = writer_threads()
+
+        def admit(tx: Tx, job_id: str) -> None:
+            tx.insert(_record(job_id))
+            tx.reply(job_id, TOPIC, b"c", b"{}")
+
+        # One loop turn: one batch on the thread, one transaction per ledger.
+        await asyncio.gather(
+            *(
+                ledger.call(functools.partial(admit, job_id=f"j{i}"))
+                for i, ledger in enumerate(ledgers)
+            )
+        )
+        names = await asyncio.gather(
+            *(ledger.call(lambda tx: threading.current_thread().name) for ledger in ledgers)
+        )
+        assert set(names) == {"ledger"} and writer_threads() == before == 1
+        assert heard == [["j0"], ["j1"], ["j2"]]
+        assert [ledger.commits for ledger in ledgers] == [2, 2, 2]
+        await ledgers[0].__aexit__(None, None, None)  # one agent stops, the others go on
+        assert await ledgers[1].call(lambda tx: tx.get("j1")) is not None
+        await ledgers[1].__aexit__(None, None, None)
+    await ledgers[2].__aexit__(None, None, None)  # after the shared writer: nothing left to do
+    for i in range(3):
+        with sqlite3.connect(tmp_path / f"a{i}" / LEDGER_FILE) as conn:
+            assert conn.execute("SELECT job_id FROM jobs").fetchall() == [(f"j{i}",)]
+
+
+def writer_threads() -> int:
+    return sum(t.name == "ledger" for t in threading.enumerate())
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -241,6 +330,32 @@ async def test_a_job_delivered_twice_prints_once_and_the_second_answer_is_replay
     assert first.result is not None and replay.result is not None
     assert (first.result.replayed, replay.result.replayed) == (False, True)
     assert h.printer.journal() == ["j1"]
+
+
+async def test_a_retry_through_another_reply_topic_gets_the_later_replies(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    h = _Harness(ledger, tmp_path / "p1")
+    other = "pm/v1/b1/reply/other-instance"
+    await h.submit(_job("j1"))
+    await h.submit(dataclasses.replace(_job("j1"), reply_to=other))  # waiting: retargeted
+    await h.submit(_job("j2"))
+    await h.work()
+    entries = await ledger.call(lambda tx: tx.outbox())
+    stages = [(e.job_id, e.topic, json.loads(e.payload)["stage"]) for e in entries]
+    assert stages == [
+        ("j1", TOPIC, "accepted"),
+        ("j1", other, "accepted"),
+        ("j2", TOPIC, "accepted"),
+        ("j1", other, "printing"),
+        ("j1", other, "done"),
+        ("j2", TOPIC, "printing"),
+        ("j2", TOPIC, "done"),
+    ]
+    # A job that ended keeps its last asker for replays; a new retry gets the stored final.
+    await h.submit(_job("j1"))
+    last = (await ledger.call(lambda tx: tx.outbox()))[-1]
+    assert (last.topic, json.loads(last.payload)["stage"]) == (TOPIC, "done")
 
 
 async def test_restart_mid_print_is_outcome_unknown_and_waiting_jobs_print_once(

@@ -1,40 +1,35 @@
-"""SQLite backend (default): one file, WAL, one connection owned by one thread, group commit.
+"""SQLite backend (default): one file, WAL, one connection on one writer thread, group commit.
 
-Every statement runs on the store's own thread, never on the event loop. The calls made in one
-turn of the event loop are handed over together (one wake-up of the thread); the thread takes
-whatever is queued when it wakes and commits the writes among it in one transaction, each write
-in its own savepoint (so one that fails is rolled back alone), in submission order; every caller
-hears back only after the commit that holds its write. A test print makes five writes (created,
-sent, accepted, printing, printed): under load, the writes of many concurrent jobs share one
-commit and one hop back to the loop instead of four round trips to a thread each.
+Every statement runs on the store's own :class:`groupcommit.Writer` thread (``job-store``), never
+on the event loop. The calls made in one turn of the event loop are handed over together (one
+wake-up of the thread); the thread takes whatever is queued when it wakes and commits the writes
+among it in one transaction, each write in its own savepoint (so one that fails is rolled back
+alone), in submission order; every caller hears back only after the commit that holds its write.
+Reads run in the same order, outside savepoints. A test print makes five writes (created, sent,
+accepted, printing, printed): under load, the writes of many concurrent jobs share one commit and
+one hop back to the loop instead of four round trips to a thread each.
 
 Submission order is commit order, so the semantics are those of one transaction per call run
-one after the other: every conditional transition sees the ones submitted before it.
+one after the other: every conditional transition sees the ones submitted before it. The same
+mechanism keeps the branch agents' job ledgers (:mod:`groupcommit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ._base import SCHEMA, Statement, Store, StoreError
+from groupcommit import Database, Writer, WriterClosed
 
-log = logging.getLogger("cloud_api.store")
+from ._base import SCHEMA, Statement, Store, StoreError
 
 T = TypeVar("T")
 
-#: Calls committed together at most.
+#: Calls run together at most.
 _MAX_BATCH: Final = 256
-
-_Op = Callable[[sqlite3.Connection], Any]
-#: (operation, writes?, future, its loop)
-_Item = tuple[_Op, bool, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
 class SqliteStore(Store):
@@ -42,33 +37,30 @@ class SqliteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
-        #: Calls made during this turn of the event loop, handed over together at its end.
-        self._pending: list[_Item] = []
-        self._thread: threading.Thread | None = None
-        #: Commits made (a commit holds every write queued when it started).
-        self.commits = 0
+        self._writer = Writer(name="job-store", max_batch=_MAX_BATCH)
+        self._db: Database[sqlite3.Connection, object] | None = None
+
+    @property
+    def commits(self) -> int:
+        """Commits made (a commit holds every write queued when it started)."""
+        return self._db.commits if self._db is not None else 0
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         store = cls(path)
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        store._thread = threading.Thread(
-            target=store._run, args=(ready, loop), name="job-store", daemon=True
-        )
-        store._thread.start()
-        await ready
+        store._writer.start()
+        try:
+            store._db = await store._writer.open(store._connect, _connection, name=path)
+        except BaseException:
+            await store._writer.close()
+            raise
         return store
 
     async def close(self) -> None:
-        if self._thread is not None:
-            self._hand_over()  # calls made in this turn of the loop still run
-            self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        # Calls made in this turn of the loop still run, then the connection closes.
+        await self._writer.close()
 
     async def ping(self) -> None:
         try:
@@ -100,20 +92,12 @@ class SqliteStore(Store):
         self, op: Callable[[sqlite3.Connection], T], *, write: bool = True
     ) -> asyncio.Future[T]:
         """Queue ``op`` for the store's thread; await the result (after its commit)."""
-        if self._thread is None:
-            raise StoreError(f"sqlite {self.path}: the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._hand_over)
-        self._pending.append((op, write, future, loop))
-        return future
-
-    def _hand_over(self) -> None:
-        """One wake-up of the store's thread for all calls made in one turn of the loop."""
-        batch, self._pending = self._pending, []
-        if batch:
-            self._queue.put(batch)
+        if self._db is None:
+            raise StoreError(f"sqlite {self.path}: the store is not open")
+        try:
+            return self._db.submit(op, write=write)
+        except WriterClosed as exc:
+            raise StoreError(f"sqlite {self.path}: the store is closed") from exc
 
     # --- the store's thread ----------------------------------------------------------------
 
@@ -128,83 +112,6 @@ class SqliteStore(Store):
             conn.execute(statement.format(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
         return conn
 
-    def _run(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            conn = self._connect()
-        except Exception as exc:  # reported to the opener, who raises it
-            loop.call_soon_threadsafe(_settle_one, ready, None, exc)
-            return
-        loop.call_soon_threadsafe(_settle_one, ready, None, None)
-        try:
-            while True:
-                items = self._queue.get()
-                if items is None:
-                    return
-                batch = list(items)
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._queue.put(None)  # finish this batch, then stop
-                        break
-                    batch.extend(more)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
-        writes = any(write for _, write, _, _ in batch)
-        try:
-            if writes:
-                conn.execute("BEGIN IMMEDIATE")
-            for op, write, _, _ in batch:
-                if not write:
-                    try:
-                        results.append((op(conn), None))
-                    except Exception as exc:
-                        results.append((None, exc))
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op(conn)
-                except Exception as exc:  # one failing write does not sink the batch
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((None, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((result, None))
-            if writes:
-                conn.execute("COMMIT")
-                self.commits += 1
-        except sqlite3.Error as exc:
-            log.exception("job store commit failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [(None, exc)] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
-        for (_, _, future, loop), (result, error) in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((future, result, error))
-        for loop, settled in by_loop.items():
-            # One hop back per loop and batch; callers resume in submission order.
-            try:
-                loop.call_soon_threadsafe(_settle_all, settled)
-            except RuntimeError:  # the loop closed while its calls were queued: nobody waits
-                pass
-
-
-def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, exc in settled:
-        _settle_one(future, result, exc)
-
-
-def _settle_one(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _connection(conn: sqlite3.Connection) -> sqlite3.Connection:
+    return conn
