@@ -11,8 +11,8 @@ from __future__ import annotations
 import abc
 import enum
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -145,6 +145,18 @@ def job_values(job: JobRecord) -> list[Any]:
 Statement = tuple[str, Sequence[Any]]
 
 
+class Step(NamedTuple):
+    """One conditional transition (:meth:`Store.advance_many`)."""
+
+    to: JobState
+    allowed_from: frozenset[JobState]
+    cause: str
+    #: only a job of this branch changes
+    in_branch: str | None = None
+    #: columns set with the state
+    fields: Mapping[str, Any] = {}
+
+
 class Store(abc.ABC):
     """Async job store. Every state change is a conditional update, so two API instances
     sharing one PostgreSQL never both apply the same transition."""
@@ -175,10 +187,19 @@ class Store(abc.ABC):
 
     # --- jobs ------------------------------------------------------------------------------
 
-    async def create_job(self, job: JobRecord, cause: str) -> tuple[JobRecord, bool]:
-        """Insert ``job`` (state queued) with its first event. With an idempotency key already
-        used inside the window, return the existing job and False (same request hash) or raise
+    async def create_job(
+        self, job: JobRecord, cause: str, *, state_cause: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Insert ``job`` with its first event (``queued``, ``cause``). A job created past
+        ``queued`` (a job sent at once: its agent is online) gets the event of its state, with
+        ``state_cause``, in the same transaction. With an idempotency key already used inside
+        the window, return the existing job and False (same request hash) or raise
         :class:`IdempotencyConflict` (different hash)."""
+        events = [self._event_sql(job.id, JobState.QUEUED, job.created_at, cause)]
+        if job.state is not JobState.QUEUED:
+            if state_cause is None:
+                raise ValueError(f"a job created {job.state} needs the cause of that state")
+            events.append(self._event_sql(job.id, job.state, job.updated_at, state_cause))
         if job.idempotency_key is not None:
             existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
             if existing is not None:
@@ -191,8 +212,7 @@ class Store(abc.ABC):
         placeholders = ", ".join("?" for _ in _FIELDS)
         try:
             await self._write(
-                (f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)),
-                [self._event_sql(job.id, job.state, job.created_at, cause)],
+                (f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)), events
             )
         except Exception as exc:
             if job.idempotency_key is None or not self._is_unique_violation(exc):
@@ -250,22 +270,49 @@ class Store(abc.ABC):
         cause: str,
         *,
         at: float | None = None,
+        in_branch: str | None = None,
         **fields: Any,
     ) -> JobRecord | None:
-        """:meth:`transition`, returning the job as the change left it (None: not changed)."""
-        at = time.time() if at is None else at
-        sources = [s.value for s in allowed_from]
+        """:meth:`transition`, returning the job as the change left it (None: not changed).
+
+        With ``in_branch``, only a job of that branch changes (a reply is applied in one
+        statement, its branch checked by the same conditional update)."""
+        step = Step(to, frozenset(allowed_from), cause, in_branch, fields)
+        first, then = self._step_sql(job_id, step, time.time() if at is None else at)
+        rows = await self._write(first, then, only_if_rows=True)
+        return row_to_job(rows[0]) if rows else None
+
+    async def advance_many(self, job_id: str, steps: Sequence[Step]) -> list[JobRecord | None]:
+        """:meth:`advance` for each of ``steps`` in order, in one store operation: each one is
+        still its own conditional update with its event, and sees the ones before it. Returns
+        what each step left (None: that step changed nothing)."""
+        writes = [self._step_sql(job_id, step, time.time()) for step in steps]
+        return [row_to_job(rows[0]) if rows else None for rows in await self._write_each(writes)]
+
+    async def _write_each(
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]]
+    ) -> list[list[Sequence[Any]]]:
+        """``_write(first, then, only_if_rows=True)`` for each of ``writes``, in order. This
+        default makes one transaction of each; a backend may run them in one."""
+        return [await self._write(first, then, only_if_rows=True) for first, then in writes]
+
+    def _step_sql(self, job_id: str, step: Step, at: float) -> tuple[Statement, list[Statement]]:
+        """The conditional update of one transition (returning the row) and its event."""
+        sources = [s.value for s in step.allowed_from]
+        fields = step.fields
         sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
         marks = ", ".join("?" for _ in sources)
-        rows = await self._write(
+        if step.in_branch is None:
+            where, keys = "id = ?", [job_id]
+        else:
+            where, keys = "id = ? AND branch_id = ?", [job_id, step.in_branch]
+        return (
             (
-                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks}) RETURNING {_COLUMNS}",
-                [to.value, at, *fields.values(), job_id, *sources],
+                f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}",
+                [step.to.value, at, *fields.values(), *keys, *sources],
             ),
-            [self._event_sql(job_id, to, at, cause)],
-            only_if_rows=True,
+            [self._event_sql(job_id, step.to, at, step.cause)],
         )
-        return row_to_job(rows[0]) if rows else None
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])

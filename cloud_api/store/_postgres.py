@@ -75,3 +75,19 @@ class PostgresStore(Store):
                 for sql, args in then:
                     await conn.execute(_numbered(sql), *args)
         return rows
+
+    async def _write_each(
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]]
+    ) -> list[list[Sequence[Any]]]:
+        """Several conditional writes in one transaction, on one connection, in order."""
+        results: list[list[Sequence[Any]]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for (sql, args), then in writes:
+                rows: list[Sequence[Any]] = [
+                    tuple(r) for r in await conn.fetch(_numbered(sql), *args)
+                ]
+                if rows:
+                    for then_sql, then_args in then:
+                        await conn.execute(_numbered(then_sql), *then_args)
+                results.append(rows)
+        return results
