@@ -11,21 +11,27 @@ import math
 import struct
 from typing import Any, Final
 
+from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import Properties, VariableByteIntegers
 
 CONTENT_TYPE_JSON: Final = "application/json"
 
 
-class _PublishProperties(Properties):
-    """paho's ``Properties`` of a PUBLISH packet, cheap to build.
+class _Properties(Properties):
+    """paho's ``Properties``, cheap to build and to decode into.
 
     paho builds three lookup tables in every ``Properties.__init__`` and scans them on every
-    attribute set and again in ``pack()``: ~50-75 us per message, a visible share of a request's
-    CPU. Here the tables are class attributes (paho only reads them), and the builders below
-    store their values and the packed bytes directly. paho calls nothing but ``pack()`` on a
-    PUBLISH's properties; setting or deleting any property afterwards drops the packed bytes, so
-    ``pack()`` falls back to paho's own packing and stays true to the attributes.
+    attribute set, in ``pack()`` and in ``unpack()``: ~50-75 us per message, a visible share of
+    a request's CPU in the API and in the agent. Here the tables are class attributes (paho only
+    reads them) and the lookups are precomputed:
+
+    - the builders below store their values and the packed bytes directly (paho calls nothing
+      but ``pack()`` on a PUBLISH's properties); setting or deleting any property afterwards
+      drops the packed bytes, so ``pack()`` falls back to paho's own packing;
+    - ``unpack()`` (paho's packet decoders build one for every PUBLISH and PUBACK they read)
+      decodes as paho does, with paho's own value readers, checks and error messages; a value
+      paho would range-check goes through paho's ``__setattr__``.
     """
 
     _tables = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -33,8 +39,8 @@ class _PublishProperties(Properties):
     names = _tables.names
     properties = _tables.properties
 
-    def __init__(self) -> None:  # the tables are shared: paho's __init__ is not needed
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+    def __init__(self, packetType: int = PacketTypes.PUBLISH) -> None:
+        self.__dict__["packetType"] = packetType  # the tables are shared: no paho __init__
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__.pop("_packed", None)
@@ -49,6 +55,79 @@ class _PublishProperties(Properties):
         if packed is None:
             packed = bytes(super().pack())  # type: ignore[no-untyped-call]
         return packed
+
+    def clear(self) -> None:
+        state = self.__dict__
+        state.pop("_packed", None)
+        for name in _PROPERTY_NAMES:
+            state.pop(name, None)
+
+    def unpack(self, buffer: bytes | bytearray) -> tuple[Properties, int]:
+        self.clear()
+        state = self.__dict__
+        packet_type = state["packetType"]
+        propslen, vbi_len = VariableByteIntegers.decode(buffer)  # type: ignore[no-untyped-call]
+        buffer = buffer[vbi_len:]
+        left = propslen
+        while left > 0:
+            identifier, id_len = VariableByteIntegers.decode(buffer)  # type: ignore[no-untyped-call]
+            buffer = buffer[id_len:]
+            left -= id_len
+            name, value_type, packet_types, multiple, checked = _BY_IDENTIFIER[identifier]
+            value, value_len = self.readProperty(buffer, value_type, left)  # type: ignore[no-untyped-call]
+            buffer = buffer[value_len:]
+            left -= value_len
+            if not multiple and name in state:
+                # paho's message, as paho words it
+                raise MQTTException(f"Property '{property}' must not exist more than once")
+            if checked or packet_type not in packet_types:
+                setattr(self, name, value)  # paho's checks and messages
+            elif multiple:
+                state[name] = [*state.get(name, ()), value]
+            else:
+                state[name] = value
+        return self, propslen + vbi_len
+
+
+def _identifiers() -> dict[int, tuple[str, int, list[int], bool, bool]]:
+    """Property identifier -> (attribute name, value type, packet types, repeatable, range
+    checked), from paho's own tables."""
+    tables = _Properties._tables
+    checked = {
+        "ReceiveMaximum",
+        "TopicAlias",
+        "TopicAliasMaximum",
+        "MaximumPacketSize",
+        "SubscriptionIdentifier",
+        "RequestResponseInformation",
+        "RequestProblemInformation",
+        "PayloadFormatIndicator",
+    }
+    by_identifier = {}
+    for spaced, identifier in tables.names.items():
+        name = spaced.replace(" ", "")
+        value_type, packet_types = tables.properties[identifier]
+        repeatable = bool(tables.allowsMultiple(name))  # type: ignore[no-untyped-call]
+        by_identifier[identifier] = (name, value_type, packet_types, repeatable, name in checked)
+    return by_identifier
+
+
+_BY_IDENTIFIER: Final = _identifiers()
+_PROPERTY_NAMES: Final = tuple(entry[0] for entry in _BY_IDENTIFIER.values())
+
+
+def _install_in_paho() -> None:
+    """paho's packet decoders build a ``Properties`` for every PUBLISH and PUBACK they read (an
+    API instance reads four per test print, an agent three per job): let them build ours."""
+    try:
+        from paho.mqtt import _packet
+    except ImportError:  # pragma: no cover - a paho without the module: leave it as it is
+        return
+    if getattr(_packet, "Properties", None) is Properties:
+        setattr(_packet, "Properties", _Properties)  # noqa: B010 (not re-exported by paho)
+
+
+_install_in_paho()
 
 
 def _utf8(value: str) -> bytes:
@@ -83,7 +162,7 @@ _USER_PROPERTY: Final = b"\x26"
 
 
 def _built(values: dict[str, Any], body: bytes) -> Properties:
-    props = _PublishProperties()
+    props = _Properties()
     state = props.__dict__
     state.update(values)
     state["_packed"] = _vbi(len(body)) + body
@@ -92,7 +171,7 @@ def _built(values: dict[str, Any], body: bytes) -> Properties:
 
 def publish_properties() -> Properties:
     """An empty property set for a PUBLISH packet."""
-    return _PublishProperties()
+    return _Properties()
 
 
 def connect_properties(*, session_expiry: int) -> Properties:
