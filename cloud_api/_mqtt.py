@@ -20,6 +20,7 @@ from protocol import (
     ErrorCode,
     InvalidTopic,
     TopicKind,
+    coalesce_writes,
     connect_properties,
     nodelay_socket_options,
     parse_topic,
@@ -73,6 +74,7 @@ class MqttLink:
         # aiomqtt logs a warning on every publish while more than 10 await their PUBACK; for
         # the API that is ordinary load (a third of all publishes at 64 requests in flight).
         client.pending_calls_threshold = 1000
+        coalesce_writes(client)
         return client
 
     async def run(self) -> None:

@@ -74,6 +74,7 @@ from ._messages import (
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
+    coalesce_writes,
     connect_properties,
     nodelay_socket_options,
     publish_properties,
@@ -155,6 +156,7 @@ __all__ = [
     "Topic",
     "TopicKind",
     "blocking_condition",
+    "coalesce_writes",
     "connect_properties",
     "decode_content",
     "decode_params",

@@ -256,3 +256,56 @@ def set_tcp_nodelay(client: Any) -> bool:
             return False
         dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return True
+
+
+#: MQTT control packet types (the high nibble of a packet's first byte).
+_PUBLISH: Final = 0x30
+_PUBACK: Final = 0x40
+_DISCONNECT: Final = 0xE0
+
+
+def coalesce_writes(client: Any) -> None:
+    """Let a connected-or-not ``aiomqtt.Client`` write all the packets it has queued with one
+    ``send()``, not one each.
+
+    aiomqtt writes when the socket is writable, once per turn of the event loop, and paho then
+    sends every queued packet with its own ``send()``: under load that is one system call (and
+    on loopback one trip through the TCP stack and one wake-up of the broker) per PUBACK and per
+    PUBLISH. Here the queued packets are joined first. paho acts on the completion of only two
+    kinds of packet, a QoS 0 PUBLISH (``on_publish``) and a DISCONNECT; those are sent as paho
+    sends them, and only packets between them are joined. A partly sent packet keeps its place:
+    its unsent bytes lead the joined buffer, and paho's own bookkeeping (``pos``,
+    ``to_process``) carries a joined buffer that the socket takes in parts. MQTT allows several
+    packets in one WebSocket frame, so the WebSocket transport may join too.
+    """
+    paho_client = client._client  # aiomqtt exposes no public handle on paho's client
+    write_one_by_one = paho_client._packet_write
+
+    def packet_write() -> Any:
+        queued = paho_client._out_packet
+        if len(queued) > 1 and _joinable(queued[0]) and _joinable(queued[1]):
+            parts = []
+            while queued and _joinable(queued[0]):
+                packet = queued.popleft()
+                pos = packet["pos"]
+                parts.append(packet["packet"][pos:] if pos else packet["packet"])
+            joined = b"".join(parts)
+            queued.appendleft(
+                {
+                    "command": _PUBACK,  # any command paho does nothing on completion for
+                    "mid": 0,
+                    "qos": 0,
+                    "pos": 0,
+                    "to_process": len(joined),
+                    "packet": joined,
+                    "info": None,
+                }
+            )
+        return write_one_by_one()
+
+    paho_client._packet_write = packet_write
+
+
+def _joinable(packet: dict[str, Any]) -> bool:
+    kind = packet["command"] & 0xF0
+    return kind != _DISCONNECT and not (kind == _PUBLISH and packet["qos"] == 0)
