@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -89,6 +90,8 @@ _COLUMNS: Final = (
     "deadline, sent_by, result, error, idempotency_scope, idempotency_key, request_hash"
 )
 _FIELDS: Final = [c.strip() for c in _COLUMNS.split(",")]
+if JobRecord.__struct_fields__ != tuple(_FIELDS):  # job_values() and row_to_job() rely on it
+    raise RuntimeError("JobRecord's fields and the jobs table's columns differ")
 
 SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -128,17 +131,33 @@ SCHEMA: Final = [
 IDEMPOTENCY_WINDOW_S: Final = 24 * 3600
 
 
+_STATES: Final = {state.value: state for state in JobState}
+
+
 def row_to_job(row: Sequence[Any]) -> JobRecord:
     data = dict(zip(_FIELDS, row, strict=True))
     for key in ("params", "result", "error"):
-        if data[key] is not None:
-            data[key] = bytes(data[key])
-    data["state"] = JobState(data["state"])
+        value = data[key]
+        if value is not None and type(value) is not bytes:
+            data[key] = bytes(value)
+    data["state"] = _STATES[data["state"]]
     return JobRecord(**data)
 
 
 def job_values(job: JobRecord) -> list[Any]:
-    return [getattr(job, name) for name in _FIELDS]
+    return list(msgspec.structs.astuple(job))  # the struct's fields are _FIELDS, in order
+
+
+_INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in _FIELDS)})"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool) -> str:
+    """The conditional update of a transition: ``sources`` states allowed, ``fields`` set."""
+    sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
+    where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
+    marks = ", ".join("?" for _ in range(sources))
+    return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
 
 
 #: One SQL statement (``?`` placeholders) and its arguments.
@@ -209,11 +228,8 @@ class Store(abc.ABC):
                 await self._execute(
                     "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [existing.id]
                 )
-        placeholders = ", ".join("?" for _ in _FIELDS)
         try:
-            await self._write(
-                (f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)), events
-            )
+            await self._write((_INSERT_JOB, job_values(job)), events)
         except Exception as exc:
             if job.idempotency_key is None or not self._is_unique_violation(exc):
                 raise
@@ -300,17 +316,10 @@ class Store(abc.ABC):
         """The conditional update of one transition (returning the row) and its event."""
         sources = [s.value for s in step.allowed_from]
         fields = step.fields
-        sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
-        marks = ", ".join("?" for _ in sources)
-        if step.in_branch is None:
-            where, keys = "id = ?", [job_id]
-        else:
-            where, keys = "id = ? AND branch_id = ?", [job_id, step.in_branch]
+        keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
+        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None)
         return (
-            (
-                f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}",
-                [step.to.value, at, *fields.values(), *keys, *sources],
-            ),
+            (sql, [step.to.value, at, *fields.values(), *keys, *sources]),
             [self._event_sql(job_id, step.to, at, step.cause)],
         )
 
