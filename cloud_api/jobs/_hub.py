@@ -14,18 +14,47 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 
-from ..store import JobRecord
+from ..store import JobRecord, JobState
 
 
 class Watch:
     """One watcher of one job: ``event`` is set on every change (clear it yourself), ``job`` is
-    the job as the latest change announced here left it."""
+    the job as the latest change announced here left it, and :meth:`reach` waits for a change
+    to one of a set of states."""
 
-    __slots__ = ("event", "job")
+    __slots__ = ("_reached", "_wanted", "event", "job")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.job: JobRecord | None = None
+        self._wanted: frozenset[JobState] = frozenset()
+        self._reached: asyncio.Future[JobRecord | None] | None = None
+
+    def _announce(self, job: JobRecord | None) -> None:
+        if job is not None:
+            self.job = job
+            reached = self._reached
+            if reached is not None and not reached.done() and job.state in self._wanted:
+                reached.set_result(job)
+        self.event.set()
+
+    async def reach(self, wanted: frozenset[JobState], seconds: float) -> JobRecord | None:
+        """The first record announced from now on whose state is in ``wanted``; None when
+        none is within ``seconds``. One future and one timer, however many changes come."""
+        loop = asyncio.get_running_loop()
+        reached: asyncio.Future[JobRecord | None] = loop.create_future()
+        self._reached, self._wanted = reached, wanted
+        timer = loop.call_later(seconds, _give_up, reached)
+        try:
+            return await reached
+        finally:
+            timer.cancel()
+            self._reached = None
+
+
+def _give_up(reached: asyncio.Future[JobRecord | None]) -> None:
+    if not reached.done():
+        reached.set_result(None)
 
 
 class JobHub:
@@ -38,9 +67,7 @@ class JobHub:
         Changes are announced in commit order (the store resolves its callers in that order),
         so the last record announced is the current one."""
         for watch in self._watchers.get(job_id, ()):
-            if job is not None:
-                watch.job = job
-            watch.event.set()
+            watch._announce(job)
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Watch]:

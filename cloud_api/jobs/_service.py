@@ -426,20 +426,19 @@ class JobService:
         is heard for a second, the store is read: another instance may have moved the job."""
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        if watch.job is not None:
-            job = watch.job  # announced after ``job`` was read: newer
-        elif job is None:
+        wanted = frozenset(states) | FINAL_STATES
+        if job is None and watch.job is None:
             job = await self.store.get_job(job_id)
         while True:
-            if job is not None and (job.state in states or job.state in FINAL_STATES):
-                return job
+            # a record announced while we read is newer than what we read
+            for known in (watch.job, job):
+                if known is not None and known.state in wanted:
+                    return known
             left = end - loop.time()
             if left <= 0:
                 return None
-            if await wait_for(watch.event, min(left, 1.0)) and watch.job is not None:
-                job = watch.job
-            else:
-                job = await self.store.get_job(job_id)
+            heard = await watch.reach(wanted, min(left, 1.0))
+            job = heard if heard is not None else await self.store.get_job(job_id)
 
     # --- test prints -----------------------------------------------------------------------
 
