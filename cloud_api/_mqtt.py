@@ -24,6 +24,7 @@ from protocol import (
     connect_properties,
     nodelay_socket_options,
     parse_topic,
+    publish_qos1,
     reply_filter,
 )
 
@@ -200,6 +201,6 @@ class MqttLink:
         if client is None:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         try:
-            await client.publish(topic, payload, qos=1, properties=properties)
+            await publish_qos1(client, topic, payload, properties)
         except aiomqtt.MqttError as exc:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"publish failed: {exc}") from exc
