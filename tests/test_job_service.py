@@ -189,9 +189,11 @@ async def test_a_test_print_is_one_write_to_create_and_one_per_reply(
     for reply in replies():  # one at a time, each applied before the next arrives
         service.on_reply("b1", correlation, encode(reply))
         await settled(service)
-    final = await call
+    final, events = await call
     assert final.state is S.PRINTED and final.result is not None
+    # the last reply's operation also read the timeline the test print answers with
     assert (counts.writes, counts.reads) == (4, 0)
+    assert events == await service.timeline(final.id)
     assert await timeline(service, final.id) == [
         (S.QUEUED, "submitted"),
         (S.SENT, "sent to agent a1"),
@@ -209,9 +211,10 @@ async def test_replies_waiting_together_are_one_store_operation(
     correlation = await published(service)
     for reply in replies():  # all three arrive before the first is applied
         service.on_reply("b1", correlation, encode(reply))
-    final = await call
+    final, events = await call
     assert final.state is S.PRINTED
     assert (counts.writes, counts.reads) == (2, 0)
+    assert [e.state for e in events] == [S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.PRINTED]
     assert [state for state, _ in await timeline(service, final.id)] == [
         S.QUEUED,
         S.SENT,
@@ -247,7 +250,7 @@ async def test_a_reply_from_another_branch_changes_nothing(
     job = await store.get_job(job_id)
     assert job is not None and job.state is S.PRINTING
     service.on_reply("b1", correlation, encode(printed()))
-    final = await call
+    final, _ = await call
     assert final.state is S.PRINTED
     assert [state for state, _ in await timeline(service, job_id)] == [
         S.QUEUED,
@@ -305,3 +308,21 @@ async def test_a_job_for_an_offline_agent_is_stored_queued_and_not_published(
     assert created and job.state is S.QUEUED and job.sent_by is None
     assert not link_of(service).published
     assert await timeline(service, job.id) == [(S.QUEUED, "submitted")]
+
+
+async def test_a_test_print_finished_by_another_instance_reads_its_timeline(
+    service: JobService, store: Store
+) -> None:
+    """The waiter hears nothing when another instance moves the job: it finds the final state
+    on its once-a-second read and answers with the timeline from the store."""
+    call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER))
+    job_id = (await published(service)).decode()
+    service.on_reply("b1", job_id.encode(), encode(Accepted(at=time.time())))
+    await settled(service)
+    # another instance's sweeper gives up on it (this instance is not told)
+    assert await store.transition(
+        job_id, S.OUTCOME_UNKNOWN, {S.ACCEPTED}, "the agent accepted the job but never reported"
+    )
+    final, events = await asyncio.wait_for(call, 3)
+    assert final.state is S.OUTCOME_UNKNOWN
+    assert [e.state for e in events] == [S.QUEUED, S.SENT, S.ACCEPTED, S.OUTCOME_UNKNOWN]

@@ -323,7 +323,11 @@ class JobService:
         move, and belong to the branch the reply came from (only the job's own branch may answer
         it: anything else is forged)."""
         steps = [_reply_step(branch_id, reply) for branch_id, reply in replies]
-        if len(steps) == 1:
+        timeline: list[JobEvent] | None = None
+        if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
+            # a test print waits to answer with the timeline: read it in the same operation
+            changed, timeline = await self.store.advance_many_then_timeline(job_id, steps)
+        elif len(steps) == 1:
             step = steps[0]
             changed = [
                 await self.store.advance(
@@ -337,9 +341,10 @@ class JobService:
             ]
         else:
             changed = await self.store.advance_many(job_id, steps)
-        for step, job in zip(steps, changed, strict=True):
-            if job is not None:
-                self._changed(job_id, step.to, job)
+        last = max((i for i, job in enumerate(changed) if job is not None), default=-1)
+        for i, (step, job) in enumerate(zip(steps, changed, strict=True)):
+            if job is not None:  # the timeline read belongs to the last change
+                self._changed(job_id, step.to, job, timeline if i == last else None)
         for step, job in zip(steps, changed, strict=True):
             if job is None:
                 await self._explain_dropped(job_id, step.in_branch)
@@ -373,12 +378,14 @@ class JobService:
             self._changed(job_id, to, job)
         return job
 
-    def _changed(self, job_id: str, to: JobState, job: JobRecord) -> None:
+    def _changed(
+        self, job_id: str, to: JobState, job: JobRecord, timeline: list[JobEvent] | None = None
+    ) -> None:
         """Bookkeeping after a transition this instance applied; waiters hear of it."""
         self._resends.pop(job_id, None)
         if to is not S.SENT:
             self._published.pop(job_id, None)
-        self.hub.notify(job_id, job)
+        self.hub.notify(job_id, job, timeline)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -450,8 +457,9 @@ class JobService:
         *,
         force: bool = False,
         wait: bool = True,
-    ) -> JobRecord:
-        """A test page as a job; with ``wait``, the final job or a typed error."""
+    ) -> tuple[JobRecord, list[JobEvent]]:
+        """A test page as a job; with ``wait``, the final job and its timeline or a typed error
+        (without ``wait``: the job as sent, and no timeline)."""
         check_branch(principal, branch_id)
         agent = self._agent_for(branch_id, printer_id)
         if not agent.online():
@@ -464,7 +472,7 @@ class JobService:
         settings = self.settings
         job_id = new_job_id()
         # Watched from before it exists: every stage reaches us with its record, none is missed.
-        with self.hub.watch(job_id) as watch:
+        with self.hub.watch(job_id, wants_timeline=wait) as watch:
             job, _ = await self._create(
                 principal,
                 branch_id,
@@ -478,8 +486,11 @@ class JobService:
                 job_id,
             )
             if not wait:
-                return job
-            return await self._wait_test_print(watch, job, agent)
+                return job, []
+            final = await self._wait_test_print(watch, job, agent)
+            if final is watch.job and watch.timeline is not None:
+                return final, watch.timeline  # read with the final change, in its operation
+            return final, await self.store.timeline(final.id)
 
     async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
         settings = self.settings

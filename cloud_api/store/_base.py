@@ -144,6 +144,10 @@ def row_to_job(row: Sequence[Any]) -> JobRecord:
     return JobRecord(**data)
 
 
+def _events(rows: Sequence[Sequence[Any]]) -> list[JobEvent]:
+    return [JobEvent(state=_STATES[r[0]], at=r[1], cause=r[2]) for r in rows]
+
+
 def job_values(job: JobRecord) -> list[Any]:
     return list(msgspec.structs.astuple(job))  # the struct's fields are _FIELDS, in order
 
@@ -303,14 +307,26 @@ class Store(abc.ABC):
         still its own conditional update with its event, and sees the ones before it. Returns
         what each step left (None: that step changed nothing)."""
         writes = [self._step_sql(job_id, step, time.time()) for step in steps]
-        return [row_to_job(rows[0]) if rows else None for rows in await self._write_each(writes)]
+        results, _ = await self._write_each(writes)
+        return [row_to_job(rows[0]) if rows else None for rows in results]
+
+    async def advance_many_then_timeline(
+        self, job_id: str, steps: Sequence[Step]
+    ) -> tuple[list[JobRecord | None], list[JobEvent]]:
+        """:meth:`advance_many`, and the job's timeline as those steps left it, read in the
+        same store operation (for a caller about to answer with the timeline)."""
+        writes = [self._step_sql(job_id, step, time.time()) for step in steps]
+        results, events = await self._write_each(writes, self._timeline_sql(job_id))
+        return [row_to_job(rows[0]) if rows else None for rows in results], _events(events)
 
     async def _write_each(
-        self, writes: Sequence[tuple[Statement, Sequence[Statement]]]
-    ) -> list[list[Sequence[Any]]]:
-        """``_write(first, then, only_if_rows=True)`` for each of ``writes``, in order. This
-        default makes one transaction of each; a backend may run them in one."""
-        return [await self._write(first, then, only_if_rows=True) for first, then in writes]
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
+    ) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+        """``_write(first, then, only_if_rows=True)`` for each of ``writes``, in order, then the
+        rows of ``read`` (which sees those writes). This default makes one transaction of each
+        write and reads after them; a backend may do it all in one operation."""
+        results = [await self._write(first, then, only_if_rows=True) for first, then in writes]
+        return results, (await self._fetch(*read) if read is not None else [])
 
     def _step_sql(self, job_id: str, step: Step, at: float) -> tuple[Statement, list[Statement]]:
         """The conditional update of one transition (returning the row) and its event."""
@@ -328,10 +344,11 @@ class Store(abc.ABC):
         return row_to_job(rows[0]) if rows else None
 
     async def timeline(self, job_id: str) -> list[JobEvent]:
-        rows = await self._fetch(
-            "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
-        )
-        return [JobEvent(state=JobState(r[0]), at=r[1], cause=r[2]) for r in rows]
+        return _events(await self._fetch(*self._timeline_sql(job_id)))
+
+    @staticmethod
+    def _timeline_sql(job_id: str) -> Statement:
+        return "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
 
     async def list_jobs(
         self,

@@ -97,11 +97,12 @@ class SqliteStore(Store):
         return await self._call(op)
 
     async def _write_each(
-        self, writes: Sequence[tuple[Statement, Sequence[Statement]]]
-    ) -> list[list[Sequence[Any]]]:
-        """Several conditional writes as one store operation (one savepoint, one hand-over)."""
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
+    ) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+        """Several conditional writes, then a read that sees them, as one store operation (one
+        savepoint, one hand-over)."""
 
-        def op(conn: sqlite3.Connection) -> list[list[Sequence[Any]]]:
+        def op(conn: sqlite3.Connection) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
             results: list[list[Sequence[Any]]] = []
             for (sql, args), then in writes:
                 rows: list[Sequence[Any]] = list(conn.execute(sql, list(args)).fetchall())
@@ -109,7 +110,8 @@ class SqliteStore(Store):
                     for then_sql, then_args in then:
                         conn.execute(then_sql, list(then_args))
                 results.append(rows)
-            return results
+            read_rows = list(conn.execute(read[0], list(read[1])).fetchall()) if read else []
+            return results, read_rows
 
         return await self._call(op)
 
