@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 
 from protocol import software_version
 
-from ._auth import Authenticator, require_principal
+from ._auth import Authenticator, authenticated
 from ._correlator import Correlator
 from ._errors import error_response
 from ._health import Readiness, healthz, readyz
@@ -49,6 +49,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         else MemoryApiKeyStore()
     )
     api_key_service = ApiKeyService(key_store)
+    authenticator = Authenticator(settings.api_token, api_key_service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -100,7 +101,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             ProvisioningController,
             ApiKeysController,
         ],
-        guards=[require_principal],
+        middleware=[authenticated(authenticator)],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, metrics_endpoint, v1],
@@ -111,6 +112,5 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
-    app.state.authenticator = Authenticator(settings.api_token, api_key_service)
     app.state.settings = settings
     return app

@@ -20,9 +20,11 @@ from protocol import (
     ErrorCode,
     InvalidTopic,
     TopicKind,
+    coalesce_writes,
     connect_properties,
     nodelay_socket_options,
     parse_topic,
+    publish_qos1,
     reply_filter,
 )
 
@@ -31,6 +33,27 @@ from ._registry import Registry
 from ._settings import ApiSettings
 
 log = logging.getLogger("cloud_api.mqtt")
+
+
+class _HandledAtOnce(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's incoming queue, replaced by a call: ``handle`` gets each message as paho reads
+    it, in order, before paho acknowledges it.
+
+    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message; every message
+    the API gets is handled without waiting for anything (a reply is routed, a presence or
+    status updates the registry), so it is handled on the spot. ``handle`` must not raise.
+    """
+
+    handle: Callable[[aiomqtt.Message], None]
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        self.handle(item)
+
+
+def _handled_at_once(
+    handle: Callable[[aiomqtt.Message], None],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    return type("HandledAtOnce", (_HandledAtOnce,), {"handle": staticmethod(handle)})
 
 
 class MqttLink:
@@ -69,10 +92,12 @@ class MqttLink:
             socket_options=nodelay_socket_options(),
             max_inflight_messages=1000,
             timeout=10,
+            queue_type=_handled_at_once(self._handle),
         )
         # aiomqtt logs a warning on every publish while more than 10 await their PUBACK; for
         # the API that is ordinary load (a third of all publishes at 64 requests in flight).
         client.pending_calls_threshold = 1000
+        coalesce_writes(client)
         return client
 
     async def run(self) -> None:
@@ -118,12 +143,17 @@ class MqttLink:
             await asyncio.sleep(quiet)
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        """Until the session ends: messages are handled as they are read (``_handle``), so the
+        iterator never yields; it raises when the connection is lost."""
         async for message in client.messages:
-            self._handled += 1
-            try:
-                self.dispatch(message)
-            except Exception:  # a bad message must never take the session down
-                log.exception("error handling message on %s", message.topic)
+            self._handle(message)
+
+    def _handle(self, message: aiomqtt.Message) -> None:
+        self._handled += 1
+        try:
+            self.dispatch(message)
+        except Exception:  # a bad message must never take the session down
+            log.exception("error handling message on %s", message.topic)
 
     def dispatch(self, message: aiomqtt.Message) -> None:
         try:
@@ -171,6 +201,6 @@ class MqttLink:
         if client is None:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         try:
-            await client.publish(topic, payload, qos=1, properties=properties)
+            await publish_qos1(client, topic, payload, properties)
         except aiomqtt.MqttError as exc:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"publish failed: {exc}") from exc

@@ -74,9 +74,11 @@ from ._messages import (
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
+    coalesce_writes,
     connect_properties,
     nodelay_socket_options,
     publish_properties,
+    publish_qos1,
     reply_properties,
     request_properties,
     set_tcp_nodelay,
@@ -155,6 +157,7 @@ __all__ = [
     "Topic",
     "TopicKind",
     "blocking_condition",
+    "coalesce_writes",
     "connect_properties",
     "decode_content",
     "decode_params",
@@ -172,6 +175,7 @@ __all__ = [
     "presence_topic",
     "probe_topic",
     "publish_properties",
+    "publish_qos1",
     "reply_filter",
     "reply_properties",
     "reply_topic",

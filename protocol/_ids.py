@@ -33,6 +33,26 @@ def validate_id(value: str, what: str = "id") -> str:
 _last_id = 0
 _id_lock = threading.Lock()
 
+#: Random bytes are drawn ahead, for 256 ids at a time: ``os.urandom`` releases the GIL, and on
+#: a busy event loop with another thread running every release costs a GIL hand-over.
+_RANDOM_CHUNK: Final = 10 * 256
+_random = b""
+_random_at = 0
+_RAND_BITS: Final = (1 << 76) - 1
+_VERSION_7: Final = 0x7 << 76
+_VARIANT_MASK: Final = ~(0x3 << 62)
+_VARIANT_10: Final = 0x2 << 62
+
+
+def _forget_random() -> None:
+    """In a forked child: the parent's bytes drawn ahead must not make its ids too."""
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random)
+
 
 def new_job_id() -> str:
     """A time-ordered unique job id (UUIDv7 layout, 32 hex digits).
@@ -40,13 +60,17 @@ def new_job_id() -> str:
     Ordered ids keep job listings and store indexes in creation order without a second column;
     ids made in the same millisecond by one process still increase (RFC 9562, method 3).
     """
-    global _last_id
+    global _last_id, _random, _random_at
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand & ((1 << 76) - 1))
-    # Set the RFC 9562 variant bits (10xx) in the 65th and 66th bits.
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
     with _id_lock:
+        at = _random_at
+        if at >= len(_random):
+            _random, at = os.urandom(_RANDOM_CHUNK), 0
+        _random_at = at + 10
+        rand = int.from_bytes(_random[at : at + 10], "big")
+        # 48 bits of milliseconds, version 7, then the RFC 9562 variant bits (10) at bit 62
+        value = ((ms & 0xFFFFFFFFFFFF) << 80 | _VERSION_7 | rand & _RAND_BITS) & _VARIANT_MASK
+        value |= _VARIANT_10
         if value <= _last_id:
             value = _last_id + 1
         _last_id = value

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Final, NamedTuple
 
 from ._errors import InvalidTopic
@@ -37,6 +38,12 @@ class Topic(NamedTuple):
     name: str
 
 
+#: Topics built and parsed are cached: the same few thousand (a few per agent) come back on
+#: every message, and checking their ids is most of the cost.
+_CACHED: Final = 16_384
+
+
+@functools.lru_cache(maxsize=_CACHED)
 def _agent_topic(branch_id: str, agent_id: str, leaf: str) -> str:
     validate_id(branch_id, "branch id")
     validate_id(agent_id, "agent id")
@@ -63,6 +70,7 @@ def probe_topic(branch_id: str, agent_id: str) -> str:
     return f"{request_topic(branch_id, agent_id)}/probe"
 
 
+@functools.lru_cache(maxsize=_CACHED)
 def reply_topic(branch_id: str, requester: str) -> str:
     validate_id(branch_id, "branch id")
     validate_id(requester, "requester id")
@@ -84,6 +92,7 @@ _AGENT_LEAVES: Final = {
 }
 
 
+@functools.lru_cache(maxsize=_CACHED)
 def parse_topic(topic: str) -> Topic:
     """Parse a concrete topic of the tree; raises :class:`InvalidTopic` for anything else."""
     parts = topic.split("/")

@@ -3,6 +3,9 @@ a typed error, topics build and parse symmetrically."""
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -159,6 +162,26 @@ def test_job_ids_are_unique_ordered_and_safe() -> None:
     assert len(set(job_ids)) == len(job_ids)
     assert all(p.is_valid_id(j) and len(j) == 32 for j in job_ids)
     assert job_ids == sorted(job_ids)
+    for job_id in job_ids[::100]:
+        as_uuid = uuid.UUID(job_id)
+        assert as_uuid.version == 7 and as_uuid.variant == uuid.RFC_4122
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_other_job_ids_than_its_parent() -> None:
+    """Random bytes are drawn ahead; a forked child must not reuse the parent's."""
+    p.new_job_id()  # the parent holds bytes drawn ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, p.new_job_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    parent = p.new_job_id()
+    assert child[16:] != parent[16:]  # the random part (the first 16 digits hold the time)
 
 
 def test_retryable_follows_the_code() -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloud_api.store import IdempotencyConflict, JobRecord, JobState, Store, open_store
+from cloud_api.store import IdempotencyConflict, JobRecord, JobState, Step, Store, open_store
 from protocol import new_job_id
 
 from .pg import postgres_url
@@ -74,6 +74,62 @@ async def test_transitions_are_conditional_and_recorded(store: Store) -> None:
         (JobState.QUEUED, "submitted"),
         (JobState.SENT, "sent"),
         (JobState.PRINTED, "done"),
+    ]
+    assert [e.at for e in events] == sorted(e.at for e in events)
+
+
+async def test_a_job_created_sent_has_both_events_in_one_write(store: Store) -> None:
+    sent = job(state=JobState.SENT, sent_by="api-1")
+    created, new = await store.create_job(sent, "submitted", state_cause="sent to agent a1")
+    assert new and await store.get_job(created.id) == sent
+    events = await store.timeline(created.id)
+    assert [(e.state, e.cause) for e in events] == [
+        (JobState.QUEUED, "submitted"),
+        (JobState.SENT, "sent to agent a1"),
+    ]
+    with pytest.raises(ValueError, match="cause"):
+        await store.create_job(job(state=JobState.SENT), "submitted")
+
+
+async def test_a_transition_can_require_the_jobs_branch(store: Store) -> None:
+    created, _ = await store.create_job(job(branch_id="b1"), "submitted")
+    sources = {JobState.QUEUED}
+    assert await store.advance(created.id, JobState.SENT, sources, "x", in_branch="b2") is None
+    assert (await store.get_job(created.id)).state is JobState.QUEUED  # type: ignore[union-attr]
+    moved = await store.advance(created.id, JobState.SENT, sources, "sent", in_branch="b1")
+    assert moved is not None and moved.state is JobState.SENT
+    assert [e.state for e in await store.timeline(created.id)] == [JobState.QUEUED, JobState.SENT]
+
+
+async def test_advance_many_applies_each_step_conditionally_in_order(store: Store) -> None:
+    created, _ = await store.create_job(job(state=JobState.SENT), "submitted", state_cause="sent")
+    S = JobState
+    results = await store.advance_many(
+        created.id,
+        [
+            Step(S.ACCEPTED, frozenset({S.SENT}), "accepted", "b1"),
+            Step(S.PRINTED, frozenset({S.PRINTING}), "too early: not printing yet", "b1"),
+            Step(S.FAILED, frozenset({S.ACCEPTED}), "forged", "b2"),
+            Step(S.PRINTING, frozenset({S.ACCEPTED}), "printing", "b1"),
+            Step(S.PRINTED, frozenset({S.PRINTING}), "printed", "b1", {"result": b"{}"}),
+        ],
+    )
+    assert [r.state if r else None for r in results] == [
+        S.ACCEPTED,
+        None,
+        None,
+        S.PRINTING,
+        S.PRINTED,
+    ]
+    assert results[-1] is not None and results[-1].result == b"{}"
+    assert await store.get_job(created.id) == results[-1]
+    events = await store.timeline(created.id)
+    assert [(e.state, e.cause) for e in events] == [
+        (S.QUEUED, "submitted"),
+        (S.SENT, "sent"),
+        (S.ACCEPTED, "accepted"),
+        (S.PRINTING, "printing"),
+        (S.PRINTED, "printed"),
     ]
     assert [e.at for e in events] == sorted(e.at for e in events)
 

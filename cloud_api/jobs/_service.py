@@ -15,12 +15,13 @@ session and long after the request; they are applied from the store, not from me
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -55,7 +56,15 @@ from .._errors import ApiError
 from .._mqtt import MqttLink
 from .._registry import AgentRecord, Registry
 from .._settings import ApiSettings
-from ..store import FINAL_STATES, IdempotencyConflict, JobEvent, JobRecord, JobState, Store
+from ..store import (
+    FINAL_STATES,
+    IdempotencyConflict,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Step,
+    Store,
+)
 from ._hub import JobHub, Watch, wait_for
 from ._models import SubmitJob
 
@@ -85,7 +94,8 @@ class JobService:
         self.registry = registry
         self.correlator = correlator
         self.hub = JobHub()
-        self._locks: dict[str, _LockEntry] = {}
+        #: job id -> its replies waiting to be applied, in arrival order
+        self._inbox: dict[str, collections.deque[tuple[str, Reply]]] = {}
         #: job id -> monotonic time this instance last published its request
         self._published: dict[str, float] = {}
         #: job id -> times the sweeper asked again since the job last changed state
@@ -139,33 +149,41 @@ class JobService:
             raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
         agent = self._agent_for(branch_id, printer_id)
         now = time.time()
+        deadline = now + expire_after
+        # An online agent gets the job at once: it is stored ``sent`` (its ``queued`` and
+        # ``sent`` events in one transaction), then published; a failed publish puts it back
+        # to ``queued`` for the sweeper. No other instance can race for a job not yet stored.
+        send = agent.online() and deadline > now
         job = JobRecord(
             id=job_id or new_job_id(),
             branch_id=branch_id,
             printer_id=printer_id,
             agent_id=agent.agent_id,
             kind=kind,
-            state=S.QUEUED,
+            state=S.SENT if send else S.QUEUED,
             params=params,
             copies=copies,
             created_at=now,
             updated_at=now,
-            deadline=now + expire_after,
+            deadline=deadline,
+            sent_by=self.settings.instance_id if send else None,
             idempotency_scope=principal.name if idempotency_key else None,
             idempotency_key=idempotency_key,
             request_hash=hashlib.sha256(body).hexdigest() if idempotency_key else None,
         )
         try:
-            stored, created = await self.store.create_job(job, "submitted")
+            stored, created = await self.store.create_job(
+                job, "submitted", state_cause=f"sent to agent {agent.agent_id}" if send else None
+            )
         except IdempotencyConflict as exc:
             raise ApiError(
                 ErrorCode.CONFLICT,
                 "Idempotency-Key was already used with a different request body",
                 job_id=exc.job_id,
             ) from None
-        if created and agent.online():
-            await self._send(stored, agent)
-        return (await self.store.get_job(stored.id) or stored), created
+        if created and send:
+            return await self._publish_created(stored, agent), True
+        return stored, created
 
     def _agent_for(self, branch_id: str, printer_id: str) -> AgentRecord:
         agent = (
@@ -205,6 +223,19 @@ class JobService:
             )
             return False
         return True
+
+    async def _publish_created(self, job: JobRecord, agent: AgentRecord) -> JobRecord:
+        """Publish a job created ``sent``; when that fails, put it back to ``queued``."""
+        try:
+            await self._publish(job, agent, job.deadline - time.time())
+        except ApiError as exc:
+            back = await self._transition(
+                job.id, S.QUEUED, {S.SENT}, f"not sent ({exc.message}); waiting to retry"
+            )
+            if back is None:  # it moved on meanwhile (the broker had it after all)
+                return await self.store.get_job(job.id) or job
+            return back
+        return job
 
     async def _publish(self, job: JobRecord, agent: AgentRecord, remaining: float) -> None:
         method = METHOD_PRINTER_TEST if job.kind == "test" else METHOD_PRINT_JOB
@@ -264,84 +295,97 @@ class JobService:
         except DecodeError as exc:
             log.warning("dropping malformed reply for job %s: %s", job_id, exc.message)
             return
-        self._spawn(self._apply_reply(branch_id, job_id, reply), f"reply:{job_id}")
+        inbox = self._inbox.get(job_id)
+        if inbox is not None:  # the job's task applies it after those before it
+            inbox.append((branch_id, reply))
+            return
+        self._inbox[job_id] = collections.deque([(branch_id, reply)])
+        self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
-    @contextlib.asynccontextmanager
-    async def _job_lock(self, job_id: str) -> AsyncIterator[None]:
-        """Replies of one job are applied one at a time, in arrival order (asyncio locks are
-        FIFO); the lock lives only while someone holds or waits for it."""
-        entry = self._locks.get(job_id)
-        if entry is None:
-            entry = self._locks[job_id] = _LockEntry()
-        entry.users += 1
+    async def _apply_replies(self, job_id: str) -> None:
+        """Apply a job's replies in arrival order, one store operation at a time: those that
+        arrived while the previous operation ran go together in the next one, each still its
+        own conditional transition. One task per job while it has replies waiting."""
+        inbox = self._inbox[job_id]
         try:
-            async with entry.lock:
-                yield
+            while inbox:
+                replies = list(inbox)
+                inbox.clear()
+                try:
+                    await self._apply(job_id, replies)
+                except Exception:
+                    log.exception("applying replies to job %s failed", job_id)
         finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[job_id]
+            del self._inbox[job_id]
 
-    async def _apply_reply(self, branch_id: str, job_id: str, reply: Reply) -> None:
-        async with self._job_lock(job_id):
-            job = await self.store.get_job(job_id)
-            if job is None:
-                log.info("dropping reply for unknown job %s", job_id)
-                return
-            if job.branch_id != branch_id:
-                # only the job's own branch may answer it: anything else is forged
-                log.warning(
-                    "dropping reply for job %s from branch %s: it belongs to %s",
+    async def _apply(self, job_id: str, replies: list[tuple[str, Reply]]) -> None:
+        """Each reply is one conditional update: the job must exist, be in a state the reply may
+        move, and belong to the branch the reply came from (only the job's own branch may answer
+        it: anything else is forged)."""
+        steps = [_reply_step(branch_id, reply) for branch_id, reply in replies]
+        timeline: list[JobEvent] | None = None
+        if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
+            # a test print waits to answer with the timeline: read it in the same operation
+            changed, timeline = await self.store.advance_many_then_timeline(job_id, steps)
+        elif len(steps) == 1:
+            step = steps[0]
+            changed = [
+                await self.store.advance(
                     job_id,
-                    branch_id,
-                    job.branch_id,
+                    step.to,
+                    step.allowed_from,
+                    step.cause,
+                    in_branch=step.in_branch,
+                    **step.fields,
                 )
-                return
-            await self._apply(job, reply)
+            ]
+        else:
+            changed = await self.store.advance_many(job_id, steps)
+        last = max((i for i, job in enumerate(changed) if job is not None), default=-1)
+        for i, (step, job) in enumerate(zip(steps, changed, strict=True)):
+            if job is not None:  # the timeline read belongs to the last change
+                self._changed(job_id, step.to, job, timeline if i == last else None)
+        for step, job in zip(steps, changed, strict=True):
+            if job is None:
+                await self._explain_dropped(job_id, step.in_branch)
 
-    async def _apply(self, job: JobRecord, reply: Reply) -> None:
-        match reply:
-            case Accepted():
-                await self._transition(
-                    job.id, S.ACCEPTED, {S.SENT, S.QUEUED}, "accepted by the agent"
-                )
-            case Printing():
-                await self._transition(
-                    job.id, S.PRINTING, {S.SENT, S.QUEUED, S.ACCEPTED}, "the agent started printing"
-                )
-            case Done(result=result):
-                cause = (
-                    "printed (answered from the agent's ledger)"
-                    if result and result.replayed
-                    else "printed"
-                )
-                # the agent's word wins over our own guess (expired, outcome unknown)
-                await self._transition(
-                    job.id,
-                    S.PRINTED,
-                    {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.EXPIRED, S.OUTCOME_UNKNOWN},
-                    cause,
-                    result=encode(result) if result else None,
-                )
-            case Failed(error=error):
-                state = _FAILED_STATE.get(error.code, S.FAILED)
-                sources = {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING}
-                if state is S.OUTCOME_UNKNOWN:
-                    sources.add(S.EXPIRED)
-                await self._transition(
-                    job.id, state, sources, f"{error.code}: {error.message}", error=encode(error)
-                )
+    async def _explain_dropped(self, job_id: str, branch_id: str | None) -> None:
+        """Log why a reply changed nothing (a late or repeated reply says nothing)."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            log.info("dropping reply for unknown job %s", job_id)
+        elif job.branch_id != branch_id:
+            log.warning(
+                "dropping reply for job %s from branch %s: it belongs to %s",
+                job_id,
+                branch_id,
+                job.branch_id,
+            )
 
     async def _transition(
-        self, job_id: str, to: JobState, allowed: set[JobState], cause: str, **fields: Any
-    ) -> bool:
-        job = await self.store.advance(job_id, to, allowed, cause, **fields)
+        self,
+        job_id: str,
+        to: JobState,
+        allowed: set[JobState],
+        cause: str,
+        *,
+        in_branch: str | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        """The job as the transition left it; None when it was in no allowed state."""
+        job = await self.store.advance(job_id, to, allowed, cause, in_branch=in_branch, **fields)
         if job is not None:
-            self._resends.pop(job_id, None)
-            if to is not S.SENT:
-                self._published.pop(job_id, None)
-            self.hub.notify(job_id, job)
-        return job is not None
+            self._changed(job_id, to, job)
+        return job
+
+    def _changed(
+        self, job_id: str, to: JobState, job: JobRecord, timeline: list[JobEvent] | None = None
+    ) -> None:
+        """Bookkeeping after a transition this instance applied; waiters hear of it."""
+        self._resends.pop(job_id, None)
+        if to is not S.SENT:
+            self._published.pop(job_id, None)
+        self.hub.notify(job_id, job, timeline)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -389,20 +433,19 @@ class JobService:
         is heard for a second, the store is read: another instance may have moved the job."""
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        if watch.job is not None:
-            job = watch.job  # announced after ``job`` was read: newer
-        elif job is None:
+        wanted = frozenset(states) | FINAL_STATES
+        if job is None and watch.job is None:
             job = await self.store.get_job(job_id)
         while True:
-            if job is not None and (job.state in states or job.state in FINAL_STATES):
-                return job
+            # a record announced while we read is newer than what we read
+            for known in (watch.job, job):
+                if known is not None and known.state in wanted:
+                    return known
             left = end - loop.time()
             if left <= 0:
                 return None
-            if await wait_for(watch.event, min(left, 1.0)) and watch.job is not None:
-                job = watch.job
-            else:
-                job = await self.store.get_job(job_id)
+            heard = await watch.reach(wanted, min(left, 1.0))
+            job = heard if heard is not None else await self.store.get_job(job_id)
 
     # --- test prints -----------------------------------------------------------------------
 
@@ -414,8 +457,9 @@ class JobService:
         *,
         force: bool = False,
         wait: bool = True,
-    ) -> JobRecord:
-        """A test page as a job; with ``wait``, the final job or a typed error."""
+    ) -> tuple[JobRecord, list[JobEvent]]:
+        """A test page as a job; with ``wait``, the final job and its timeline or a typed error
+        (without ``wait``: the job as sent, and no timeline)."""
         check_branch(principal, branch_id)
         agent = self._agent_for(branch_id, printer_id)
         if not agent.online():
@@ -428,7 +472,7 @@ class JobService:
         settings = self.settings
         job_id = new_job_id()
         # Watched from before it exists: every stage reaches us with its record, none is missed.
-        with self.hub.watch(job_id) as watch:
+        with self.hub.watch(job_id, wants_timeline=wait) as watch:
             job, _ = await self._create(
                 principal,
                 branch_id,
@@ -442,8 +486,11 @@ class JobService:
                 job_id,
             )
             if not wait:
-                return job
-            return await self._wait_test_print(watch, job, agent)
+                return job, []
+            final = await self._wait_test_print(watch, job, agent)
+            if final is watch.job and watch.timeline is not None:
+                return final, watch.timeline  # read with the final change, in its operation
+            return final, await self.store.timeline(final.id)
 
     async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
         settings = self.settings
@@ -634,12 +681,36 @@ class JobService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class _LockEntry:
-    __slots__ = ("lock", "users")
+_ACCEPTED_FROM: Final = frozenset({S.SENT, S.QUEUED})
+_PRINTING_FROM: Final = frozenset({S.SENT, S.QUEUED, S.ACCEPTED})
+#: the agent's word wins over our own guess (expired, outcome unknown)
+_PRINTED_FROM: Final = frozenset(
+    {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.EXPIRED, S.OUTCOME_UNKNOWN}
+)
+_FAILED_FROM: Final = frozenset({S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING})
 
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+
+def _reply_step(branch_id: str, reply: Reply) -> Step:
+    """The transition a reply from ``branch_id`` asks for."""
+    match reply:
+        case Accepted():
+            return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id)
+        case Printing():
+            return Step(S.PRINTING, _PRINTING_FROM, "the agent started printing", branch_id)
+        case Done(result=result):
+            cause = (
+                "printed (answered from the agent's ledger)"
+                if result and result.replayed
+                else "printed"
+            )
+            fields = {"result": encode(result) if result else None}
+            return Step(S.PRINTED, _PRINTED_FROM, cause, branch_id, fields)
+        case Failed(error=error):
+            state = _FAILED_STATE.get(error.code, S.FAILED)
+            sources = _FAILED_FROM | {S.EXPIRED} if state is S.OUTCOME_UNKNOWN else _FAILED_FROM
+            cause = f"{error.code}: {error.message}"
+            return Step(state, sources, cause, branch_id, {"error": encode(error)})
+    raise AssertionError(f"unknown reply {reply!r}")  # pragma: no cover - Reply is closed
 
 
 def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:

@@ -50,14 +50,14 @@ class PrintersController(Controller):
         own failure (``PAPER_OUT``, ``COVER_OPEN``, ``PRINTER_OFFLINE``, ...). ``force=true``
         skips the API's check of the cached printer status. With ``wait=false``: 202 and the job.
         """
-        job = await job_service.test_print(
+        job, timeline = await job_service.test_print(
             principal_of(request), branch_id, printer_id, force=force, wait=wait
         )
         if not wait:
             return Response(
                 job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
             )
-        view = job_view(job, await job_service.timeline(job.id))
+        view = job_view(job, timeline)
         if job.state is not JobState.PRINTED:
             error = view.error or ErrorInfo(
                 code=ErrorCode.PRINTER_ERROR, message=f"job ended {job.state}"

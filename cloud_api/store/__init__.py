@@ -10,6 +10,7 @@ from ._base import (
     JobEvent,
     JobRecord,
     JobState,
+    Step,
     Store,
     StoreError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "JobEvent",
     "JobRecord",
     "JobState",
+    "Step",
     "Store",
     "StoreError",
     "open_store",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -89,6 +90,8 @@ _COLUMNS: Final = (
     "deadline, sent_by, result, error, idempotency_scope, idempotency_key, request_hash"
 )
 _FIELDS: Final = [c.strip() for c in _COLUMNS.split(",")]
+if JobRecord.__struct_fields__ != tuple(_FIELDS):  # job_values() and row_to_job() rely on it
+    raise RuntimeError("JobRecord's fields and the jobs table's columns differ")
 
 SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -128,21 +131,53 @@ SCHEMA: Final = [
 IDEMPOTENCY_WINDOW_S: Final = 24 * 3600
 
 
+_STATES: Final = {state.value: state for state in JobState}
+
+
 def row_to_job(row: Sequence[Any]) -> JobRecord:
     data = dict(zip(_FIELDS, row, strict=True))
     for key in ("params", "result", "error"):
-        if data[key] is not None:
-            data[key] = bytes(data[key])
-    data["state"] = JobState(data["state"])
+        value = data[key]
+        if value is not None and type(value) is not bytes:
+            data[key] = bytes(value)
+    data["state"] = _STATES[data["state"]]
     return JobRecord(**data)
 
 
+def _events(rows: Sequence[Sequence[Any]]) -> list[JobEvent]:
+    return [JobEvent(state=_STATES[r[0]], at=r[1], cause=r[2]) for r in rows]
+
+
 def job_values(job: JobRecord) -> list[Any]:
-    return [getattr(job, name) for name in _FIELDS]
+    return list(msgspec.structs.astuple(job))  # the struct's fields are _FIELDS, in order
+
+
+_INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in _FIELDS)})"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool) -> str:
+    """The conditional update of a transition: ``sources`` states allowed, ``fields`` set."""
+    sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
+    where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
+    marks = ", ".join("?" for _ in range(sources))
+    return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
 
 
 #: One SQL statement (``?`` placeholders) and its arguments.
 Statement = tuple[str, Sequence[Any]]
+
+
+class Step(NamedTuple):
+    """One conditional transition (:meth:`Store.advance_many`)."""
+
+    to: JobState
+    allowed_from: frozenset[JobState]
+    cause: str
+    #: only a job of this branch changes
+    in_branch: str | None = None
+    #: columns set with the state
+    fields: Mapping[str, Any] = {}
 
 
 class Store(abc.ABC):
@@ -175,10 +210,19 @@ class Store(abc.ABC):
 
     # --- jobs ------------------------------------------------------------------------------
 
-    async def create_job(self, job: JobRecord, cause: str) -> tuple[JobRecord, bool]:
-        """Insert ``job`` (state queued) with its first event. With an idempotency key already
-        used inside the window, return the existing job and False (same request hash) or raise
+    async def create_job(
+        self, job: JobRecord, cause: str, *, state_cause: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Insert ``job`` with its first event (``queued``, ``cause``). A job created past
+        ``queued`` (a job sent at once: its agent is online) gets the event of its state, with
+        ``state_cause``, in the same transaction. With an idempotency key already used inside
+        the window, return the existing job and False (same request hash) or raise
         :class:`IdempotencyConflict` (different hash)."""
+        events = [self._event_sql(job.id, JobState.QUEUED, job.created_at, cause)]
+        if job.state is not JobState.QUEUED:
+            if state_cause is None:
+                raise ValueError(f"a job created {job.state} needs the cause of that state")
+            events.append(self._event_sql(job.id, job.state, job.updated_at, state_cause))
         if job.idempotency_key is not None:
             existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
             if existing is not None:
@@ -188,12 +232,8 @@ class Store(abc.ABC):
                 await self._execute(
                     "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [existing.id]
                 )
-        placeholders = ", ".join("?" for _ in _FIELDS)
         try:
-            await self._write(
-                (f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", job_values(job)),
-                [self._event_sql(job.id, job.state, job.created_at, cause)],
-            )
+            await self._write((_INSERT_JOB, job_values(job)), events)
         except Exception as exc:
             if job.idempotency_key is None or not self._is_unique_violation(exc):
                 raise
@@ -250,32 +290,65 @@ class Store(abc.ABC):
         cause: str,
         *,
         at: float | None = None,
+        in_branch: str | None = None,
         **fields: Any,
     ) -> JobRecord | None:
-        """:meth:`transition`, returning the job as the change left it (None: not changed)."""
-        at = time.time() if at is None else at
-        sources = [s.value for s in allowed_from]
-        sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
-        marks = ", ".join("?" for _ in sources)
-        rows = await self._write(
-            (
-                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks}) RETURNING {_COLUMNS}",
-                [to.value, at, *fields.values(), job_id, *sources],
-            ),
-            [self._event_sql(job_id, to, at, cause)],
-            only_if_rows=True,
-        )
+        """:meth:`transition`, returning the job as the change left it (None: not changed).
+
+        With ``in_branch``, only a job of that branch changes (a reply is applied in one
+        statement, its branch checked by the same conditional update)."""
+        step = Step(to, frozenset(allowed_from), cause, in_branch, fields)
+        first, then = self._step_sql(job_id, step, time.time() if at is None else at)
+        rows = await self._write(first, then, only_if_rows=True)
         return row_to_job(rows[0]) if rows else None
+
+    async def advance_many(self, job_id: str, steps: Sequence[Step]) -> list[JobRecord | None]:
+        """:meth:`advance` for each of ``steps`` in order, in one store operation: each one is
+        still its own conditional update with its event, and sees the ones before it. Returns
+        what each step left (None: that step changed nothing)."""
+        writes = [self._step_sql(job_id, step, time.time()) for step in steps]
+        results, _ = await self._write_each(writes)
+        return [row_to_job(rows[0]) if rows else None for rows in results]
+
+    async def advance_many_then_timeline(
+        self, job_id: str, steps: Sequence[Step]
+    ) -> tuple[list[JobRecord | None], list[JobEvent]]:
+        """:meth:`advance_many`, and the job's timeline as those steps left it, read in the
+        same store operation (for a caller about to answer with the timeline)."""
+        writes = [self._step_sql(job_id, step, time.time()) for step in steps]
+        results, events = await self._write_each(writes, self._timeline_sql(job_id))
+        return [row_to_job(rows[0]) if rows else None for rows in results], _events(events)
+
+    async def _write_each(
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
+    ) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+        """``_write(first, then, only_if_rows=True)`` for each of ``writes``, in order, then the
+        rows of ``read`` (which sees those writes). This default makes one transaction of each
+        write and reads after them; a backend may do it all in one operation."""
+        results = [await self._write(first, then, only_if_rows=True) for first, then in writes]
+        return results, (await self._fetch(*read) if read is not None else [])
+
+    def _step_sql(self, job_id: str, step: Step, at: float) -> tuple[Statement, list[Statement]]:
+        """The conditional update of one transition (returning the row) and its event."""
+        sources = [s.value for s in step.allowed_from]
+        fields = step.fields
+        keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
+        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None)
+        return (
+            (sql, [step.to.value, at, *fields.values(), *keys, *sources]),
+            [self._event_sql(job_id, step.to, at, step.cause)],
+        )
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])
         return row_to_job(rows[0]) if rows else None
 
     async def timeline(self, job_id: str) -> list[JobEvent]:
-        rows = await self._fetch(
-            "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
-        )
-        return [JobEvent(state=JobState(r[0]), at=r[1], cause=r[2]) for r in rows]
+        return _events(await self._fetch(*self._timeline_sql(job_id)))
+
+    @staticmethod
+    def _timeline_sql(job_id: str) -> Statement:
+        return "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
 
     async def list_jobs(
         self,

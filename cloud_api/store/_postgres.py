@@ -75,3 +75,23 @@ class PostgresStore(Store):
                 for sql, args in then:
                     await conn.execute(_numbered(sql), *args)
         return rows
+
+    async def _write_each(
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
+    ) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+        """Several conditional writes, then a read that sees them, in one transaction on one
+        connection."""
+        results: list[list[Sequence[Any]]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for (sql, args), then in writes:
+                rows: list[Sequence[Any]] = [
+                    tuple(r) for r in await conn.fetch(_numbered(sql), *args)
+                ]
+                if rows:
+                    for then_sql, then_args in then:
+                        await conn.execute(_numbered(then_sql), *then_args)
+                results.append(rows)
+            read_rows: list[Sequence[Any]] = (
+                [tuple(r) for r in await conn.fetch(_numbered(read[0]), *read[1])] if read else []
+            )
+        return results, read_rows

@@ -88,6 +88,25 @@ class SqliteStore(Store):
 
         return await self._call(op)
 
+    async def _write_each(
+        self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
+    ) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+        """Several conditional writes, then a read that sees them, as one store operation (one
+        savepoint, one hand-over)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
+            results: list[list[Sequence[Any]]] = []
+            for (sql, args), then in writes:
+                rows: list[Sequence[Any]] = list(conn.execute(sql, list(args)).fetchall())
+                if rows:
+                    for then_sql, then_args in then:
+                        conn.execute(then_sql, list(then_args))
+                results.append(rows)
+            read_rows = list(conn.execute(read[0], list(read[1])).fetchall()) if read else []
+            return results, read_rows
+
+        return await self._call(op)
+
     def _call(
         self, op: Callable[[sqlite3.Connection], T], *, write: bool = True
     ) -> asyncio.Future[T]:
