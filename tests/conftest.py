@@ -4,15 +4,18 @@ processes, on free loopback ports. Each test gets its own branch and agent ids."
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker import free_port
+from cloud_api.store import Store, open_store
 from ops.fake_printer import FakePrinter
 from printermaster._stack import AgentHandle, Stack
+
+from .pg import postgres_url
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,3 +86,19 @@ def fake_printer() -> Iterator[FakePrinter]:
     """A fake ESC/POS network printer on a free loopback port."""
     with FakePrinter() as printer:
         yield printer
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
+    """An empty job store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path_factory.mktemp('store')}/jobs.db"
+    else:
+        url = postgres_url(request)
+    opened = await open_store(url)
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -23,7 +23,7 @@ from cloud_api._registry import Registry
 from cloud_api._settings import ApiSettings, MqttClientSettings
 from cloud_api.jobs import JobService
 from cloud_api.jobs._models import SubmitJob
-from cloud_api.store import JobRecord, JobState, Store, open_store
+from cloud_api.store import JobRecord, JobState, Store
 from protocol import (
     Accepted,
     AgentStatus,
@@ -37,8 +37,6 @@ from protocol import (
     Reply,
     encode,
 )
-
-from .pg import postgres_url
 
 S = JobState
 PRINTER = "POS-80C"
@@ -84,21 +82,6 @@ def count_operations(store: Store) -> Counts:
     spy("_execute", "writes")
     spy("_fetch", "reads")
     return counts
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path_factory.mktemp('service')}/jobs.db"
-    else:
-        url = postgres_url(request)
-    opened = await open_store(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

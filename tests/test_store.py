@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from cloud_api.store import IdempotencyConflict, JobRecord, JobState, Step, Store, open_store
+from cloud_api.store import IdempotencyConflict, JobRecord, JobState, Step, Store
 from protocol import new_job_id
-
-from .pg import postgres_url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path_factory.mktemp('store')}/jobs.db"
-    else:
-        url = postgres_url(request)
-    opened = await open_store(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def job(**overrides: object) -> JobRecord:
