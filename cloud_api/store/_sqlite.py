@@ -5,9 +5,9 @@ on the event loop. The calls made in one turn of the event loop are handed over 
 wake-up of the thread); the thread takes whatever is queued when it wakes and commits the writes
 among it in one transaction, each write in its own savepoint (so one that fails is rolled back
 alone), in submission order; every caller hears back only after the commit that holds its write.
-Reads run in the same order, outside savepoints. A test print makes five writes (created, sent,
-accepted, printing, printed): under load, the writes of many concurrent jobs share one commit and
-one hop back to the loop instead of four round trips to a thread each.
+Reads run in the same order, outside savepoints. A test print makes at most four writes (created
+as sent, then one per reply: accepted, printing, printed; replies waiting together are one):
+under load, the writes of many concurrent jobs share one commit and one hop back to the loop.
 
 Submission order is commit order, so the semantics are those of one transaction per call run
 one after the other: every conditional transition sees the ones submitted before it. The same
