@@ -280,7 +280,9 @@ def coalesce_writes(client: Any) -> None:
     packets in one WebSocket frame, so the WebSocket transport may join too.
     """
     paho_client = client._client  # aiomqtt exposes no public handle on paho's client
-    write_one_by_one = paho_client._packet_write
+    write_one_by_one = getattr(paho_client, "_packet_write", None)
+    if write_one_by_one is None or not hasattr(paho_client, "_out_packet"):
+        return  # a paho this was not written against: leave it as it is
 
     def packet_write() -> Any:
         queued = paho_client._out_packet
@@ -321,12 +323,14 @@ async def publish_qos1(client: Any, topic: str, payload: bytes, properties: Prop
     aiomqtt's publish scans every pending call twice per call and waits through
     ``asyncio.wait_for``: with a few dozen messages in flight that is a fifth of the CPU of a
     QoS 1 round trip. A client limiting its concurrent calls (``max_concurrent_outgoing_calls``)
-    goes through aiomqtt's publish, which holds that limit.
+    goes through aiomqtt's publish, which holds that limit, and so does an aiomqtt this was not
+    written against.
     """
     import aiomqtt
     import paho.mqtt.client as paho_mqtt
 
-    if client._outgoing_calls_sem is not None:
+    pending = getattr(client, "_pending_publishes", None)  # mid -> what on_publish .set()s
+    if getattr(client, "_outgoing_calls_sem", True) is not None or pending is None:
         await client.publish(topic, payload, qos=1, properties=properties)
         return
     info = client._client.publish(topic, payload, 1, False, properties)
@@ -336,7 +340,6 @@ async def publish_qos1(client: Any, topic: str, payload: bytes, properties: Prop
         return
     loop = asyncio.get_running_loop()
     acked: asyncio.Future[None] = loop.create_future()
-    pending = client._pending_publishes  # mid -> what aiomqtt's on_publish calls .set() on
     pending[info.mid] = _Acked(acked)
     within = client.timeout  # aiomqtt's: math.inf waits for ever
     timer = loop.call_later(within, _time_out, acked) if within != math.inf else None

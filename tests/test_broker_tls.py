@@ -509,6 +509,8 @@ async def test_publish_qos1_waits_for_each_puback(
     async with _client(tls_broker, agent.creds, "plain") as agent_client:
         await agent_client.subscribe(req, qos=1)
         async with _client(tls_broker, tls_broker.cloud, transport) as cloud:
+            # the aiomqtt this was written against: the fast path is taken, not the fallback
+            assert cloud._outgoing_calls_sem is None and cloud._pending_publishes == {}
             payloads = [f"{i}".encode() for i in range(300)]
             await asyncio.gather(*(publish_qos1(cloud, req, p, props) for p in payloads))
             assert not cloud._pending_publishes  # every PUBACK arrived and was cleaned up
