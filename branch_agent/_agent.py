@@ -41,6 +41,7 @@ from protocol import (
     nodelay_socket_options,
     parse_topic,
     presence_topic,
+    publish_acked,
     publish_properties,
     reply_properties,
     request_topic,
@@ -310,8 +311,8 @@ class Agent:
         self.jobs.admitted(future.result())
 
     def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> asyncio.Future[None]:
-        return client.publish_acked(
-            entry.topic, entry.payload, properties=reply_properties(entry.correlation)
+        return publish_acked(
+            client, entry.topic, entry.payload, properties=reply_properties(entry.correlation)
         )
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:

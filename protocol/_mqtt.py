@@ -314,41 +314,52 @@ def _joinable(packet: dict[str, Any]) -> bool:
     return kind != _DISCONNECT and not (kind == _PUBLISH and packet["qos"] == 0)
 
 
-async def publish_qos1(client: Any, topic: str, payload: bytes, properties: Properties) -> None:
-    """``await client.publish(topic, payload, qos=1, properties=properties)`` of an
-    ``aiomqtt.Client``, without its per-call overhead: the same paho call, the same wait for the
-    PUBACK (aiomqtt's own PUBACK callback resolves it), the same errors (``MqttCodeError`` when
-    paho refuses the message, ``MqttError`` after the client's ``timeout`` without a PUBACK).
+def publish_acked(
+    client: Any, topic: str, payload: bytes, properties: Properties | None = None
+) -> asyncio.Future[None]:
+    """Hand a QoS 1 message to an ``aiomqtt.Client``'s paho client now; the future completes on
+    its PUBACK (aiomqtt's own PUBACK callback resolves it).
 
-    aiomqtt's publish scans every pending call twice per call and waits through
-    ``asyncio.wait_for``: with a few dozen messages in flight that is a fifth of the CPU of a
-    QoS 1 round trip. A client limiting its concurrent calls (``max_concurrent_outgoing_calls``)
-    goes through aiomqtt's publish, which holds that limit, and so does an aiomqtt this was not
-    written against.
+    Raises ``aiomqtt.MqttCodeError`` when paho refuses the message (no connection). A message
+    whose PUBACK never comes leaves its future pending: the caller times out or gives up on it
+    with the session. aiomqtt's ``publish`` costs a coroutine, an event, a ``wait_for`` and two
+    scans of every pending call per message; a client limiting its concurrent calls
+    (``max_concurrent_outgoing_calls``), or an aiomqtt this was not written against, goes
+    through that ``publish`` instead, which holds the limit.
     """
     import aiomqtt
     import paho.mqtt.client as paho_mqtt
 
     pending = getattr(client, "_pending_publishes", None)  # mid -> what on_publish .set()s
     if getattr(client, "_outgoing_calls_sem", True) is not None or pending is None:
-        await client.publish(topic, payload, qos=1, properties=properties)
-        return
+        fallback: asyncio.Future[None] = asyncio.ensure_future(
+            client.publish(topic, payload, qos=1, properties=properties)
+        )
+        return fallback
     info = client._client.publish(topic, payload, 1, False, properties)
     if info.rc != paho_mqtt.MQTT_ERR_SUCCESS:
         raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-    if info.is_published():
-        return
-    loop = asyncio.get_running_loop()
-    acked: asyncio.Future[None] = loop.create_future()
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acked.add_done_callback(lambda _: pending.pop(info.mid, None))
     pending[info.mid] = _Acked(acked)
+    return acked
+
+
+async def publish_qos1(client: Any, topic: str, payload: bytes, properties: Properties) -> None:
+    """``await client.publish(topic, payload, qos=1, properties=properties)`` of an
+    ``aiomqtt.Client`` through :func:`publish_acked`: the same errors (``MqttCodeError`` when
+    paho refuses the message, ``MqttError`` after the client's ``timeout`` without a PUBACK),
+    without aiomqtt's per-call overhead."""
+    acked = publish_acked(client, topic, payload, properties)
     within = client.timeout  # aiomqtt's: math.inf waits for ever
-    timer = loop.call_later(within, _time_out, acked) if within != math.inf else None
+    timer = None
+    if within != math.inf:
+        timer = asyncio.get_running_loop().call_later(within, _time_out, acked)
     try:
         await acked
     finally:
         if timer is not None:
             timer.cancel()
-        pending.pop(info.mid, None)
 
 
 class _Acked:
