@@ -68,13 +68,7 @@ class PostgresStore(Store):
         self, first: Statement, then: Sequence[Statement] = (), *, only_if_rows: bool = False
     ) -> list[Sequence[Any]]:
         async with self._pool.acquire() as conn, conn.transaction():
-            rows: list[Sequence[Any]] = [
-                tuple(r) for r in await conn.fetch(_numbered(first[0]), *first[1])
-            ]
-            if rows or not only_if_rows:
-                for sql, args in then:
-                    await conn.execute(_numbered(sql), *args)
-        return rows
+            return await _conditional(conn, first, then, only_if_rows)
 
     async def _write_each(
         self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
@@ -83,15 +77,21 @@ class PostgresStore(Store):
         connection."""
         results: list[list[Sequence[Any]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            for (sql, args), then in writes:
-                rows: list[Sequence[Any]] = [
-                    tuple(r) for r in await conn.fetch(_numbered(sql), *args)
-                ]
-                if rows:
-                    for then_sql, then_args in then:
-                        await conn.execute(_numbered(then_sql), *then_args)
-                results.append(rows)
+            for first, then in writes:
+                results.append(await _conditional(conn, first, then, True))
             read_rows: list[Sequence[Any]] = (
                 [tuple(r) for r in await conn.fetch(_numbered(read[0]), *read[1])] if read else []
             )
         return results, read_rows
+
+
+async def _conditional(
+    conn: Any, first: Statement, then: Sequence[Statement], only_if_rows: bool
+) -> list[Sequence[Any]]:
+    """``first`` (its rows are the result), then ``then`` — with ``only_if_rows``, only when
+    ``first`` returned a row. Inside the caller's transaction."""
+    rows: list[Sequence[Any]] = [tuple(r) for r in await conn.fetch(_numbered(first[0]), *first[1])]
+    if rows or not only_if_rows:
+        for sql, args in then:
+            await conn.execute(_numbered(sql), *args)
+    return rows

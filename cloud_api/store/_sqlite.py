@@ -79,14 +79,7 @@ class SqliteStore(Store):
     async def _write(
         self, first: Statement, then: Sequence[Statement] = (), *, only_if_rows: bool = False
     ) -> list[Sequence[Any]]:
-        def op(conn: sqlite3.Connection) -> list[Sequence[Any]]:
-            rows: list[Sequence[Any]] = list(conn.execute(first[0], list(first[1])).fetchall())
-            if rows or not only_if_rows:
-                for sql, args in then:
-                    conn.execute(sql, list(args))
-            return rows
-
-        return await self._call(op)
+        return await self._call(lambda conn: _conditional(conn, first, then, only_if_rows))
 
     async def _write_each(
         self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
@@ -95,13 +88,7 @@ class SqliteStore(Store):
         savepoint, one hand-over)."""
 
         def op(conn: sqlite3.Connection) -> tuple[list[list[Sequence[Any]]], list[Sequence[Any]]]:
-            results: list[list[Sequence[Any]]] = []
-            for (sql, args), then in writes:
-                rows: list[Sequence[Any]] = list(conn.execute(sql, list(args)).fetchall())
-                if rows:
-                    for then_sql, then_args in then:
-                        conn.execute(then_sql, list(then_args))
-                results.append(rows)
+            results = [_conditional(conn, first, then, True) for first, then in writes]
             read_rows = list(conn.execute(read[0], list(read[1])).fetchall()) if read else []
             return results, read_rows
 
@@ -134,3 +121,15 @@ class SqliteStore(Store):
 
 def _connection(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
+
+
+def _conditional(
+    conn: sqlite3.Connection, first: Statement, then: Sequence[Statement], only_if_rows: bool
+) -> list[Sequence[Any]]:
+    """``first`` (its rows are the result), then ``then`` — with ``only_if_rows``, only when
+    ``first`` returned a row. Inside the writer's transaction."""
+    rows: list[Sequence[Any]] = list(conn.execute(first[0], list(first[1])).fetchall())
+    if rows or not only_if_rows:
+        for sql, args in then:
+            conn.execute(sql, list(args))
+    return rows
