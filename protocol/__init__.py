@@ -70,6 +70,7 @@ from ._messages import (
     PrintResult,
     Reply,
     Request,
+    Waiting,
     blocking_condition,
 )
 from ._mqtt import (
@@ -157,6 +158,7 @@ __all__ = [
     "TextBlock",
     "Topic",
     "TopicKind",
+    "Waiting",
     "blocking_condition",
     "coalesce_writes",
     "connect_properties",

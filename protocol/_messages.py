@@ -121,6 +121,15 @@ class Printing(_Reply, kw_only=True, frozen=True, tag="printing"):
     and a crash leaves its outcome unknown."""
 
 
+class Waiting(_Reply, kw_only=True, frozen=True, tag="waiting"):
+    """The agent holds a print job whose printer cannot print now (offline, out of paper,
+    cover open): nothing has been sent to the printer. The job prints when the printer is ready
+    again, if that is before its deadline; else it ends ``failed`` with ``EXPIRED``. Sent again
+    when the condition changes; ``error`` says what the job waits for. Test prints never wait."""
+
+    error: ErrorInfo
+
+
 class Done(_Reply, kw_only=True, frozen=True, tag="done"):
     """Final: the job is on paper (``result`` is None for requests that print nothing, such as
     ``job.cancel``)."""
@@ -134,7 +143,7 @@ class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
     error: ErrorInfo
 
 
-Reply = Accepted | Printing | Done | Failed
+Reply = Accepted | Waiting | Printing | Done | Failed
 
 
 # --- presence and status -------------------------------------------------------------------
