@@ -7,13 +7,34 @@ stream wherever it appears, so ``jobs`` holds exactly the bytes meant for paper.
     with FakePrinter() as printer:              # port 0: the OS picks a free port
         printer.state.paper = "out"             # answer DLE EOT as a printer out of paper
         printer.behaviour = "stall"             # accept connections, never read or answer
-                                                # also: stall_on_data, drop, drop_on_data
         ...
         printer.jobs                            # one bytes object per connection that sent data
+
+Behaviours (``printer.behaviour``, or ``--behaviour`` from a shell):
+
+* ``normal``: read everything, answer every ``DLE EOT``.
+* ``stall``: accept connections, never read or answer (a hung printer).
+* ``stall_on_data``: answer status, stop reading at the first job byte (a paper jam mid-job).
+* ``drop``: reset every connection at once; ``drop_on_data``: reset at the first job byte.
+* ``jam_after_data``: read every job byte, then never answer ``DLE EOT`` again on that
+  connection (the job reached the printer, which then jams: the ticket may be on paper).
+* ``vanish_mid_job``: keep ``vanish_after`` job bytes (default 1), then reset the connection
+  (a printer switched off mid-ticket).
+
+Timed faults, for chaos runs (each returns at once; the printer recovers by itself):
+
+* ``printer.stall_for(6)``: for 6 s read nothing and answer nothing on any connection, old or
+  new, then serve normally again (the bytes sent meanwhile wait in the socket buffers).
+* ``printer.paper_out_for(5)``: answer "paper out" for 5 s, then "paper ok".
+
+``printer.connections`` lists every accepted connection (``printer.accepted`` counts them,
+``printer.open_connections`` counts those still open), so a test can see how a client uses
+them.
 
 From a shell::
 
     python ops/fake_printer.py --port 9100 [--paper out] [--cover-open] [--save-dir DIR]
+        [--behaviour NAME] [--stall-after S --stall-for S] [--paper-out-after S --paper-out-for S]
 """
 
 from __future__ import annotations
@@ -35,7 +56,18 @@ from typing import Literal
 log = logging.getLogger("fake_printer")
 
 DLE_EOT = b"\x10\x04"
-Behaviour = Literal["normal", "stall", "stall_on_data", "drop", "drop_on_data"]
+Behaviour = Literal[
+    "normal", "stall", "stall_on_data", "drop", "drop_on_data", "jam_after_data", "vanish_mid_job"
+]
+BEHAVIOURS: tuple[Behaviour, ...] = (
+    "normal",
+    "stall",
+    "stall_on_data",
+    "drop",
+    "drop_on_data",
+    "jam_after_data",
+    "vanish_mid_job",
+)
 Paper = Literal["ok", "near_end", "out"]
 
 
@@ -74,13 +106,32 @@ class PrinterState:
 
 @dataclass
 class Connection:
-    """What one client connection sent."""
+    """What one client connection sent.
+
+    A connection may carry several jobs (a client that keeps it alive): job data that follows a
+    status request starts a new job, and a job ends at the next status request or when the
+    connection closes.
+    """
 
     peer: tuple[str, int]
     raw: bytearray = field(default_factory=bytearray)
     data: bytearray = field(default_factory=bytearray)
     queries: list[int] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
+    #: ``jam_after_data``: the job arrived and the printer jammed; no answer any more.
+    jammed: bool = False
+    #: Jobs that ended (followed by a status request or the close), and the one arriving.
+    finished: list[bytes] = field(default_factory=list)
+    current: bytearray = field(default_factory=bytearray)
+
+    def add_data(self, chunk: bytes) -> None:
+        self.data += chunk
+        self.current += chunk
+
+    def end_job(self) -> None:
+        if self.current:
+            self.finished.append(bytes(self.current))
+            self.current = bytearray()
 
 
 class FakePrinter:
@@ -89,7 +140,11 @@ class FakePrinter:
     def __init__(self, port: int = 0, state: PrinterState | None = None) -> None:
         self.state = state or PrinterState()
         self.behaviour: Behaviour = "normal"
+        #: ``vanish_mid_job``: job bytes kept before the connection is reset.
+        self.vanish_after = 1
         self.connections: list[Connection] = []
+        #: Monotonic time until which nothing is read or answered (see :meth:`stall_for`).
+        self._stalled_until = 0.0
         self._requested_port = port
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -140,13 +195,65 @@ class FakePrinter:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
+    # --- timed faults --------------------------------------------------------------------------
+
+    def stall_for(self, seconds: float) -> None:
+        """Read and answer nothing for ``seconds`` (every connection), then recover."""
+        with self._changed:
+            self._stalled_until = time.monotonic() + seconds
+            self._changed.notify_all()
+
+    @property
+    def stalled(self) -> bool:
+        return time.monotonic() < self._stalled_until
+
+    def paper_out_for(self, seconds: float) -> None:
+        """Answer "paper out" for ``seconds``, then "paper ok" again."""
+        self.state.paper = "out"
+        timer = threading.Timer(seconds, self._paper_back)
+        timer.daemon = True
+        timer.start()
+
+    def _paper_back(self) -> None:
+        self.state.paper = "ok"
+
+    def _wait_out_stall(self) -> None:
+        while not self._stopping.is_set():
+            remaining = self._stalled_until - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stopping.wait(min(remaining, 0.05))
+
     # --- what arrived ------------------------------------------------------------------------
 
     @property
-    def jobs(self) -> list[bytes]:
-        """Job data (status requests removed) of every connection that sent some, in order."""
+    def accepted(self) -> int:
+        """Connections accepted so far."""
         with self._lock:
-            return [bytes(c.data) for c in self.connections if c.data]
+            return len(self.connections)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not closed yet (by either side)."""
+        with self._lock:
+            return sum(not c.closed.is_set() for c in self.connections)
+
+    @property
+    def jobs(self) -> list[bytes]:
+        """Job data (status requests removed), in order: on each connection, job bytes between
+        status requests are one job (a connection per job is one job per connection)."""
+        with self._lock:
+            return [
+                job
+                for c in self.connections
+                for job in [*c.finished, *([bytes(c.current)] if c.current else [])]
+            ]
+
+    @property
+    def finished_jobs(self) -> list[bytes]:
+        """Jobs known to be complete: followed by a status request, or their connection closed."""
+        with self._lock:
+            return [job for c in self.connections for job in c.finished]
 
     @property
     def queries(self) -> list[int]:
@@ -155,13 +262,14 @@ class FakePrinter:
             return [n for c in self.connections for n in c.queries]
 
     def wait_for_jobs(self, count: int, timeout: float = 10.0) -> list[bytes]:
-        """Block until ``count`` connections have sent data and closed; return all jobs."""
+        """Block until ``count`` jobs are complete (followed by a status request or their
+        connection closed); return all complete jobs."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                done = [c for c in self.connections if c.data and c.closed.is_set()]
+                done = [job for c in self.connections for job in c.finished]
                 if len(done) >= count:
-                    return [bytes(c.data) for c in done]
+                    return done
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"{len(done)} of {count} jobs arrived within {timeout}s")
@@ -202,6 +310,7 @@ class FakePrinter:
         pending = b""
         try:
             while not self._stopping.is_set():
+                self._wait_out_stall()
                 try:
                     chunk = sock.recv(65536)
                 except TimeoutError:
@@ -209,7 +318,7 @@ class FakePrinter:
                 if not chunk:
                     if pending:  # a trailing partial DLE sequence is plain data after all
                         with self._lock:
-                            conn.data += pending
+                            conn.add_data(pending)
                     break
                 with self._lock:
                     conn.raw += chunk
@@ -238,10 +347,16 @@ class FakePrinter:
                     break  # maybe a request split across reads: wait for more
                 if pending[i + 1] == 0x04 and 1 <= pending[i + 2] <= 4:
                     n = pending[i + 2]
-                    with self._lock:
+                    with self._changed:
                         conn.queries.append(n)
+                        conn.end_job()
+                        self._changed.notify_all()
                         answer = self.state.answer(n)
-                    sock.sendall(answer)
+                        if self.behaviour == "jam_after_data" and conn.data:
+                            conn.jammed = True
+                    if not conn.jammed:
+                        self._wait_out_stall()
+                        sock.sendall(answer)
                     i += 3
                     continue
             if self.behaviour == "drop_on_data":
@@ -249,8 +364,17 @@ class FakePrinter:
                 return None
             end = pending.find(b"\x10", i + 1)
             end = len(pending) if end < 0 else end
+            if self.behaviour == "vanish_mid_job":
+                keep = max(0, self.vanish_after - len(conn.data))
+                with self._lock:
+                    conn.add_data(pending[i : min(end, i + keep)])
+                if end - i >= keep:
+                    _reset(sock)
+                    return None
+                i = end
+                continue
             with self._lock:
-                conn.data += pending[i:end]
+                conn.add_data(pending[i:end])
             if self.behaviour == "stall_on_data":
                 self._stopping.wait()  # like a paper jam: stop reading, keep the connection
                 return None
@@ -259,6 +383,7 @@ class FakePrinter:
 
     def _closed(self, conn: Connection) -> None:
         with self._changed:
+            conn.end_job()
             conn.closed.set()
             self._changed.notify_all()
 
@@ -276,11 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", choices=["ok", "near_end", "out"], default="ok")
     parser.add_argument("--cover-open", action="store_true")
     parser.add_argument("--offline", action="store_true")
-    parser.add_argument(
-        "--behaviour",
-        choices=["normal", "stall", "stall_on_data", "drop", "drop_on_data"],
-        default="normal",
-    )
+    parser.add_argument("--behaviour", choices=BEHAVIOURS, default="normal")
+    parser.add_argument("--vanish-after", type=int, default=1, help="vanish_mid_job: bytes kept")
+    parser.add_argument("--stall-after", type=float, default=0.0, help="seconds before a stall")
+    parser.add_argument("--stall-for", type=float, default=0.0, help="stall this long, recover")
+    parser.add_argument("--paper-out-after", type=float, default=0.0)
+    parser.add_argument("--paper-out-for", type=float, default=0.0, help="paper out this long")
     parser.add_argument("--save-dir", type=Path, help="write each job to DIR/job-N.prn")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -290,14 +416,21 @@ def main(argv: list[str] | None = None) -> int:
     state = PrinterState(online=not args.offline, paper=args.paper, cover_open=args.cover_open)
     printer = FakePrinter(args.port, state)
     printer.behaviour = args.behaviour
+    printer.vanish_after = args.vanish_after
     with printer:
+        for after, length, fault in (
+            (args.stall_after, args.stall_for, printer.stall_for),
+            (args.paper_out_after, args.paper_out_for, printer.paper_out_for),
+        ):
+            if length > 0:
+                timer = threading.Timer(after, fault, (length,))
+                timer.daemon = True
+                timer.start()
         print(f"fake printer listening on 127.0.0.1:{printer.port}", flush=True)
         seen = 0
         try:
             while True:
-                with printer._lock:
-                    jobs = [bytes(c.data) for c in printer.connections if c.closed.is_set()]
-                jobs = [job for job in jobs if job]
+                jobs = printer.finished_jobs
                 for job in jobs[seen:]:
                     seen += 1
                     log.info("job %d: %d bytes", seen, len(job))

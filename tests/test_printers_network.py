@@ -99,7 +99,7 @@ def test_stalled_printer_fails_in_bounded_time(fake_printer: FakePrinter) -> Non
     assert fake_printer.jobs == []
 
 
-def test_stall_while_sending_a_job_is_a_printer_error(fake_printer: FakePrinter) -> None:
+def test_stall_while_sending_a_job_is_outcome_unknown(fake_printer: FakePrinter) -> None:
     """A printer that answers status but stops reading mid-job (paper jam, full buffer)."""
     big = b"x" * (64 << 20)  # far beyond the socket buffers on both sides
     fake_printer.behaviour = "stall_on_data"
@@ -107,16 +107,16 @@ def test_stall_while_sending_a_job_is_a_printer_error(fake_printer: FakePrinter)
     started = time.monotonic()
     with pytest.raises(PrinterError) as caught:
         printer.write(big, "job-6")
-    assert caught.value.code is ErrorCode.PRINTER_ERROR
-    assert "partly printed" in caught.value.message
+    assert caught.value.code is ErrorCode.OUTCOME_UNKNOWN
+    assert "may be on paper" in caught.value.message
     assert time.monotonic() - started < 5
 
 
-def test_dropped_connection_on_job_data_is_a_typed_error(fake_printer: FakePrinter) -> None:
+def test_dropped_connection_on_job_data_is_outcome_unknown(fake_printer: FakePrinter) -> None:
     fake_printer.behaviour = "drop_on_data"
     with pytest.raises(PrinterError) as caught:
         backend(fake_printer).write(JOB, "job-7")
-    assert caught.value.code is ErrorCode.PRINTER_ERROR
+    assert caught.value.code is ErrorCode.OUTCOME_UNKNOWN
     assert "connection lost" in caught.value.message
 
 
@@ -162,4 +162,146 @@ def test_status_during_a_stuck_job_answers_from_the_last_reading(
     assert time.monotonic() - started < 1.5
     assert reading.paper == "ok"  # the last reading, not a second connection mid-job
     worker.join(timeout=10)
-    assert [f.code for f in failures] == [ErrorCode.PRINTER_ERROR]
+    assert [f.code for f in failures] == [ErrorCode.OUTCOME_UNKNOWN]
+
+
+# --- bytes that reached the printer are never reported as a clean failure ---------------------
+
+
+def test_printer_that_jams_after_reading_every_byte_is_outcome_unknown(
+    fake_printer: FakePrinter,
+) -> None:
+    """The ticket is on paper (the printer read it all), then it never confirms: not FAILED."""
+    fake_printer.behaviour = "jam_after_data"
+    with pytest.raises(PrinterError) as caught:
+        backend(fake_printer, timeout=0.5).write(JOB, "job-jam")
+    assert fake_printer.jobs == [JOB]
+    assert caught.value.code is ErrorCode.OUTCOME_UNKNOWN
+    assert f"after all {len(JOB)} bytes" in caught.value.message
+    assert not caught.value.info().retryable
+
+
+def test_printer_that_vanishes_mid_job_is_outcome_unknown(fake_printer: FakePrinter) -> None:
+    fake_printer.behaviour = "vanish_mid_job"
+    fake_printer.vanish_after = 1000
+    big = b"y" * (4 << 20)
+    with pytest.raises(PrinterError) as caught:
+        backend(fake_printer, timeout=2).write(big, "job-vanish")
+    assert caught.value.code is ErrorCode.OUTCOME_UNKNOWN
+    assert fake_printer.jobs == [b"y" * 1000]
+
+
+# --- status polls are short and give way to jobs ----------------------------------------------
+
+
+def test_status_poll_of_a_hung_printer_gives_up_within_its_status_timeout(
+    fake_printer: FakePrinter,
+) -> None:
+    """A hung printer (connects, never answers) costs a poll about a second, not ``timeout``."""
+    fake_printer.behaviour = "stall"
+    printer = backend(fake_printer, timeout=10)
+    started = time.monotonic()
+    reading = printer.status()
+    assert time.monotonic() - started < 5  # status_timeout is 1 s; the job timeout 10 s
+    assert not reading.online and "status request" in reading.detail
+
+
+def test_a_write_does_not_wait_behind_a_poll_stuck_on_the_printer(
+    fake_printer: FakePrinter,
+) -> None:
+    """The poll holds the printer (its status timeout is long here); a job interrupts it, and
+    the poll answers from its last reading instead of reporting the printer offline."""
+    import threading
+
+    printer = NetworkPrinter(
+        "POS-80C", "127.0.0.1", fake_printer.port, timeout=10, status_timeout=8
+    )
+    assert printer.status().online
+    fake_printer.stall_for(1.0)
+    readings: list[object] = []
+    poll = threading.Thread(target=lambda: readings.append(printer.status()))
+    poll.start()
+    time.sleep(0.3)  # the poll is now waiting for the stalled printer's answer
+    started = time.monotonic()
+    printer.write(JOB, "job-preempt")
+    took = time.monotonic() - started
+    poll.join(timeout=10)
+    assert fake_printer.wait_for_jobs(1) == [JOB]
+    assert took < 5, f"the job waited {took:.1f}s behind the poll (its timeout is 8 s)"
+    assert len(readings) == 1 and readings[0].online  # type: ignore[attr-defined]
+
+
+# --- deadlines: never start late, never write past the deadline -----------------------------
+
+
+def test_a_job_never_starts_after_its_deadline_behind_a_stalled_printer(
+    fake_printer: FakePrinter,
+) -> None:
+    """The issue's stalled printer: it stops answering for 3 s; a job due in 1 s must end
+    EXPIRED before its point of no return, and no byte of it may reach the printer later."""
+    from branch_agent._printers._base import WriteTicket
+
+    printer = backend(fake_printer, timeout=10)
+    assert printer.status().online
+    fake_printer.stall_for(3.0)
+    starts: list[str] = []
+    ticket = WriteTicket("job-late", time.time() + 1.0, start=lambda: starts.append("start"))
+    started = time.monotonic()
+    with pytest.raises(PrinterError) as caught:
+        printer.print_job(JOB, ticket)
+    assert time.monotonic() - started < 2.5
+    assert caught.value.code in (ErrorCode.EXPIRED, ErrorCode.PRINTER_OFFLINE)
+    assert starts == [] and not ticket.started and ticket.sent == 0
+    time.sleep(3.5)  # the printer recovers: anything sent would arrive now
+    assert fake_printer.jobs == []
+
+
+def test_a_write_still_running_at_its_deadline_is_stopped(fake_printer: FakePrinter) -> None:
+    from branch_agent._printers._base import WriteTicket
+
+    fake_printer.behaviour = "stall_on_data"  # takes some bytes, then jams
+    printer = backend(fake_printer, timeout=30)
+    ticket = WriteTicket("job-cut", time.time() + 1.0)
+    started = time.monotonic()
+    with pytest.raises(PrinterError) as caught:
+        printer.print_job(b"z" * (64 << 20), ticket)
+    assert time.monotonic() - started < 5  # the deadline, not the 30 s timeout
+    assert ticket.started and ticket.sent > 0
+    assert caught.value.code is ErrorCode.OUTCOME_UNKNOWN
+    assert "deadline" in caught.value.message
+
+
+# --- one kept-alive connection ----------------------------------------------------------------
+
+
+def test_polls_and_jobs_share_one_kept_alive_connection_closed_when_idle(
+    fake_printer: FakePrinter,
+) -> None:
+    printer = NetworkPrinter("POS-80C", "127.0.0.1", fake_printer.port, idle_close=0.5)
+    for i in range(30):
+        assert printer.status().online
+        if i % 10 == 0:
+            printer.write(JOB, f"job-keep-{i}")
+    assert fake_printer.wait_for_jobs(3) == [JOB, JOB, JOB]
+    assert fake_printer.accepted == 1  # was one connection per poll and per job: 33
+    deadline = time.monotonic() + 5
+    while fake_printer.open_connections:
+        assert time.monotonic() < deadline, "the idle connection was never closed"
+        time.sleep(0.05)
+    assert printer.status().online  # and a new one is opened when needed
+    assert fake_printer.accepted == 2
+
+
+def test_a_kept_connection_the_printer_closed_is_replaced_without_an_error(
+    fake_printer: FakePrinter,
+) -> None:
+    printer = backend(fake_printer)
+    assert printer.status().online
+    with fake_printer._lock:
+        sockets = list(fake_printer._sockets)
+    for sock in sockets:  # the printer drops idle connections (many do)
+        sock.close()
+    time.sleep(0.2)
+    assert printer.status().online
+    printer.write(JOB, "job-after-drop")
+    assert fake_printer.wait_for_jobs(1) == [JOB]

@@ -27,8 +27,12 @@ class NetworkPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="n
 
     host: str
     port: int = 9100
-    #: Seconds for each step: connect, one status answer, sending the job.
+    #: Seconds for each step of a job: connecting, each chunk of job data, the receipt.
     timeout: float = 10.0
+    #: Seconds a status answer may take (a printer answers ``DLE EOT`` at once).
+    status_timeout: float = 1.0
+    #: Seconds without use after which the kept-alive connection is closed.
+    idle_close: float = 15.0
     status_query: bool = True
 
 
@@ -115,6 +119,8 @@ def open_backend(config: PrinterConfig, data_dir: Path) -> PrinterBackend:
                 config.port,
                 timeout=config.timeout,
                 status_query=config.status_query,
+                status_timeout=config.status_timeout,
+                idle_close=config.idle_close,
             )
         case UsbPrinterConfig():
             from ._usb import UsbPrinter

@@ -1,8 +1,10 @@
 """CUPS printers through pycups: raw ESC/POS to a raw queue, waiting for CUPS to finish the job.
 
 A job is done when CUPS says ``completed`` (the backend, e.g. ``socket://``, handed every byte to
-the printer). Anything else within ``timeout`` is a failure, and the CUPS job is cancelled so a
-ticket never prints hours late when the printer comes back.
+the printer). Anything else within ``timeout`` (or before the job's deadline, if that is nearer)
+is a failure, and the CUPS job is cancelled so a ticket never prints hours late when the printer
+comes back. A job CUPS never got to the printer failed cleanly (PRINTER_OFFLINE, or EXPIRED at
+its deadline); one it was sending when it broke off is OUTCOME_UNKNOWN (it may be on paper).
 
 pycups is imported lazily (the ``cups`` extra). A configured ``server`` is made libcups' default
 with ``cups.setServer`` before every connection, not passed as ``Connection(host=, port=)``:
@@ -13,6 +15,7 @@ per thread in libcups and the agent calls backends from worker threads, hence ev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -21,7 +24,7 @@ from typing import Any, ClassVar
 
 from protocol import ErrorCode
 
-from ._base import Paper, PrinterError, PrinterReading
+from ._base import DeadlinePassed, Paper, PrinterError, PrinterReading
 from ._serialized import SerializedBackend
 
 # IPP job-state and printer-state values (RFC 8011), so the mapping reads without pycups.
@@ -220,6 +223,7 @@ class CupsPrinter(SerializedBackend):
         )
         if blocking is not None:
             raise blocking
+        self._begin()
         cups_job = self._submit(conn, data, job_id)
         self._wait(conn, cups_job)
 
@@ -240,7 +244,10 @@ class CupsPrinter(SerializedBackend):
 
     def _wait(self, conn: Any, cups_job: int) -> None:
         cups = import_cups()
-        deadline = time.monotonic() + self.timeout
+        limit = self.timeout
+        with contextlib.suppress(DeadlinePassed):
+            limit = self._step(self.timeout)
+        deadline = time.monotonic() + limit
         state, attrs = JOB_PENDING, {}
         try:
             while True:
@@ -252,14 +259,18 @@ class CupsPrinter(SerializedBackend):
         except (cups.IPPError, cups.HTTPError) as exc:
             self._cancel(conn, cups_job)
             raise PrinterError(
-                ErrorCode.PRINTER_ERROR,
-                f"CUPS {self.queue}: lost track of job {cups_job}: {exc}; it was cancelled",
+                ErrorCode.OUTCOME_UNKNOWN,
+                f"CUPS {self.queue}: lost track of job {cups_job}: {exc}; it was cancelled, "
+                "but may be on paper: check the printer before reprinting",
             ) from exc
         if state == JOB_COMPLETED:
             return
         if state in (JOB_PENDING, JOB_HELD, JOB_PROCESSING, JOB_STOPPED):
             self._cancel(conn, cups_job)
-        raise self._job_error(conn, cups_job, state, attrs)
+        error = self._job_error(conn, cups_job, state, attrs)
+        if limit < self.timeout and error.code is ErrorCode.PRINTER_OFFLINE:
+            raise DeadlinePassed(f"{error.message} (the job's deadline came)")
+        raise error
 
     def _job_error(
         self, conn: Any, cups_job: int, state: int, attrs: dict[str, Any]
@@ -286,8 +297,8 @@ class CupsPrinter(SerializedBackend):
                 f"{where} after {self.timeout}s ({detail}); cancelled, nothing printed",
             )
         return PrinterError(
-            ErrorCode.PRINTER_ERROR,
-            f"{where} ({detail}); the ticket may be partly printed",
+            ErrorCode.OUTCOME_UNKNOWN,
+            f"{where} ({detail}); the ticket may be on paper, check the printer before reprinting",
         )
 
     def _cancel(self, conn: Any, cups_job: int) -> None:

@@ -7,7 +7,12 @@ works. Each subclass names the third-party exceptions its transport raises; they
 here, and which code they get depends on the stage:
 
 * before the first job byte: PRINTER_OFFLINE (retryable, nothing printed);
-* from the first job byte on: PRINTER_ERROR (not retryable: the ticket may be partly printed).
+* from the first job byte on: OUTCOME_UNKNOWN (the ticket may be on paper, wholly or in part:
+  a person must look before it is printed again).
+
+Status answers wait at most ``status_timeout`` (a printer answers ``DLE EOT`` at once); the
+receipt confirmation after the job waits up to ``timeout``, as the printer must read the whole
+job before it answers.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class EscposDeviceBackend(SerializedBackend):
         super().__init__(name)
         self.timeout = timeout
         self.status_query = status_query
+        if timeout > 0:
+            self.status_timeout = min(self.status_timeout, timeout)
+        #: Seconds the next status answer may take (``_read_byte`` honours it).
+        self.read_timeout = self.status_timeout if timeout > 0 else timeout
 
     # --- what a subclass provides ------------------------------------------------------------
 
@@ -90,16 +99,21 @@ class EscposDeviceBackend(SerializedBackend):
                 blocking = report.blocking_error()
                 if blocking is not None:
                     raise blocking
+            self._begin()
             try:
+                self._sent(len(data))  # handed over in one piece: some of it may be on paper
                 self._send(device, data)
                 if report is not None:
+                    self.read_timeout = self._step(self.timeout)
                     self._exchange(device, request(StatusQuery.PRINTER))
             except self._transport_errors() as exc:
                 raise PrinterError(
-                    ErrorCode.PRINTER_ERROR,
+                    ErrorCode.OUTCOME_UNKNOWN,
                     f"{self.where}: failed while sending the job ({_describe(exc)}); "
-                    "the ticket may be partly printed",
+                    "the ticket may be on paper, check the printer before reprinting",
                 ) from exc
+            finally:
+                self.read_timeout = self.status_timeout if self.timeout > 0 else self.timeout
         finally:
             self._close_quietly(device)
 
@@ -116,6 +130,7 @@ class EscposDeviceBackend(SerializedBackend):
             ) from exc
 
     def _exchange(self, device: Any, req: bytes) -> int:
+        self._check_preempted()
         self._send(device, req)
         return self._read_byte(device)
 
@@ -130,7 +145,7 @@ class EscposDeviceBackend(SerializedBackend):
         except TimeoutError as exc:
             raise PrinterError(
                 ErrorCode.PRINTER_OFFLINE,
-                f"{self.where}: no answer to a status request within {self.timeout}s "
+                f"{self.where}: no answer to a status request within {self.read_timeout:.3g}s "
                 "(a printer without DLE EOT needs status_query = false)",
             ) from exc
         except StatusFormatError as exc:

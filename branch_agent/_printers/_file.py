@@ -70,7 +70,7 @@ class FilePrinter(EscposDeviceBackend):
 
         handle = device.device
 
-        ready, _, _ = select.select([handle], [], [], self.timeout)
+        ready, _, _ = select.select([handle], [], [], self.read_timeout)
         if not ready:
             raise TimeoutError
         answer = os.read(handle.fileno(), 16)

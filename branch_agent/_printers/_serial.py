@@ -81,6 +81,7 @@ class SerialPrinter(EscposDeviceBackend):
             raise TimeoutError(f"write blocked for {self.timeout}s (flow control)") from exc
 
     def _read_byte(self, device: Any) -> int:
+        device.device.timeout = self.read_timeout
         answer: bytes = device.device.read(1)
         if not answer:
             raise TimeoutError

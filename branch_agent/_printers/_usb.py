@@ -87,7 +87,7 @@ class UsbPrinter(EscposDeviceBackend):
     def _read_byte(self, device: Any) -> int:
         usb = _import_usb()
         try:
-            answer = device.device.read(self.in_ep, 16, self._timeout_ms)
+            answer = device.device.read(self.in_ep, 16, max(1, round(self.read_timeout * 1000)))
         except usb.core.USBTimeoutError as exc:
             raise TimeoutError from exc
         if not answer:

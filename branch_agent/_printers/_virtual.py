@@ -6,7 +6,8 @@ switch it to paper-out or cover-open while the agent runs::
     echo '{"paper": "out"}' > DIR/state.json
 
 Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
-(seconds each job takes, at most 60: a slow printer, for timing tests).
+(seconds each job takes before its bytes land, at most 60: a slow printer, for timing tests).
+A job whose deadline comes during that delay is stopped with nothing written (EXPIRED).
 
 Every write is a file of its own (``JOB.prn``; a second print of the same job ``JOB.2.prn``) and
 a line in ``journal.log`` (job ids in print order), so exactly-once can be checked on "paper".
@@ -22,7 +23,7 @@ from typing import ClassVar
 
 from protocol import ErrorCode
 
-from ._base import PrinterBackend, PrinterError, PrinterReading
+from ._base import DeadlinePassed, PrinterBackend, PrinterError, PrinterReading, WriteTicket
 
 STATE_FILE = "state.json"
 JOB_SUFFIX = ".prn"
@@ -61,14 +62,29 @@ class VirtualPrinter(PrinterBackend):
         return self._reading(self._state())
 
     def write(self, data: bytes, job_id: str) -> None:
+        self.print_job(data, WriteTicket(job_id))
+
+    def print_job(self, data: bytes, ticket: WriteTicket) -> None:
+        job_id = ticket.job_id
         state = self._state()
         blocking = self._reading(state).blocking_error()
         if blocking is not None:
             raise blocking
+        ticket.start()
         delay = state.get("delay_s", 0) if isinstance(state, dict) else 0
         if isinstance(delay, int | float) and delay > 0:
-            # runs in the agent's printer thread, like a real slow printer
-            time.sleep(min(float(delay), 60.0))
+            # runs in the agent's printer thread, like a real slow printer; bounded by the
+            # job's deadline: stopped before its bytes land, nothing is on paper
+            until = time.monotonic() + min(float(delay), 60.0)
+            try:
+                while (left := until - time.monotonic()) > 0:
+                    ticket.stopped.wait(ticket.remaining(left))
+                ticket.remaining(1.0)
+            except DeadlinePassed as exc:
+                raise DeadlinePassed(
+                    "virtual printer: the job's deadline came before it was written; "
+                    "nothing was printed"
+                ) from exc
         # job ids come from the protocol's safe set; write-then-link so a reader never sees half
         # a job, a crash never leaves a file that counts as printed, and a second print of the
         # same job is a second file (JOB.2.prn), never a silent overwrite: paper counts exactly.
@@ -85,6 +101,7 @@ class VirtualPrinter(PrinterBackend):
                 except FileExistsError:
                     copy += 1
             os.unlink(tmp)
+            ticket.sent = len(data)
             with open(self.directory / JOURNAL_FILE, "a") as journal:
                 journal.write(f"{job_id}\n")
         except OSError as exc:
