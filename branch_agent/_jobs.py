@@ -15,8 +15,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -27,13 +27,11 @@ from protocol import (
     Done,
     ErrorCode,
     Failed,
-    PrinterState,
     Printing,
     PrintJobParams,
-    PrintResult,
     ProtocolError,
-    Reply,
     Request,
+    Waiting,
     decode_params,
     decode_reply,
     encode,
@@ -41,8 +39,11 @@ from protocol import (
 )
 
 from ._ledger import FINAL_STATES, JobRecord, JobState, Ledger, Tx
-from ._printers import PrinterBackend, PrinterError, PrinterReading
 from ._render import render_content, render_test_page
+from ._slot import PrinterSlot
+from ._worker import STARTABLE, Worker, end, waiting_info
+
+__all__ = ["Admission", "CancelRequest", "JobRequest", "Jobs", "PrinterSlot", "Refusal"]
 
 log = logging.getLogger("branch_agent.jobs")
 
@@ -100,39 +101,6 @@ class Admission:
     cancelled: JobRecord | None = None
 
 
-# --- printers ------------------------------------------------------------------------------
-
-
-@dataclass
-class PrinterSlot:
-    """One printer: its backend, its waiting jobs in order, and what the status reports."""
-
-    backend: PrinterBackend
-    queue: asyncio.Queue[JobRecord] = field(default_factory=asyncio.Queue)
-    #: Jobs accepted and not started, by id (a cancelled job leaves here at once).
-    waiting: dict[str, JobRecord] = field(default_factory=dict)
-    busy: str | None = None
-    reading: PrinterReading = field(default_factory=PrinterReading)
-    last_error: PrinterError | None = None
-    last_printed_at: float | None = None
-
-    def state(self) -> PrinterState:
-        return PrinterState(
-            name=self.backend.name,
-            kind=self.backend.kind,
-            online=self.reading.online,
-            paper=self.reading.paper,
-            cover_open=self.reading.cover_open,
-            last_error=self.last_error.info() if self.last_error else None,
-            last_printed_at=self.last_printed_at,
-        )
-
-    def enqueue(self, job: JobRecord) -> None:
-        if job.job_id not in self.waiting:
-            self.waiting[job.job_id] = job
-            self.queue.put_nowait(job)
-
-
 def _failed(job_id: str | None, code: ErrorCode, text: str) -> bytes:
     return encode(Failed(job_id=job_id, at=time.time(), error=error_info(code, text)))
 
@@ -141,6 +109,12 @@ def _replay(job: JobRecord) -> list[bytes]:
     """The answer to a job id seen before: where it stands, never a second execution."""
     if job.state is JobState.RECEIVED:
         return [encode(Accepted(job_id=job.job_id, at=time.time()))]
+    if job.state is JobState.WAITING:
+        info = waiting_info(ErrorCode(job.error_code or ErrorCode.PRINTER_OFFLINE))
+        return [
+            encode(Accepted(job_id=job.job_id, at=time.time())),
+            encode(Waiting(job_id=job.job_id, at=job.updated_at, error=info)),
+        ]
     if job.state is JobState.PRINTING:
         return [
             encode(Accepted(job_id=job.job_id, at=time.time())),
@@ -201,7 +175,7 @@ class Jobs:
             self._on_change()
         if admission.cancelled is not None:
             slot = self.printers.get(admission.cancelled.printer)
-            if slot is not None and slot.waiting.pop(admission.cancelled.job_id, None) is not None:
+            if slot is not None and slot.discard(admission.cancelled.job_id):
                 self._on_change()
 
     def _admit(self, tx: Tx, request: JobRequest) -> Admission:
@@ -278,14 +252,14 @@ class Jobs:
         if target.printer not in self.printers:
             answer(_failed(request.job_id, ErrorCode.NOT_FOUND, f"no job {request.target!r} here"))
             return Admission()
-        if target.state is JobState.RECEIVED:
+        if target.state in STARTABLE:
             failed = _failed(
                 target.job_id, ErrorCode.CANCELLED, f"cancelled by job.cancel {request.job_id}"
             )
             tx.transition(
                 target.job_id,
                 JobState.CANCELLED,
-                expect=JobState.RECEIVED,
+                expect=STARTABLE,
                 final_reply=failed,
                 error_code=ErrorCode.CANCELLED,
             )
@@ -307,35 +281,27 @@ class Jobs:
 
     async def recover(self) -> dict[str, int]:
         """Settle what a previous run left: ``printing`` becomes ``outcome_unknown``; ``received``
-        resumes, or expires when its deadline has passed. Call before the first session."""
+        and ``waiting`` resume, or expire when their deadline has passed. Call before the first
+        session."""
 
         def op(tx: Tx) -> tuple[list[JobRecord], dict[str, int]]:
             now = time.time()
             counts = {"outcome_unknown": 0, "expired": 0, "failed": 0, "resumed": 0}
             for job in tx.in_state(JobState.PRINTING):
                 failed = _failed(job.job_id, ErrorCode.OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_TEXT)
-                self._end(tx, job, JobState.OUTCOME_UNKNOWN, failed, ErrorCode.OUTCOME_UNKNOWN)
+                end(tx, job, JobState.OUTCOME_UNKNOWN, failed, ErrorCode.OUTCOME_UNKNOWN)
                 counts["outcome_unknown"] += 1
             resume = []
-            for job in tx.in_state(JobState.RECEIVED):
+            for job in tx.in_state(*STARTABLE):
                 if job.deadline is not None and now > job.deadline:
                     text = "the deadline passed while the agent was stopped"
                     failed = _failed(job.job_id, ErrorCode.EXPIRED, text)
-                    self._end(
-                        tx, job, JobState.EXPIRED, failed, ErrorCode.EXPIRED, JobState.RECEIVED
-                    )
+                    end(tx, job, JobState.EXPIRED, failed, ErrorCode.EXPIRED, STARTABLE)
                     counts["expired"] += 1
                 elif job.printer not in self.printers:
                     text = f"agent {self._agent_id} has no printer {job.printer!r} any more"
                     failed = _failed(job.job_id, ErrorCode.PRINTER_NOT_FOUND, text)
-                    self._end(
-                        tx,
-                        job,
-                        JobState.FAILED,
-                        failed,
-                        ErrorCode.PRINTER_NOT_FOUND,
-                        JobState.RECEIVED,
-                    )
+                    end(tx, job, JobState.FAILED, failed, ErrorCode.PRINTER_NOT_FOUND, STARTABLE)
                     counts["failed"] += 1
                 else:
                     resume.append(job)
@@ -344,48 +310,32 @@ class Jobs:
 
         resume, counts = await self._ledger.call(op)
         for job in resume:
-            self.printers[job.printer].enqueue(job)
+            slot = self.printers[job.printer]
+            if job.state is JobState.WAITING and job.error_code:
+                slot.announced[job.job_id] = ErrorCode(job.error_code)  # heard before the stop
+            slot.enqueue(job)
         if any(counts.values()):
             log.info("recovered from the ledger: %s", counts)
         return counts
-
-    @staticmethod
-    def _end(
-        tx: Tx,
-        job: JobRecord,
-        state: JobState,
-        reply: bytes,
-        code: ErrorCode | None = None,
-        expect: JobState = JobState.PRINTING,
-    ) -> bool:
-        """Final transition plus its reply, to whoever asked last."""
-        current = tx.current(job)
-        if not tx.transition(job.job_id, state, expect=expect, final_reply=reply, error_code=code):
-            return False
-        tx.reply(job.job_id, current.reply_to, current.correlation, reply)
-        return True
 
     # --- printing --------------------------------------------------------------------------
 
     async def run_printer(self, slot: PrinterSlot) -> None:
         """One printer's worker: its jobs one at a time, in order; ends between jobs on close."""
-        while not self._closing:
-            job = await slot.queue.get()
-            if slot.waiting.pop(job.job_id, None) is None:
-                continue  # cancelled while waiting
-            slot.busy = job.job_id
-            self._on_change()
-            try:
-                await self._print(slot, job)
-            except Exception:  # a bug here must not stop the printer's queue
-                log.exception("job %s: unexpected error", job.job_id)
-            finally:
-                slot.busy = None
-                self._on_change()
+        await Worker(
+            self._ledger, slot, self._render_job, self._on_change, lambda: self._closing
+        ).run()
 
     def close(self) -> None:
         """Take no further job from the queues (the one printing finishes)."""
         self._closing = True
+
+    def _render_job(self, job: JobRecord) -> Awaitable[bytes] | bytes:
+        # A test page is a cached template with the id and time filled in: not worth a
+        # thread hop. Content (images, many copies) is rendered off the loop.
+        if job.method == METHOD_PRINTER_TEST:
+            return self._render(job)
+        return asyncio.to_thread(self._render, job)
 
     def _render(self, job: JobRecord) -> bytes:
         if job.method == METHOD_PRINTER_TEST:
@@ -395,77 +345,12 @@ class Jobs:
                 printer=job.printer,
                 job_id=job.job_id,
             )
-        params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
+        try:
+            params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from exc
         assert isinstance(params, PrintJobParams)
         return render_content(params.content, copies=params.copies)
-
-    async def _print(self, slot: PrinterSlot, job: JobRecord) -> None:
-        if job.deadline is not None and time.time() > job.deadline:
-            failed = _failed(job.job_id, ErrorCode.EXPIRED, "deadline passed while queued")
-            await self._ledger.call(
-                lambda tx: self._end(
-                    tx, job, JobState.EXPIRED, failed, ErrorCode.EXPIRED, JobState.RECEIVED
-                )
-            )
-            return
-        try:
-            # A test page is a cached template with the id and time filled in: not worth a
-            # thread hop. Content (images, many copies) is rendered off the loop.
-            if job.method == METHOD_PRINTER_TEST:
-                data = self._render(job)
-            else:
-                data = await asyncio.to_thread(self._render, job)
-        except (ProtocolError, ValueError) as exc:
-            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
-            failed = _failed(job.job_id, ErrorCode.INVALID_REQUEST, f"cannot render: {text}")
-            await self._ledger.call(
-                lambda tx: self._end(
-                    tx, job, JobState.FAILED, failed, ErrorCode.INVALID_REQUEST, JobState.RECEIVED
-                )
-            )
-            return
-
-        def start(tx: Tx) -> bool:
-            if not tx.transition(job.job_id, JobState.PRINTING, expect=JobState.RECEIVED):
-                return False  # cancelled, expired or already taken
-            current = tx.current(job)
-            printing = encode(Printing(job_id=job.job_id, at=time.time()))
-            tx.reply(job.job_id, current.reply_to, current.correlation, printing)
-            return True
-
-        # The point of no return: committed (fsynced with ledger_sync=full) before any byte.
-        if not await self._ledger.call(start):
-            log.info("job %s not started: it left the received state", job.job_id)
-            return
-        started = time.perf_counter()
-        reply: Reply
-        code: ErrorCode | None
-        try:
-            if slot.backend.blocking:
-                await asyncio.to_thread(slot.backend.write, data, job.job_id)
-            else:
-                slot.backend.write(data, job.job_id)
-        except PrinterError as exc:
-            slot.last_error = exc
-            state, code = JobState.FAILED, exc.code
-            reply = Failed(job_id=job.job_id, at=time.time(), error=exc.info())
-        except Exception as exc:
-            log.exception("printing job %s failed unexpectedly", job.job_id)
-            state, code = JobState.FAILED, ErrorCode.PRINTER_ERROR
-            text = f"{type(exc).__name__}: {exc}"
-            reply = Failed(job_id=job.job_id, at=time.time(), error=error_info(code, text))
-        else:
-            slot.last_error = None
-            slot.last_printed_at = time.time()
-            state, code = JobState.PRINTED, None
-            result = PrintResult(
-                printer=job.printer,
-                bytes=len(data),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-            reply = Done(job_id=job.job_id, at=slot.last_printed_at, result=result)
-        payload = encode(reply)
-        await self._ledger.call(lambda tx: self._end(tx, job, state, payload, code))
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -3,11 +3,17 @@
 One row per job id (the request's correlation data)::
 
     received ──> printing ──> printed
-       │            ├──────> failed            the printer refused (paper out, cover open, ...)
-       │            └──────> outcome_unknown   the agent stopped while the job was printing
-       ├──> cancelled                          job.cancel arrived first
-       ├──> expired                            the deadline passed before printing started
-       └──> failed                             refused before printing (printer gone, bad content)
+     │   ▲ │        ├──────> failed            the printer failed before any byte was sent
+     │   │ │        ├──────> expired           the deadline came before the first byte
+     │   │ │        └──────> outcome_unknown   bytes were sent, then the printer failed (or the
+     │   │ │                                   agent stopped): the ticket may be on paper
+     │   │ ├──> cancelled                      job.cancel arrived first
+     │   │ ├──> expired                        the deadline passed before printing started
+     │   │ └──> failed                         refused before printing (printer gone, bad content)
+     ▼   │
+    waiting ──> printing / cancelled / expired  a print job held until its printer is ready
+                                               (offline, out of paper, cover open); error_code
+                                               says which
 
 The ``printing`` mark is committed before a single byte goes to the printer; that commit is the
 point of no return. Every reply is written to the ``outbox`` table in the same transaction as the
@@ -45,6 +51,8 @@ _MAX_BATCH: Final = 512
 
 class JobState(enum.StrEnum):
     RECEIVED = "received"
+    #: A print job held until its printer is ready (``error_code``: what it waits for).
+    WAITING = "waiting"
     PRINTING = "printing"
     PRINTED = "printed"
     FAILED = "failed"
@@ -192,20 +200,29 @@ class Tx:
         job_id: str,
         to: JobState,
         *,
-        expect: JobState,
+        expect: JobState | tuple[JobState, ...],
         final_reply: bytes | None = None,
         error_code: str | None = None,
     ) -> bool:
-        """Move ``job_id`` from ``expect`` to ``to``; False (nothing changed) from any other state.
+        """Move ``job_id`` from ``expect`` (one state or several) to ``to``; False (nothing
+        changed) from any other state. ``error_code`` replaces the row's (None clears it).
 
         This compare-and-set is what settles races: cancel against print, a resumed job
         against its redelivered twin.
         """
+        expected = (expect,) if isinstance(expect, JobState) else expect
+        marks = ", ".join("?" * len(expected))
         cursor = self._conn.execute(
             "UPDATE jobs SET state = ?, final_reply = coalesce(?, final_reply), "
-            "error_code = coalesce(?, error_code), updated_at = ? "
-            "WHERE job_id = ? AND state = ?",
-            (to.value, final_reply, error_code, time.time(), job_id, expect.value),
+            f"error_code = ?, updated_at = ? WHERE job_id = ? AND state IN ({marks})",
+            (
+                to.value,
+                final_reply,
+                error_code,
+                time.time(),
+                job_id,
+                *(state.value for state in expected),
+            ),
         )
         if to in FINAL_STATES:
             self._retargeted.discard(job_id)
@@ -216,10 +233,11 @@ class Tx:
         self._conn.execute("UPDATE jobs SET reply_to = ? WHERE job_id = ?", (reply_to, job_id))
         self._retargeted.add(job_id)
 
-    def in_state(self, state: JobState) -> list[JobRecord]:
+    def in_state(self, *states: JobState) -> list[JobRecord]:
+        marks = ", ".join("?" * len(states))
         rows = self._conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY received_at, rowid",
-            (state.value,),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY received_at, rowid",
+            tuple(state.value for state in states),
         ).fetchall()
         return [JobRecord._from_row(row) for row in rows]
 

@@ -1,0 +1,297 @@
+"""Truthful outcomes on the agent, under printer trouble: the job lifecycle on a real SQLite
+ledger with a real virtual printer, or the fake ESC/POS network printer over loopback (no broker:
+replies are read from the outbox, as the broker would get them).
+
+* a print job waits (``waiting``) while its printer is offline / out of paper / cover open, and
+  prints when the status poll sees the printer ready; test prints fail at once;
+* a job never starts after its deadline, even behind a stalled printer;
+* bytes that reached the printer and then an error is ``OUTCOME_UNKNOWN``, never ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from branch_agent._jobs import CancelRequest, JobRequest, Jobs, PrinterSlot
+from branch_agent._ledger import LEDGER_FILE, JobState, Ledger
+from branch_agent._printers import NetworkPrinter, PrinterBackend, VirtualPrinter
+from ops.fake_printer import FakePrinter
+
+from .test_ledger import TOPIC, _job
+
+RAW = {"type": "raw", "data": "G0BIZWxsbwoKHVZBAA=="}
+
+
+def print_job(job_id: str, deadline: float | None = None) -> JobRequest:
+    params = json.dumps({"printer": "P1", "content": RAW}).encode()
+    return JobRequest(job_id, "print.job", "P1", params, TOPIC, job_id.encode(), deadline)
+
+
+class Agent:
+    """The job side of an agent: jobs, one printer worker and a status poller, as _agent runs
+    them."""
+
+    def __init__(self, ledger: Ledger, backend: PrinterBackend, poll: float = 0.05) -> None:
+        self.ledger = ledger
+        self.backend = backend
+        self.slot = PrinterSlot(backend)
+        self.jobs = Jobs(ledger, {"P1": self.slot}, branch_id="b1", agent_id="a1")
+        self._poll = poll
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Agent:
+        await self.jobs.recover()
+        self._tasks = [
+            asyncio.create_task(self.jobs.run_printer(self.slot)),
+            asyncio.create_task(self._poller()),
+        ]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _poller(self) -> None:
+        while True:
+            self.slot.reading = await asyncio.to_thread(self.backend.status)
+            await asyncio.sleep(self._poll)
+
+    async def submit(self, intake: JobRequest | CancelRequest) -> None:
+        self.jobs.admitted(await self.jobs.submit(intake))
+
+    async def replies(self, job_id: str) -> list[dict[str, Any]]:
+        entries = await self.ledger.call(lambda tx: tx.outbox())
+        return [json.loads(e.payload) for e in entries if e.job_id == job_id]
+
+    async def stages(self, job_id: str) -> list[str]:
+        return [r["stage"] for r in await self.replies(job_id)]
+
+    async def until(
+        self, job_id: str, check: Callable[[list[str]], bool], within: float = 10
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within
+        while True:
+            replies = await self.replies(job_id)
+            if check([r["stage"] for r in replies]):
+                return replies
+            assert time.monotonic() < deadline, [r["stage"] for r in replies]
+            await asyncio.sleep(0.02)
+
+    async def state(self, job_id: str) -> JobState:
+        job = await self.ledger.call(lambda tx: tx.get(job_id))
+        assert job is not None
+        return job.state
+
+
+def final(stages: list[str]) -> bool:
+    return "done" in stages or "failed" in stages
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    async with Ledger(tmp_path / LEDGER_FILE) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def virtual(tmp_path: Path) -> AsyncIterator[VirtualPrinter]:
+    yield VirtualPrinter("P1", tmp_path / "p1")
+
+
+def set_state(printer: VirtualPrinter, **state: object) -> None:
+    (printer.directory / "state.json").write_text(json.dumps(state))
+
+
+# --- hold until ready -------------------------------------------------------------------------
+
+
+async def test_a_print_job_waits_for_paper_and_prints_when_it_is_back(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    set_state(virtual, paper="out")
+    async with Agent(ledger, virtual) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 60))
+        replies = await agent.until("j1", lambda s: "waiting" in s)
+        assert [r["stage"] for r in replies] == ["accepted", "waiting"]
+        error = replies[1]["error"]
+        assert (error["code"], error["retryable"]) == ("PAPER_OUT", True)
+        assert await agent.state("j1") is JobState.WAITING
+        assert agent.jobs.queue_depth == 1
+        await asyncio.sleep(0.3)
+        assert virtual.journal() == []  # nothing reaches the printer while waiting
+
+        set_state(virtual, cover_open=True)  # the condition changes: heard again
+        replies = await agent.until("j1", lambda s: s.count("waiting") == 2)
+        assert replies[-1]["error"]["code"] == "COVER_OPEN"
+        assert virtual.journal() == []
+
+        set_state(virtual)  # ready again
+        replies = await agent.until("j1", final)
+        assert [r["stage"] for r in replies] == [
+            "accepted",
+            "waiting",
+            "waiting",
+            "printing",
+            "done",
+        ]
+        assert virtual.journal() == ["j1"]
+        assert agent.jobs.queue_depth == 0
+
+
+async def test_a_waiting_job_expires_at_its_deadline_and_never_prints(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    set_state(virtual, online=False)
+    async with Agent(ledger, virtual) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 0.8))
+        replies = await agent.until("j1", final)
+        assert [r["stage"] for r in replies] == ["accepted", "waiting", "failed"]
+        assert replies[1]["error"]["code"] == "PRINTER_OFFLINE"
+        assert replies[2]["error"]["code"] == "EXPIRED"
+        assert await agent.state("j1") is JobState.EXPIRED
+        set_state(virtual)
+        await asyncio.sleep(0.3)
+    assert virtual.journal() == []
+
+
+async def test_jobs_behind_a_waiting_one_wait_in_order_and_a_test_print_fails_at_once(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    set_state(virtual, paper="out")
+    async with Agent(ledger, virtual) as agent:
+        for job_id in ("j1", "j2"):
+            await agent.submit(print_job(job_id, deadline=time.time() + 60))
+        await agent.until("j2", lambda s: "waiting" in s)
+        await agent.submit(_job("test-page"))  # printer.test: never held
+        replies = await agent.until("test-page", final)
+        assert [r["stage"] for r in replies] == ["accepted", "failed"]
+        assert replies[-1]["error"]["code"] == "PAPER_OUT"
+        set_state(virtual)
+        for job_id in ("j1", "j2"):
+            await agent.until(job_id, final)
+        assert virtual.journal() == ["j1", "j2"]
+
+
+async def test_cancel_of_a_waiting_job_and_a_redelivery_answered_from_the_ledger(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    set_state(virtual, paper="out")
+    async with Agent(ledger, virtual) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 60))
+        await agent.until("j1", lambda s: "waiting" in s)
+        await agent.submit(print_job("j1", deadline=time.time() + 60))  # redelivered
+        replies = await agent.until("j1", lambda s: len(s) == 4)
+        assert [r["stage"] for r in replies] == ["accepted", "waiting", "accepted", "waiting"]
+        assert replies[-1]["error"] == replies[1]["error"]
+        await agent.submit(CancelRequest("c1", "j1", TOPIC, b"c1"))
+        assert await agent.stages("c1") == ["accepted", "done"]
+        replies = await agent.until("j1", final)
+        assert replies[-1]["error"]["code"] == "CANCELLED"
+        assert agent.jobs.queue_depth == 0
+        set_state(virtual)
+        await asyncio.sleep(0.3)
+    assert virtual.journal() == []
+
+
+async def test_a_waiting_job_survives_a_restart_and_prints_once_ready(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    set_state(virtual, paper="out")
+    async with Agent(ledger, virtual) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 60))
+        await agent.until("j1", lambda s: "waiting" in s)
+    async with Agent(ledger, virtual) as again:  # the agent restarted
+        assert await again.state("j1") is JobState.WAITING
+        await again.submit(print_job("j1", deadline=time.time() + 60))  # redelivered, too
+        await again.until("j1", lambda s: len(s) >= 4)
+        set_state(virtual)
+        replies = await again.until("j1", final)
+        assert replies[-1]["stage"] == "done"
+        # the condition was heard before the restart: not announced again without a change
+        assert [r["stage"] for r in replies] == [
+            "accepted",
+            "waiting",
+            "accepted",
+            "waiting",
+            "printing",
+            "done",
+        ]
+    assert virtual.journal() == ["j1"]
+
+
+# --- never late, never a false failure ----------------------------------------------------------
+
+
+async def test_a_job_due_before_a_stalled_printer_recovers_never_prints(
+    ledger: Ledger,
+    fake_printer: FakePrinter,
+) -> None:
+    """The issue's case: the printer stalls (a status poll is stuck on it), the job's deadline
+    comes first. It must end without ``printing`` and no byte of it may reach the printer."""
+    backend = NetworkPrinter("P1", "127.0.0.1", fake_printer.port, timeout=10)
+    async with Agent(ledger, backend, poll=0.2) as agent:
+        await agent.until("none", lambda s: True)
+        fake_printer.stall_for(4.0)
+        await asyncio.sleep(0.3)  # a status poll is now stuck on the stalled printer
+        await agent.submit(_job("test-page", deadline=time.time() + 1.5))  # printer.test
+        await agent.submit(print_job("ticket", deadline=time.time() + 2.0))
+        test_page = await agent.until("test-page", final)
+        ticket = await agent.until("ticket", final)
+        assert "printing" not in [r["stage"] for r in test_page + ticket]
+        assert ticket[-1]["error"]["code"] == "EXPIRED"
+        assert test_page[-1]["error"]["code"] in ("EXPIRED", "PRINTER_OFFLINE")
+        await asyncio.sleep(3.5)  # the printer is back: a late write would land now
+    assert fake_printer.jobs == []
+    backend.close()
+
+
+@pytest.mark.parametrize("behaviour", ["jam_after_data", "vanish_mid_job"])
+async def test_bytes_on_paper_then_a_printer_failure_is_outcome_unknown(
+    ledger: Ledger,
+    fake_printer: FakePrinter,
+    behaviour: str,
+) -> None:
+    fake_printer.behaviour = behaviour  # type: ignore[assignment]
+    fake_printer.vanish_after = 5
+    backend = NetworkPrinter("P1", "127.0.0.1", fake_printer.port, timeout=1)
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1"))
+        replies = await agent.until("j1", final)
+    backend.close()
+    assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
+    assert replies[-1]["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert replies[-1]["error"]["retryable"] is False
+    assert await agent.state("j1") is JobState.OUTCOME_UNKNOWN
+    assert fake_printer.jobs  # some or all of the ticket reached the printer
+
+
+async def test_a_print_job_on_an_unreachable_network_printer_waits_then_prints(
+    ledger: Ledger,
+) -> None:
+    with contextlib.closing(__import__("socket").socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = NetworkPrinter("P1", "127.0.0.1", port, timeout=1)
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 60))
+        replies = await agent.until("j1", lambda s: "waiting" in s)
+        assert replies[-1]["error"]["code"] == "PRINTER_OFFLINE"
+        with FakePrinter(port=port) as printer:  # the printer is switched on
+            replies = await agent.until("j1", final)
+            assert replies[-1]["stage"] == "done"
+            assert len(printer.wait_for_jobs(1)) == 1
+        backend.close()
