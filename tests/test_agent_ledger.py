@@ -450,3 +450,44 @@ def test_graceful_stop_lets_the_printing_job_finish_and_report(
     time.sleep(1.0)
     assert journal(agent) == [job_id]
     assert cloud.stages(job_id) == ["accepted", "printing", "done"]
+
+
+# --- (7) a print job waits for its printer, across a kill -9 --------------------------------
+
+
+def test_print_job_waits_for_paper_across_a_restart_and_prints_once_when_it_is_back(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    cloud.watch_status(agent)
+    directory = agent.printer_dir("POS-80C")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "state.json").write_text(json.dumps({"paper": "out"}))
+    job_id = cloud.print_job(agent, deadline=time.time() + 60)
+    waiting = cloud.wait_for(job_id, "waiting")
+    assert waiting["error"]["code"] == "PAPER_OUT" and waiting["error"]["retryable"] is True
+    test_page = cloud.send(agent, "printer.test", {"printer": "POS-80C"})  # never held
+    assert cloud.final(test_page)["error"]["code"] == "PAPER_OUT"
+    deadline = time.monotonic() + 5
+    while not any(
+        s.get("queue_depth") == 1 and s["printers"][0]["paper"] == "out" for s in cloud.status
+    ):
+        assert time.monotonic() < deadline, cloud.status[-1:]
+        time.sleep(0.02)
+
+    agent.process.kill()  # kill -9 while the job waits: the ledger holds it
+    agent.process.start()
+    cloud.print_job(agent, job_id, deadline=time.time() + 60)  # the cloud asks again
+    deadline = time.monotonic() + 20
+    while cloud.stages(job_id).count("waiting") < 2:
+        assert time.monotonic() < deadline, cloud.stages(job_id)
+        time.sleep(0.02)
+    assert journal(agent) == []
+    (directory / "state.json").write_text(json.dumps({"paper": "ok"}))
+    done = cloud.final(job_id, timeout=20)
+    assert done["stage"] == "done", done
+    stages = cloud.stages(job_id)
+    assert stages[:2] == ["accepted", "waiting"] and stages[-2:] == ["printing", "done"]
+    time.sleep(0.5)
+    assert journal(agent) == [job_id]
