@@ -216,7 +216,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         ticket = WriteTicket(job.job_id, job.deadline, start=lambda: self._start(loop, job))
         started = time.perf_counter()
-        error = await self._write(data, ticket)
+        error = await self._write(job, data, ticket)
         if isinstance(error, JobTaken):
             log.info("job %s not started: it left the received state", job.job_id)
             slot.discard(job.job_id)
@@ -230,7 +230,12 @@ class Worker:
 
     def _start(self, loop: asyncio.AbstractEventLoop, job: JobRecord) -> None:
         """The point of no return, on the backend's thread: committed before the first byte."""
+        future = asyncio.run_coroutine_threadsafe(self._ledger.call(self._start_op(job)), loop)
+        self._check_started(future.result(), job)
+        loop.call_soon_threadsafe(self._started, job)
 
+    @staticmethod
+    def _start_op(job: JobRecord) -> Callable[[Tx], str]:
         def op(tx: Tx) -> str:
             if job.deadline is not None and time.time() > job.deadline:
                 return "late"
@@ -241,25 +246,28 @@ class Worker:
             tx.reply(job.job_id, current.reply_to, current.correlation, printing)
             return "started"
 
-        future = asyncio.run_coroutine_threadsafe(self._ledger.call(op), loop)
-        outcome = future.result()
+        return op
+
+    @staticmethod
+    def _check_started(outcome: str, job: JobRecord) -> None:
         if outcome == "late":
             raise DeadlinePassed("the job's deadline passed before the printer was free")
         if outcome == "taken":
             raise JobTaken(job.job_id)
-        loop.call_soon_threadsafe(self._started, job)
 
     def _started(self, job: JobRecord) -> None:
         self.slot.waiting.pop(job.job_id, None)
         self.slot.held = [j for j in self.slot.held if j.job_id != job.job_id]
         self.slot.announced.pop(job.job_id, None)
 
-    async def _write(self, data: bytes, ticket: WriteTicket) -> Exception | None:
+    async def _write(self, job: JobRecord, data: bytes, ticket: WriteTicket) -> Exception | None:
         """Run the write; cut it off at the deadline; return what it raised."""
         backend = self.slot.backend
         if not backend.blocking:  # in memory, on the loop: the start commits from here
             try:
-                await asyncio.to_thread(ticket.start)
+                self._check_started(await self._ledger.call(self._start_op(job)), job)
+                ticket.started = True
+                self._started(job)
                 backend.write(data, ticket.job_id)
                 ticket.sent = len(data)
             except Exception as exc:

@@ -295,3 +295,33 @@ async def test_a_print_job_on_an_unreachable_network_printer_waits_then_prints(
             assert replies[-1]["stage"] == "done"
             assert len(printer.wait_for_jobs(1)) == 1
         backend.close()
+
+
+class _InMemory(PrinterBackend):
+    """A backend written on the event loop (blocking = False), as the simulated agents use."""
+
+    kind = "virtual"
+    blocking = False
+
+    def __init__(self) -> None:
+        super().__init__("P1")
+        self.written: list[str] = []
+
+    def write(self, data: bytes, job_id: str) -> None:
+        self.written.append(job_id)
+
+
+async def test_a_backend_on_the_loop_passes_the_same_point_of_no_return(
+    ledger: Ledger,
+) -> None:
+    backend = _InMemory()
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1"))
+        assert [r["stage"] for r in await agent.until("j1", final)] == [
+            "accepted",
+            "printing",
+            "done",
+        ]
+        await agent.submit(CancelRequest("c1", "j1", TOPIC, b"c1"))  # too late: it printed
+        assert (await agent.until("c1", final))[-1]["error"]["code"] == "CONFLICT"
+    assert backend.written == ["j1"]

@@ -81,6 +81,7 @@ def test_forced_test_print_to_a_hung_printer_answers_within_seconds(
         assert forced.status_code == 422, forced.text
         assert forced.json()["error"]["code"] == "PRINTER_OFFLINE"
         assert took < 10, f"answered after {took:.1f}s"
+        print(f"\nforced test print to a hung printer: 422 PRINTER_OFFLINE after {took:.2f}s")
         assert fake_printer.jobs == []
     finally:
         agent.process.stop()

@@ -205,9 +205,10 @@ class NetworkPrinter(SerializedBackend):
         sock = self._connection(timeout)
         try:
             return self._query(sock, timeout)
-        except PrinterError:
+        except PrinterError as exc:
             self._drop()
-            if not reused or (self._polling and self._preempted):
+            silent = isinstance(exc.__cause__, TimeoutError)  # a hung printer: no second try
+            if not reused or silent or (self._polling and self._preempted):
                 raise
         return self._query(self._connection(timeout), timeout)
 
