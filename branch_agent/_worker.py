@@ -308,6 +308,10 @@ class Worker:
         """Nothing was sent: hold the job, or end it cleanly."""
         slot = self.slot
         exc = _as_printer_error(error, job)
+        if job.deadline is not None and time.time() > job.deadline:
+            exc = PrinterError(
+                ErrorCode.EXPIRED, f"the deadline passed before the printer took the job ({exc})"
+            )
         if exc.code in HOLD_CODES and job.method == METHOD_PRINT_JOB:
             slot.releasing = False
             if condition_of(slot.reading) is None:

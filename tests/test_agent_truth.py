@@ -325,3 +325,19 @@ async def test_a_backend_on_the_loop_passes_the_same_point_of_no_return(
         await agent.submit(CancelRequest("c1", "j1", TOPIC, b"c1"))  # too late: it printed
         assert (await agent.until("c1", final))[-1]["error"]["code"] == "CONFLICT"
     assert backend.written == ["j1"]
+
+
+async def test_a_print_job_waits_out_a_network_printers_paper_change(
+    ledger: Ledger,
+    fake_printer: FakePrinter,
+) -> None:
+    """The chaos run's "paper out, then back": the job waits, then prints once."""
+    backend = NetworkPrinter("P1", "127.0.0.1", fake_printer.port, timeout=2)
+    fake_printer.paper_out_for(1.5)
+    async with Agent(ledger, backend, poll=0.1) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 30))
+        replies = await agent.until("j1", final)
+    backend.close()
+    assert [r["stage"] for r in replies] == ["accepted", "waiting", "printing", "done"]
+    assert replies[1]["error"]["code"] == "PAPER_OUT"
+    assert len(fake_printer.wait_for_jobs(1)) == 1
