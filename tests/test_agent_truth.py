@@ -22,8 +22,10 @@ import pytest
 
 from branch_agent._jobs import CancelRequest, JobRequest, Jobs, PrinterSlot
 from branch_agent._ledger import LEDGER_FILE, JobState, Ledger
-from branch_agent._printers import NetworkPrinter, PrinterBackend, VirtualPrinter
+from branch_agent._printers import NetworkPrinter, PrinterBackend, PrinterError, VirtualPrinter
+from branch_agent._printers._base import WriteTicket
 from ops.fake_printer import FakePrinter
+from protocol import ErrorCode
 
 from .test_ledger import TOPIC, _job
 
@@ -341,3 +343,59 @@ async def test_a_print_job_waits_out_a_network_printers_paper_change(
     assert [r["stage"] for r in replies] == ["accepted", "waiting", "printing", "done"]
     assert replies[1]["error"]["code"] == "PAPER_OUT"
     assert len(fake_printer.wait_for_jobs(1)) == 1
+
+
+async def test_a_write_still_running_at_the_deadline_is_stopped_and_reported(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+) -> None:
+    """The virtual printer takes 3 s per job; the job is due in 0.5 s: it started, but was
+    stopped before its bytes landed, so the truth is EXPIRED with nothing on paper."""
+    set_state(virtual, delay_s=3)
+    async with Agent(ledger, virtual) as agent:
+        started = time.monotonic()
+        await agent.submit(print_job("j1", deadline=time.time() + 0.5))
+        replies = await agent.until("j1", final)
+        assert time.monotonic() - started < 2.5  # the deadline, not the printer's 3 s
+    assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
+    assert replies[-1]["error"]["code"] == "EXPIRED"
+    assert await agent.state("j1") is JobState.EXPIRED
+    assert virtual.journal() == []
+
+
+class _Deaf(PrinterBackend):
+    """A backend that ignores deadlines: it sends a byte, then blocks until aborted."""
+
+    kind = "virtual"
+
+    def __init__(self) -> None:
+        super().__init__("P1")
+        import threading
+
+        self.aborted = threading.Event()
+
+    def write(self, data: bytes, job_id: str) -> None:
+        raise AssertionError("print_job is used")
+
+    def print_job(self, data: bytes, ticket: WriteTicket) -> None:
+        ticket.start()
+        ticket.sent = 1
+        if not self.aborted.wait(30):
+            return
+        raise PrinterError(ErrorCode.PRINTER_ERROR, "connection cut")
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+async def test_a_backend_that_ignores_the_deadline_is_cut_off_and_reported_unknown(
+    ledger: Ledger,
+) -> None:
+    backend = _Deaf()
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 0.5))
+        replies = await agent.until("j1", final, within=5)
+    assert backend.aborted.is_set()
+    assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
+    assert replies[-1]["error"]["code"] == "OUTCOME_UNKNOWN"
+    assert "after 1 bytes were sent" in replies[-1]["error"]["message"]
