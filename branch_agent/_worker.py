@@ -47,6 +47,8 @@ log = logging.getLogger("branch_agent.jobs")
 #: Seconds past a job's deadline its write may run before the agent cuts it off (backends
 #: bound every step by the deadline themselves; this is the net under them).
 ABORT_GRACE_S = 0.5
+#: Longest the backend's thread waits for the start to be committed.
+START_TIMEOUT_S = 60.0
 #: States a job can start from.
 STARTABLE = (JobState.RECEIVED, JobState.WAITING)
 
@@ -231,7 +233,14 @@ class Worker:
     def _start(self, loop: asyncio.AbstractEventLoop, job: JobRecord) -> None:
         """The point of no return, on the backend's thread: committed before the first byte."""
         future = asyncio.run_coroutine_threadsafe(self._ledger.call(self._start_op(job)), loop)
-        self._check_started(future.result(), job)
+        try:
+            outcome = future.result(timeout=START_TIMEOUT_S)
+        except TimeoutError as exc:  # the agent is stopping: send nothing
+            future.cancel()
+            raise PrinterError(
+                ErrorCode.PRINTER_ERROR, "the ledger did not record the start; nothing was sent"
+            ) from exc
+        self._check_started(outcome, job)
         loop.call_soon_threadsafe(self._started, job)
 
     @staticmethod
