@@ -35,12 +35,14 @@ From a shell::
 
     python ops/fake_printer.py --port 9100 [--paper out] [--cover-open] [--save-dir DIR]
         [--behaviour NAME] [--stall-after S --stall-for S] [--paper-out-after S --paper-out-for S]
+        [--control FILE]   # JSON, applied whenever it changes: {"stall_for": 6}, {"paper": "out"}
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -395,6 +397,40 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
+class _Control:
+    """``--control FILE``: apply the file's settings each time it changes (from a chaos tool)."""
+
+    def __init__(self, printer: FakePrinter, path: Path) -> None:
+        self.printer = printer
+        self.path = path
+        self.seen: int | None = None
+
+    def check(self) -> None:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp == self.seen:
+                return
+            self.seen = stamp
+            settings = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("control file %s: %s", self.path, exc)
+            return
+        printer = self.printer
+        for key in ("paper", "cover_open", "online", "error_bits"):
+            if key in settings:
+                setattr(printer.state, key, settings[key])
+        if settings.get("behaviour") in BEHAVIOURS:
+            printer.behaviour = settings["behaviour"]
+        if "vanish_after" in settings:
+            printer.vanish_after = int(settings["vanish_after"])
+        if settings.get("stall_for"):
+            printer.stall_for(float(settings["stall_for"]))
+        if settings.get("paper_out_for"):
+            printer.paper_out_for(float(settings["paper_out_for"]))
+        log.info("control: %s", settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=9100, help="TCP port on 127.0.0.1 (0: any)")
@@ -408,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-out-after", type=float, default=0.0)
     parser.add_argument("--paper-out-for", type=float, default=0.0, help="paper out this long")
     parser.add_argument("--save-dir", type=Path, help="write each job to DIR/job-N.prn")
+    parser.add_argument(
+        "--control",
+        type=Path,
+        help="a JSON file read whenever it changes: behaviour, paper, cover_open, online, "
+        "error_bits, vanish_after, stall_for, paper_out_for (faults at any moment)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # SIGTERM (kill, systemd, a test harness) ends it like Ctrl-C does
@@ -428,8 +470,11 @@ def main(argv: list[str] | None = None) -> int:
                 timer.start()
         print(f"fake printer listening on 127.0.0.1:{printer.port}", flush=True)
         seen = 0
+        control = _Control(printer, args.control) if args.control else None
         try:
             while True:
+                if control is not None:
+                    control.check()
                 jobs = printer.finished_jobs
                 for job in jobs[seen:]:
                     seen += 1

@@ -305,3 +305,39 @@ def test_a_kept_connection_the_printer_closed_is_replaced_without_an_error(
     assert printer.status().online
     printer.write(JOB, "job-after-drop")
     assert fake_printer.wait_for_jobs(1) == [JOB]
+
+
+def test_fake_printer_process_takes_faults_from_its_control_file(tmp_path) -> None:
+    """A chaos run drives a fake printer in another process through ``--control``."""
+    import json
+    import subprocess
+    import sys
+
+    from broker import free_port
+
+    port = free_port()
+    control = tmp_path / "control.json"
+    proc = subprocess.Popen(
+        [sys.executable, "ops/fake_printer.py", "--port", str(port), "--control", str(control)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None and b"listening" in proc.stdout.readline()
+        printer = NetworkPrinter("POS-80C", "127.0.0.1", port, timeout=2)
+        assert printer.status().paper == "ok"
+        control.write_text(json.dumps({"paper_out_for": 1.0}))
+        deadline = time.monotonic() + 5
+        seen = []
+        while time.monotonic() < deadline and seen[-2:] != ["out", "ok"]:
+            paper = printer.status().paper
+            if not seen or seen[-1] != paper:
+                seen.append(paper)
+            time.sleep(0.05)
+        assert seen[-2:] == ["out", "ok"], seen  # out for a while, then back by itself
+        printer.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        assert proc.stdout is not None
+        proc.stdout.close()
