@@ -8,14 +8,16 @@ carries the API key.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Final
 
-from litestar import Router
-from litestar.datastructures import CacheControlHeader
+from litestar import Router, get
+from litestar.datastructures import ResponseHeader
+from litestar.file_system import BaseLocalFileSystem
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.static_files import create_static_files_router
+from litestar.response.file import ASGIFileResponse
+from litestar.static_files import StaticFiles
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 CONSOLE_PATH: Final = "/console"
@@ -24,17 +26,39 @@ _SWAGGER: Final = f"{CONSOLE_PATH}/vendor/swagger-ui-dist-5.35.0"
 _REDOC: Final = f"{CONSOLE_PATH}/vendor/redoc-2.5.0"
 _FAVICON: Final = f"<link rel='icon' type='image/svg+xml' href='{CONSOLE_PATH}/favicon.svg'>"
 
+#: The browser loads nothing from another host, even where a vendored bundle would (ReDoc's
+#: sidebar shows a logo from its makers' CDN; refused, it hides itself). Inline scripts and
+#: styles: the reference pages start their bundles with one, and ReDoc styles inline.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
+)
+_HEADERS: Final = [ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY)]
+
 
 def console_router() -> Router:
-    """``/console``: the single-page console (``index.html``) and its modules and styles."""
-    return create_static_files_router(
-        path=CONSOLE_PATH,
+    """``/console``: the single-page console (``index.html``) and its modules and styles.
+
+    Litestar's static files router without its factory, which cannot add headers: file
+    responses bypass a router's ``response_headers``."""
+    files = StaticFiles(
+        is_html_mode=True,
         directories=[STATIC_DIR],
-        html_mode=True,
-        name="console",
+        file_system=BaseLocalFileSystem(),
         # Revalidated on every load (a few small files): a new release shows at once.
-        cache_control=CacheControlHeader(no_cache=True),
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": CONTENT_SECURITY_POLICY},
     )
+
+    @get("/", name="console/index", include_in_schema=False)
+    async def index() -> ASGIFileResponse:
+        return await files.handle(path="/", is_head_response=False)
+
+    @get("/{file_path:path}", name="console", include_in_schema=False)
+    async def asset(file_path: PurePath) -> ASGIFileResponse:
+        return await files.handle(path=file_path.as_posix(), is_head_response=False)
+
+    return Router(path=CONSOLE_PATH, route_handlers=[index, asset])
 
 
 def openapi_config(title: str, version: str) -> OpenAPIConfig:
@@ -43,6 +67,7 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title,
         version=version,
+        openapi_router=Router(path="/schema", route_handlers=[], response_headers=_HEADERS),
         render_plugins=[
             RedocRenderPlugin(
                 path=["/", "/redoc"],
