@@ -64,8 +64,10 @@ def test_console_fleet_test_print_paper_out_and_offline(
     nice = start_agent(("KITCHEN-1", "BAR-2"), branch_id=unique_id("nice-"))
     metz = start_agent(("POS-80C",), branch_id=unique_id("metz-"))
     set_printer_state(nice, "BAR-2", paper="near_end")
-    metz.process.stop()
-    stack.wait_agent(metz.branch_id, metz.agent_id, online=False)
+    metz.process.kill()  # no goodbye: the broker's Last Will after the keepalive says it
+    stack.wait_agent(
+        metz.branch_id, metz.agent_id, online=False, timeout=PRESENCE_TIMEOUT_MS / 1000
+    )
     key = api_key(stack, [lyon.branch_id, nice.branch_id, metz.branch_id])
     with open_page() as page:
         walk_through(page, stack, key, lyon, nice, metz)
@@ -139,6 +141,9 @@ def walk_through(
         f"{stack.api_url}/console#/jobs?branch_id={lyon.branch_id}&printer_id=POS-80C&state=printed"
     )
     expect(page.locator("tr[data-job]")).to_have_count(1)
+    page.goto(f"{stack.api_url}/console#/jobs?branch_id={lyon.branch_id}")
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+    page.screenshot(path=str(DOCS / "console-jobs.png"), full_page=True)
 
     # --- live feed, then stop the agent: offline in the feed and on the fleet page
     page.goto(f"{stack.api_url}/console#/feed")
@@ -168,3 +173,8 @@ def walk_through(
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"
     page.screenshot(path=str(DOCS / "console-phone.png"), full_page=False)
+    page.goto(f"{stack.api_url}/console{job_link}")
+    expect(timeline.last).to_have_attribute("data-state", "printed")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the job page is {overflow} px wider than a phone screen"
+    page.screenshot(path=str(DOCS / "console-phone-job.png"), full_page=False)
