@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from printermaster._stack import AgentHandle, Stack
@@ -57,6 +58,7 @@ def sign_in(page: Page, stack: Stack, key: str) -> None:
     page.click("button[type=submit]")
 
 
+@pytest.mark.timeout(300)  # the agent's way offline may take the whole presence timeout
 def test_console_fleet_test_print_paper_out_and_offline(
     stack: Stack, start_agent: AgentFactory
 ) -> None:

@@ -81,7 +81,7 @@ export function mount(view, _params, query) {
       tile('Branches', t.branches, t.branches_with_problems ? `${t.branches_with_problems} need a look` : 'all fine', t.branches_with_problems ? 'warn' : 'ok'),
       tile('Agents online', t.agents_online, `${t.agents_offline} offline`, t.agents_offline ? 'bad' : 'ok'),
       tile('Printers ready', p.ready, `of ${p.total}`, p.ready === p.total ? 'ok' : 'info'),
-      tile('Warnings', p.warning, p.paper_near_end ? `${p.paper_near_end} low on paper` : 'printers that print', p.warning ? 'warn' : 'ok'),
+      tile('Warnings', p.warning, warningDetail(p), p.warning ? 'warn' : 'ok'),
       tile('Down', p.down, downDetail(p), p.down ? 'bad' : 'ok'));
   }
 
@@ -102,6 +102,13 @@ export function mount(view, _params, query) {
 
   const stopPolling = every(5000, refresh);
   return () => { stopPolling(); controller?.abort(); clearTimeout(debounce); };
+}
+
+function warningDetail(p) {
+  const parts = [];
+  if (p.paper_near_end) parts.push(`${p.paper_near_end} low on paper`);
+  if (p.last_error) parts.push(`${p.last_error} last job failed`);
+  return parts.join(', ') || 'none';
 }
 
 function downDetail(p) {
