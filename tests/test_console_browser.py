@@ -180,3 +180,9 @@ def walk_through(
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the job page is {overflow} px wider than a phone screen"
     page.screenshot(path=str(DOCS / "console-phone-job.png"), full_page=False)
+    page.goto(f"{stack.api_url}/console#/printer/{lyon.branch_id}/POS-80C")
+    page.click("#test-print")
+    expect(page.locator(".outcome .box.error")).to_have_attribute("data-code", "AGENT_OFFLINE")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the printer page is {overflow} px wider than a phone screen"
+    page.screenshot(path=str(DOCS / "console-phone-printer.png"), full_page=True)
