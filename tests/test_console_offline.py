@@ -99,3 +99,18 @@ def test_pages_forbid_other_hosts_to_the_browser(stack: Stack) -> None:
         for path in [*PAGES, "/console/js/main.js"]:
             policy = http.get(path).headers.get("content-security-policy", "")
             assert "default-src 'self'" in policy and "img-src 'self' data: blob:" in policy, path
+
+
+def test_console_serves_its_files_and_nothing_else(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.api_url, timeout=10) as http:
+        module = http.get("/console/js/main.js")
+        assert module.status_code == 200
+        assert module.headers["content-type"].startswith("text/javascript")  # ES modules need it
+        assert http.get("/console/js/nope.js").status_code == 404
+        for escape in (
+            "/console/../_static.py",
+            "/console/%2e%2e/_static.py",
+            "/console/..%2f_feed.py",
+        ):
+            answer = http.get(escape)
+            assert answer.status_code == 404 and "CONSOLE_PATH" not in answer.text, escape
