@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -14,12 +15,12 @@ import httpx
 import pytest
 
 from cloud_api._registry import Registry
-from cloud_api.console import EventFeed, FeedEvent, branch_page, search_jobs
+from cloud_api.console import STATIC_DIR, EventFeed, FeedEvent, branch_page, search_jobs
 from cloud_api.console._branches import branch_detail
 from cloud_api.jobs._hub import JobHub
 from cloud_api.store import JobRecord, JobState, Store
 from printermaster._stack import Stack
-from protocol import AgentStatus, Presence, PrinterState, encode, new_job_id
+from protocol import AgentStatus, ErrorCode, Presence, PrinterState, encode, new_job_id
 
 from .conftest import AgentFactory, unique_id
 
@@ -377,3 +378,11 @@ def test_http_endpoints_stay_inside_the_keys_branches(
 def test_data_calls_need_a_key(stack: Stack, path: str) -> None:
     answer = httpx.get(f"{stack.api_url}{path}", timeout=5)
     assert answer.status_code == 401 and answer.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_every_error_code_has_words_for_support() -> None:
+    """The console says every typed error in words (``words.js``), not as a bare code."""
+    words = (STATIC_DIR / "js" / "words.js").read_text()
+    table = words[words.index("const ERRORS = {") : words.index("};")]
+    said = set(re.findall(r"^\s+([A-Z_]+):", table, re.MULTILINE))
+    assert {code.value for code in ErrorCode} <= said, {c.value for c in ErrorCode} - said

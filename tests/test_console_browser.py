@@ -79,8 +79,15 @@ def walk_through(
     page: Page, stack: Stack, key: str, lyon: AgentHandle, nice: AgentHandle, metz: AgentHandle
 ) -> None:
 
+    # --- a wrong key is refused in words, the right one opens the console
+    sign_in(page, stack, key[:-2])
+    expect(page.locator(".login .box.error")).to_have_text(
+        "This API key is not valid, or it was revoked."
+    )
+    page.fill("#api-key", key)
+    page.click("button[type=submit]")
+
     # --- fleet: the agent and its printer online, the others with their reasons in words
-    sign_in(page, stack, key)
     card = page.locator(f"article[data-branch='{lyon.branch_id}']")
     expect(card.locator(f"li[data-agent='{lyon.agent_id}']")).to_have_attribute(
         "data-state", "online"

@@ -36,7 +36,9 @@ function unauthorized() {
   window.dispatchEvent(new CustomEvent('pm:unauthorized'));
 }
 
-export async function api(path, { method = 'GET', query, signal } = {}) {
+// A 401 signs the user out everywhere (event 'pm:unauthorized'), except where the caller asks
+// to handle it itself (the sign-in form, trying a key).
+export async function api(path, { method = 'GET', query, signal, handle401 = false } = {}) {
   let res;
   try {
     res = await fetch(url(path, query), { method, headers: headers('application/json'), signal });
@@ -48,7 +50,7 @@ export async function api(path, { method = 'GET', query, signal } = {}) {
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
   if (!res.ok) {
-    if (res.status === 401) unauthorized();
+    if (res.status === 401 && !handle401) unauthorized();
     throw new ApiError(res.status, body);
   }
   return body;

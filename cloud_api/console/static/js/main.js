@@ -62,7 +62,7 @@ function showLogin(message) {
     event.preventDefault();
     auth.set(input.value.trim());
     try {
-      await api('/v1/console/branches', { query: { limit: 1 } });
+      await api('/v1/console/branches', { query: { limit: 1 }, handle401: true });
       route();
     } catch (err) {
       auth.clear();
