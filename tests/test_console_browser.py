@@ -135,7 +135,16 @@ def walk_through(
     error = page.locator(".outcome .box.error")
     expect(error).to_have_attribute("data-code", "PAPER_OUT")
     expect(error).to_contain_text(PAPER_OUT_WORDS)
+    expect(error).to_contain_text("nothing was sent to the printer")
+    # sent anyway: the printer itself refuses, live, after the branch accepted the job
+    page.check("#test-force")
+    page.click("#test-print")
+    expect(error).to_have_attribute("data-code", "PAPER_OUT")
+    expect(error.locator("a")).to_have_text("job timeline")
+    expect(page.locator(".stages li[data-stage='accepted']")).to_have_class("done")
+    expect(page.locator(".stages li.bad")).to_have_count(1)
     page.screenshot(path=str(DOCS / "console-printer-paper-out.png"), full_page=True)
+    page.uncheck("#test-force")
 
     # --- the job's timeline
     page.goto(f"{stack.api_url}/console{job_link}")
@@ -151,14 +160,17 @@ def walk_through(
     )
     expect(page.locator("tr[data-job]")).to_have_count(1)
     page.goto(f"{stack.api_url}/console#/jobs?branch_id={lyon.branch_id}")
-    expect(page.locator("tr[data-job]")).to_have_count(1)
+    expect(page.locator("tr[data-job]")).to_have_count(2)  # and the one refused by the printer
+    expect(page.locator("tr[data-job]").first).to_contain_text(PAPER_OUT_WORDS)
     page.screenshot(path=str(DOCS / "console-jobs.png"), full_page=True)
 
     # --- live feed, then stop the agent: offline in the feed and on the fleet page
     page.goto(f"{stack.api_url}/console#/feed")
     expect(page.locator("#feed-status")).to_have_text("Live")
     set_printer_state(lyon, "POS-80C", paper="ok")
-    expect(page.locator(".feed-row[data-kind='printer'][data-state='ready']")).to_have_count(1)
+    # paper again: it prints (a warning remains: its last job failed)
+    back = page.locator(".feed-row[data-kind='printer']:not([data-state='down'])")
+    expect(back.first).to_contain_text("POS-80C")
     with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}) as http:
         printed = http.post(f"/v1/branches/{lyon.branch_id}/printers/POS-80C/test", timeout=10)
         assert printed.status_code == 200, printed.text

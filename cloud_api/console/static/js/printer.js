@@ -18,6 +18,9 @@ export function mount(view, [branchId, printerId]) {
   const outcome = h('div', { class: 'outcome', role: 'status', 'aria-live': 'polite' });
   const recent = h('section', { class: 'card' });
   const button = h('button', { type: 'button', class: 'primary', id: 'test-print', text: 'Test print' });
+  // The API refuses at once when the printer's last report says it cannot print; this asks
+  // the printer itself (e.g. after loading paper, before its next report).
+  const force = h('input', { type: 'checkbox', id: 'test-force' });
   const streams = new Set();
   let statusController = null;
 
@@ -30,7 +33,9 @@ export function mount(view, [branchId, printerId]) {
       h('section', { class: 'card test' },
         h('h2', { text: 'Test print' }),
         h('p', { class: 'muted small', text: 'Prints a test page and shows each stage as it happens.' }),
-        button, stages, outcome)),
+        h('div', { class: 'test-actions' }, button,
+          h('label', { class: 'check small', for: 'test-force' }, force, ' Send even if the printer reports a problem')),
+        stages, outcome)),
     recent);
 
   renderStages({});
@@ -93,8 +98,8 @@ export function mount(view, [branchId, printerId]) {
   function showError(code, message, jobId) {
     replace(outcome, h('div', { class: 'box error', dataset: { code } },
       h('strong', { text: errorWords(code, message) }),
-      h('div', { class: 'muted small' }, `Code ${code}`, jobId ? ' · ' : '',
-        jobId ? h('a', { href: `#/job/${enc(jobId)}`, text: 'job timeline' }) : null)));
+      h('div', { class: 'muted small' }, `Code ${code} · `,
+        jobId ? h('a', { href: `#/job/${enc(jobId)}`, text: 'job timeline' }) : 'nothing was sent to the printer')));
   }
 
   async function testPrint() {
@@ -106,7 +111,7 @@ export function mount(view, [branchId, printerId]) {
     streams.add(controller);
     try {
       const job = await api(`/v1/branches/${enc(branchId)}/printers/${enc(printerId)}/test`, {
-        method: 'POST', query: { wait: 'false' }, signal: controller.signal,
+        method: 'POST', query: { wait: 'false', force: force.checked }, signal: controller.signal,
       });
       const reached = {};
       let last = null;
