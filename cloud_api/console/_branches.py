@@ -8,6 +8,7 @@ over the visible branch ids (to filter, count and page) and a detailed view of 2
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -96,21 +97,25 @@ def agent_line(record: AgentRecord, now: float) -> AgentLine:
     )
 
 
+def condition(problems: Sequence[Problem]) -> Condition:
+    """ready (prints, nothing to report), warning (prints, but look), down (will not print)."""
+    if not problems:
+        return "ready"
+    return "warning" if BLOCKING.isdisjoint(problems) else "down"
+
+
 def printer_lines(record: AgentRecord, online: bool) -> list[PrinterLine]:
     if record.status is None:
         return []
     lines = []
     for p in record.status.printers:
         problems = printer_problems(p, online)
-        condition: Condition = (
-            "ready" if not problems else "warning" if BLOCKING.isdisjoint(problems) else "down"
-        )
         lines.append(
             PrinterLine(
                 printer_id=p.name,
                 agent_id=record.agent_id,
                 kind=p.kind,
-                condition=condition,
+                condition=condition(problems),
                 problems=problems,
                 paper=p.paper,
                 last_error=p.last_error,

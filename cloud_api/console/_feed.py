@@ -22,10 +22,10 @@ import msgspec
 
 from protocol import ErrorInfo
 
-from .._registry import Registry
+from .._registry import Liveness, Registry, printer_problems
 from ..jobs._models import job_view
 from ..store import JobRecord
-from ._branches import agent_line, printer_lines
+from ._branches import condition
 
 log = logging.getLogger("cloud_api.console")
 
@@ -124,16 +124,20 @@ class EventFeed:
             log.exception("event feed: job %s not announced", job.id)
 
     def _snapshot(self) -> _Snapshot:
+        """Each agent's liveness and each printer's condition and problems, nothing more: this
+        runs every second over the whole fleet while someone listens."""
         now = time.monotonic()
         snapshot: _Snapshot = {}
         for branch_id in self.registry.branches():
             for record in self.registry.branch_agents(branch_id):
-                line = agent_line(record, now)
-                printers: dict[str, tuple[str, tuple[str, ...]]] = {
-                    p.printer_id: (str(p.condition), tuple(str(x) for x in p.problems))
-                    for p in printer_lines(record, line.online)
-                }
-                snapshot[(branch_id, record.agent_id)] = (line.state.value, printers)
+                state = record.liveness(now)
+                online = state is Liveness.ONLINE
+                printers: dict[str, tuple[str, tuple[str, ...]]] = {}
+                if record.status is not None:
+                    for p in record.status.printers:
+                        problems = tuple(printer_problems(p, online))
+                        printers[p.name] = (condition(problems), problems)
+                snapshot[(branch_id, record.agent_id)] = (state.value, printers)
         return snapshot
 
     def scan(self) -> None:
@@ -156,9 +160,9 @@ class EventFeed:
                         previous=old_state,
                     )
                 )
-            for name, (condition, problems) in printers.items():
+            for name, (state_now, problems) in printers.items():
                 old = old_printers.get(name)
-                if old is None or old != (condition, problems):
+                if old is None or old != (state_now, problems):
                     self._publish(
                         FeedEvent(
                             kind="printer",
@@ -166,7 +170,7 @@ class EventFeed:
                             branch_id=branch_id,
                             agent_id=agent_id,
                             printer_id=name,
-                            state=condition,
+                            state=state_now,
                             previous=old[0] if old else None,
                             problems=list(problems),
                         )
