@@ -76,6 +76,7 @@ def test_reference_pages_render_offline_in_a_browser(stack: Stack) -> None:
         page.goto(f"{stack.api_url}/schema/swagger")
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("PrinterMaster API")
         expect(page.locator(".opblock-tag-section").first).to_be_visible()
+        expect(page.locator(".btn.authorize")).to_be_visible()  # takes an API key
 
         for path in ("/schema", "/schema/redoc"):
             page.goto(f"{stack.api_url}{path}")
@@ -114,3 +115,14 @@ def test_console_serves_its_files_and_nothing_else(stack: Stack) -> None:
         ):
             answer = http.get(escape)
             assert answer.status_code == 404 and "CONSOLE_PATH" not in answer.text, escape
+
+
+def test_openapi_document_declares_the_bearer_key(stack: Stack) -> None:
+    schema = httpx.get(f"{stack.api_url}/schema/openapi.json", timeout=10).json()
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (pmk_...) or the operator's token",
+    }
+    assert schema["security"] == [{"bearer": []}]
+    assert "/v1/console/branches" in schema["paths"] and "/v1/events" in schema["paths"]

@@ -16,6 +16,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.file_system import BaseLocalFileSystem
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response.file import ASGIFileResponse
 from litestar.static_files import StaticFiles
 
@@ -67,6 +68,17 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title,
         version=version,
+        # Swagger UI's "Authorize" then sends the key as a bearer token with "Try it out".
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="An API key (pmk_...) or the operator's token",
+                )
+            }
+        ),
+        security=[{"bearer": []}],
         openapi_router=Router(path="/schema", route_handlers=[], response_headers=_HEADERS),
         render_plugins=[
             RedocRenderPlugin(
