@@ -47,6 +47,10 @@ def open_page() -> Iterator[Page]:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on(  # a refusal by the Content-Security-Policy breaks a page silently
+            "console",
+            lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+        )
         yield page
         context.close()
         assert not errors, f"JavaScript errors: {errors}"

@@ -27,13 +27,20 @@ _SWAGGER: Final = f"{CONSOLE_PATH}/vendor/swagger-ui-dist-5.35.0"
 _REDOC: Final = f"{CONSOLE_PATH}/vendor/redoc-2.5.0"
 _FAVICON: Final = f"<link rel='icon' type='image/svg+xml' href='{CONSOLE_PATH}/favicon.svg'>"
 
-#: The browser loads nothing from another host, even where a vendored bundle would (ReDoc's
-#: sidebar shows a logo from its makers' CDN; refused, it hides itself). Inline scripts and
-#: styles: the reference pages start their bundles with one, and ReDoc styles inline.
+#: The reference pages load nothing from another host, even where a vendored bundle would
+#: (ReDoc's sidebar shows a logo from its makers' CDN; refused, it hides itself). Inline
+#: scripts and styles: the pages start their bundles with one, and ReDoc styles inline.
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
     "connect-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
+)
+#: The console holds an API key in the tab: no inline script or style at all, so nothing
+#: injected into a page could run.
+CONSOLE_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+    "object-src 'none'"
 )
 _HEADERS: Final = [ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY)]
 
@@ -48,7 +55,7 @@ def console_router() -> Router:
         directories=[STATIC_DIR],
         file_system=BaseLocalFileSystem(),
         # Revalidated on every load (a few small files): a new release shows at once.
-        headers={"Cache-Control": "no-cache", "Content-Security-Policy": CONTENT_SECURITY_POLICY},
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": CONSOLE_SECURITY_POLICY},
     )
 
     @get("/", name="console/index", include_in_schema=False)
