@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from protocol import software_version
 
@@ -24,6 +23,14 @@ from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
+from .console import (
+    ConsoleBranchesController,
+    EventFeed,
+    EventFeedController,
+    JobSearchController,
+    console_router,
+    openapi_config,
+)
 from .fleet import FleetController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
@@ -41,6 +48,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     readiness = Readiness()
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
+    event_feed = EventFeed(registry)
     holder: dict[str, JobService] = {}
     provisioning_service = ProvisioningService(settings)
     key_store = (
@@ -62,6 +70,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
+        jobs.hub.listeners.append(event_feed.on_job)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         try:
@@ -74,6 +83,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         try:
             yield
         finally:
+            await event_feed.aclose()
             for task in (jobs_task, mqtt_task):
                 task.cancel()
             await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
@@ -90,6 +100,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             lambda: provisioning_service, use_cache=True, sync_to_thread=False
         ),
         "api_key_service": Provide(lambda: api_key_service, use_cache=True, sync_to_thread=False),
+        "event_feed": Provide(lambda: event_feed, use_cache=True, sync_to_thread=False),
     }
     v1 = Router(
         path="/",
@@ -100,15 +111,18 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             JobsController,
             ProvisioningController,
             ApiKeysController,
+            ConsoleBranchesController,
+            JobSearchController,
+            EventFeedController,
         ],
         middleware=[authenticated(authenticator)],
     )
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics_endpoint, v1],
+        route_handlers=[healthz, readyz, metrics_endpoint, v1, console_router()],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},
-        openapi_config=OpenAPIConfig(title="PrinterMaster API", version=software_version()),
+        openapi_config=openapi_config("PrinterMaster API", software_version()),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )

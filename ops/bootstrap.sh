@@ -13,6 +13,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ -x /usr/sbin/cupsd ] || need+=(cups)
 [ -f /usr/include/cups/cups.h ] || need+=(libcups2-dev)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# the console's browser tests drive Debian's Chromium through Playwright (no browser download)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need+=(python3-dev)

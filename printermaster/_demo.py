@@ -101,6 +101,7 @@ PrinterMaster demo is running (agent online after {took:.2f} s).
 
   API           {i["api_url"]}      (OpenAPI: {i["api_url"]}/schema)
   API token     {i["api_token"]}
+  Console       {i["api_url"]}/console   (sign in with the API token)
   Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}   mqtts://{i["mqtt_host"]}:{i["mqtt_tls_port"]}
                 wss://localhost:{i["mqtt_websockets_port"]}/mqtt   (CA {i["ca_file"]})
   Debug login   {i["debug_username"]} / {i["debug_password"]}

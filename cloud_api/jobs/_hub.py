@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..store import JobEvent, JobRecord, JobState
 
@@ -64,6 +64,8 @@ def _give_up(reached: asyncio.Future[JobRecord | None]) -> None:
 class JobHub:
     def __init__(self) -> None:
         self._watchers: defaultdict[str, set[Watch]] = defaultdict(set)
+        #: Called with the record of every change announced with one (the console's feed).
+        self.listeners: list[Callable[[JobRecord], None]] = []
 
     def notify(
         self, job_id: str, job: JobRecord | None = None, timeline: list[JobEvent] | None = None
@@ -75,6 +77,9 @@ class JobHub:
         so the last record announced is the current one."""
         for watch in self._watchers.get(job_id, ()):
             watch._announce(job, timeline)
+        if job is not None:
+            for listener in self.listeners:
+                listener(job)
 
     def wants_timeline(self, job_id: str) -> bool:
         """Whether a watcher of ``job_id`` will answer with its timeline."""
