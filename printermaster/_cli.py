@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from branch_agent import Agent, ConfigError, load_config
+    from branch_agent import ConfigError, load_config
+    from branch_agent._service import run_service
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -22,20 +21,8 @@ def _agent_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
-
-    async def main() -> None:
-        agent = Agent(config)
-        loop = asyncio.get_running_loop()
-        if sys.platform != "win32":
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    # SIGTERM (systemd), Ctrl+C (WinSW on Windows, a terminal) and Ctrl+Break: offline first
+    return run_service(config)
 
 
 def _api(args: argparse.Namespace) -> int:
