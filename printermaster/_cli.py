@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _agent_run(args: argparse.Namespace) -> int:
@@ -93,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     api.set_defaults(func=_api)
 
+    _add_agent_parser(sub)
+
+    from ._provision_cli import add_parser as add_broker_parser
+
+    add_broker_parser(sub)
+    return parser
+
+
+def _add_agent_parser(sub: Any) -> None:
     from branch_agent._cli import add_commands as add_agent_commands
     from branch_agent._cli import add_config_arg
 
@@ -104,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
 
-    from ._provision_cli import add_parser as add_broker_parser
-
-    add_broker_parser(sub)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    """The single-file agent's entry point: ``printermaster agent ...`` and nothing else (the
+    API, the demo and the broker tools stay out of the branch's executable)."""
+    parser = argparse.ArgumentParser(prog="printermaster", description="PrinterMaster agent")
+    _add_agent_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
     return int(args.func(args))
