@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,16 +85,44 @@ def wheel(dist: Path) -> Path:
     return found
 
 
-@pytest.fixture(scope="session")
-def venv(wheel: Path) -> Path:
-    """A fresh venv with only the wheel (and its dependencies) installed; reused per wheel."""
+def _interpreter(version: str) -> str | None:
+    """A Python ``version`` ("3.12") on this machine: this one, one on PATH, or pyenv's."""
+    if version == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return str(getattr(sys, "_base_executable", sys.executable))
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which(f"python{version}")]
+    candidates += [str(p) for p in sorted(pyenv.glob(f"{version}.*/bin/python{version}"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys, venv; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+            tuple(map(int, version.split(".")))
+        ):
+            return candidate
+    return None
+
+
+#: Debian 12's Python and Ubuntu 24.04's: the wheel must install and run on both.
+SUPPORTED = ["3.11", "3.12"]
+
+
+@pytest.fixture(scope="session", params=SUPPORTED)
+def venv(request: pytest.FixtureRequest, wheel: Path) -> Path:
+    """A fresh venv of each supported Python with only the wheel (and its dependencies)
+    installed; reused while the wheel is the same."""
+    version = request.param
+    base = _interpreter(version)
+    if base is None:
+        pytest.skip(f"no Python {version} on this machine to install the wheel with")
     key = hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
-    where = CACHE / f"venv-{key}"
+    where = CACHE / f"venv{version}-{key}"
     if (where / "installed").exists():
         return where
-    for old in CACHE.glob("venv-*"):
+    for old in CACHE.glob(f"venv{version}-*"):
         subprocess.run(["rm", "-rf", str(old)], check=False)
-    base = getattr(sys, "_base_executable", sys.executable)
     _run([base, "-m", "venv", str(where)], timeout=120)
     _run(
         [str(where / BIN / "python"), "-m", "pip", "install", "-q", str(wheel)],
@@ -124,6 +153,24 @@ def test_sdist_has_every_package_and_the_metadata(dist: Path) -> None:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     assert {"pyproject.toml", "README.md", "branch_agent/_service.py"} <= names
     assert {f"{p}/__init__.py" for p in PACKAGES} <= names
+
+
+def test_python_310_is_refused_with_a_clear_message(wheel: Path, tmp_path: Path) -> None:
+    """Ubuntu 22.04's Python: pip says why, before it installs anything (that box runs the
+    single-file agent)."""
+    base = _interpreter("3.10")
+    if base is None:
+        pytest.skip("no Python 3.10 on this machine")
+    _run([base, "-m", "venv", str(tmp_path / "venv")], timeout=120)
+    done = subprocess.run(
+        [str(tmp_path / "venv" / BIN / "python"), "-m", "pip", "install", "--no-deps", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "requires a different Python" in done.stderr and ">=3.11" in done.stderr, done.stderr
 
 
 def test_installed_wheel_runs_the_doctor_against_a_stack(
