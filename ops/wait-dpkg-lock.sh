@@ -35,7 +35,7 @@ start=$SECONDS
 next=0
 while lock=$(held); do
   waited=$((SECONDS - start))
-  if [ "$waited" -ge "$limit" ]; then
+  if [ "$waited" -gt "$limit" ]; then  # SECONDS counts whole seconds: at least $limit passed
     echo "bootstrap: $lock is still held by another apt/dpkg after ${limit} s; let it finish" \
       "(ps -ef | grep -E 'apt|dpkg'), then run this again" >&2
     exit 1
