@@ -237,10 +237,11 @@ def test_cli_add_list_rotate_revoke(stack: Stack, tmp_path: Path) -> None:
     assert listed.returncode == 0 and listed.stdout.split() == [branch_id, agent_id, "enabled"]
     assert _cli(stack, "add", *ids).returncode == 1  # exists already
     out = tmp_path / "rotated.toml"
-    rotated = _cli(stack, "rotate", *ids, "-o", str(out))
+    rotated = _cli(stack, "rotate", *ids, "--platform", "windows", "-o", str(out))
     assert rotated.returncode == 0 and rotated.stdout == ""
     assert out.stat().st_mode & 0o777 == 0o600
     new = load_config(out)
+    assert new.data_dir == WINDOWS_DATA_DIR  # the box moved to Windows
     assert new.mqtt.password != config.mqtt.password
     assert Probe(stack.mqtt_port, creds, client_id="old").connect() != 0
     revoked = _cli(stack, "revoke", *ids)
