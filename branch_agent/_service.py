@@ -10,9 +10,13 @@ Without these handlers, Ctrl+C on Windows would cancel the agent's task instead:
 connection closes cleanly (no Last Will) without the agent saying "offline", and the cloud keeps
 it online until its last status expires (about 90 s with the default heartbeat).
 
-On POSIX the handlers are the event loop's (``loop.add_signal_handler``); Windows' event loop has
-none, so there they are ``signal.signal`` handlers that hand the stop to the loop (the proactor
-loop wakes up for signals). ``platform`` picks the path, so tests run the Windows one here.
+On POSIX the handlers are the event loop's (``loop.add_signal_handler``). Windows' event loops
+have none, so there they are ``signal.signal`` handlers that hand the stop to the loop, and a
+socket pair registered as the signal wakeup fd wakes the loop's ``select`` at once.
+
+On Windows the loop is a ``SelectorEventLoop``: paho-mqtt, under aiomqtt, watches its socket
+with ``loop.add_reader``, which Windows' default ``ProactorEventLoop`` does not implement.
+``platform`` picks the path, so tests run the Windows one here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -62,12 +67,39 @@ def install_stop_handlers(
     previous = {sig: signal.getsignal(sig) for sig in signals}
     for sig in signals:
         signal.signal(sig, lambda signum, _frame: loop.call_soon_threadsafe(on_signal, signum))
+    # Python runs a signal handler when the main thread gets back to bytecode; a selector loop
+    # blocked in select() gets there at once only if the signal also writes to a socket it
+    # watches.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    loop.add_reader(wake_r.fileno(), _drain, wake_r)
+    previous_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
 
     def restore_signals() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        loop.remove_reader(wake_r.fileno())
+        wake_r.close()
+        wake_w.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
     return restore_signals
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(64):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop the agent runs on: a selector loop on Windows (see the module doc)."""
+    if platform == "win32":
+        return asyncio.SelectorEventLoop
+    return asyncio.new_event_loop
 
 
 async def serve(config: AgentConfig, *, platform: str = sys.platform) -> None:
@@ -83,7 +115,8 @@ async def serve(config: AgentConfig, *, platform: str = sys.platform) -> None:
 def run_service(config: AgentConfig) -> int:
     """``printermaster agent run``: serve in this process until stopped; the exit code."""
     try:
-        asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(config))
     except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
         return 130
     return 0

@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 
 from branch_agent import parse_config
-from branch_agent._service import serve, stop_signals
+from branch_agent._service import loop_factory, serve, stop_signals
 from printermaster._stack import Stack
 from protocol import Presence, presence_topic
 
@@ -28,6 +28,13 @@ from .conftest import AgentFactory, unique_id
 def test_stop_signals_per_platform() -> None:
     assert stop_signals("linux") == [signal.SIGTERM, signal.SIGINT]
     assert stop_signals("win32")[0] is signal.SIGINT  # WinSW's Ctrl+C
+
+
+def test_windows_runs_the_agent_on_a_selector_loop() -> None:
+    # paho-mqtt (under aiomqtt) needs loop.add_reader, which Windows' default proactor lacks
+    assert loop_factory("win32") is asyncio.SelectorEventLoop
+    loop = loop_factory("linux")()
+    loop.close()
 
 
 async def _presence_watch(stack: Stack, branch: str, agent: str) -> aiomqtt.Client:
