@@ -125,7 +125,7 @@ def venv(request: pytest.FixtureRequest, wheel: Path) -> Path:
         subprocess.run(["rm", "-rf", str(old)], check=False)
     _run([base, "-m", "venv", str(where)], timeout=120)
     _run(
-        [str(where / BIN / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        [str(where / BIN / "python"), "-m", "pip", "install", "-q", "--no-compile", str(wheel)],
         timeout=600,
         env=_clean_env(),
     )
