@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import tomli_w
 
@@ -251,9 +252,17 @@ def exe_process(agent_exe: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait()
 
 
+@pytest.mark.parametrize("stop", ["systemd", "ctrl-c"])
 def test_single_file_agent_comes_online_and_stops_offline(
-    agent_exe: Path, stack: Stack, tmp_path: Path, exe_process: list[subprocess.Popen[bytes]]
+    agent_exe: Path,
+    stack: Stack,
+    tmp_path: Path,
+    exe_process: list[subprocess.Popen[bytes]],
+    stop: str,
 ) -> None:
+    """Started as a service starts it; stopped with SIGTERM as systemd does, or with Ctrl+C to
+    the whole process group as a console (and WinSW on Windows) does: the bootloader and the
+    agent both get it, and the agent still says offline before it exits."""
     config, branch, agent = _agent_config(stack, tmp_path, heartbeat_interval=120.0)
     log = tmp_path / "agent.log"
     with open(log, "wb") as out:
@@ -263,6 +272,7 @@ def test_single_file_agent_comes_online_and_stops_offline(
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
             env=_clean_env(),
+            start_new_session=True,
         )
     exe_process.append(proc)
     try:
@@ -274,7 +284,22 @@ def test_single_file_agent_comes_online_and_stops_offline(
         response = http.post(f"/v1/branches/{branch}/printers/POS-80C/test")
     assert response.status_code == 200, response.text
     assert list((tmp_path / "data" / "virtual" / "POS-80C").glob("*.prn"))
-    # the bootloader hands SIGTERM to the agent, which says offline before it exits
-    proc.send_signal(signal.SIGTERM)
+    if stop == "systemd":  # the bootloader hands SIGTERM on to the agent
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     stack.wait_agent(branch, agent, online=False, timeout=10)
     assert proc.wait(30) == 0, log.read_text()
+    assert _group(proc.pid) == [], "a process of the agent outlived the stop"
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
