@@ -3,9 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
+# The lowest Python the agent supports (pyproject's requires-python): CI type-checks for it.
+PY_LOWEST := 3.11
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo test lint typecheck build agent-exe pytest bench clean
 
 setup: $(STAMP)
 
@@ -16,8 +18,9 @@ $(STAMP): pyproject.toml ops/bootstrap.sh
 demo: setup
 	$(PY) -m printermaster demo $(DEMO_ARGS)
 
-## Lint, type-check (the agent for Linux and Windows) and run the whole test suite.
-test: setup lint typecheck pytest
+## Lint, type-check (the agent for Linux and Windows, at the lowest supported Python), build the
+## wheel and sdist, and run the whole test suite (which installs that wheel in a fresh venv).
+test: setup lint typecheck build pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -25,8 +28,19 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy protocol groupcommit cloud_api broker printermaster ops
-	$(VENV)/bin/mypy --platform linux branch_agent groupcommit
-	$(VENV)/bin/mypy --platform win32 branch_agent groupcommit
+	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform linux branch_agent groupcommit
+	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform win32 branch_agent groupcommit
+
+## The wheel and sdist in dist/ (what docs/install-agent.md installs).
+build: setup
+	rm -rf dist
+	$(PY) -m build --outdir dist . >build.log 2>&1 || (tail -30 build.log; exit 1)
+	@ls dist
+
+## The single-file agent (dist/printermaster, or printermaster.exe on Windows).
+agent-exe: setup
+	$(VENV)/bin/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller \
+	  ops/pyinstaller/printermaster-agent.spec
 
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,4 +50,4 @@ bench: setup
 	$(PY) -m ops.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state bench-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state bench-results build dist build.log

@@ -43,6 +43,8 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     websockets_port: int | None = None
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
     agent_data_dir: str = "/var/lib/printermaster"
+    #: The same for agents provisioned with ``"platform": "windows"`` (or a ``win32`` printer).
+    agent_data_dir_windows: str = "C:\\ProgramData\\printermaster\\data"
     keepalive: int = 10
 
 

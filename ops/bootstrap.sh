@@ -23,8 +23,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # another apt (unattended-upgrades at boot) may hold the lock: wait for it, bounded, and let
+  # apt-get wait too for the moment between our check and its own start
+  LOCK_WAIT=${LOCK_WAIT:-120}
+  $SUDO env LOCK_WAIT="$LOCK_WAIT" PYTHON="$(command -v "$PYTHON")" ./ops/wait-dpkg-lock.sh
+  $SUDO apt-get -o DPkg::Lock::Timeout="$LOCK_WAIT" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout="$LOCK_WAIT" \
+    install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 # Mosquitto's and CUPS's packaged services are not ours: the project starts its own instances

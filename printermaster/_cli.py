@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from branch_agent import Agent, ConfigError, load_config
+    from branch_agent import ConfigError, load_config
+    from branch_agent._service import run_service
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -22,20 +22,8 @@ def _agent_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
-
-    async def main() -> None:
-        agent = Agent(config)
-        loop = asyncio.get_running_loop()
-        if sys.platform != "win32":
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    # SIGTERM (systemd), Ctrl+C (WinSW on Windows, a terminal) and Ctrl+Break: offline first
+    return run_service(config)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -106,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     api.set_defaults(func=_api)
 
+    _add_agent_parser(sub)
+
+    from ._provision_cli import add_parser as add_broker_parser
+
+    add_broker_parser(sub)
+    return parser
+
+
+def _add_agent_parser(sub: Any) -> None:
     from branch_agent._cli import add_commands as add_agent_commands
     from branch_agent._cli import add_config_arg
 
@@ -117,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
 
-    from ._provision_cli import add_parser as add_broker_parser
-
-    add_broker_parser(sub)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    """The single-file agent's entry point: ``printermaster agent ...`` and nothing else (the
+    API, the demo and the broker tools stay out of the branch's executable)."""
+    parser = argparse.ArgumentParser(prog="printermaster", description="PrinterMaster agent")
+    _add_agent_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
     return int(args.func(args))

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
+import tomllib
 from pathlib import Path
+
+import tomli_w
 
 from broker import free_port
 from broker._process import port_is_free
 
-from ._stack import Stack
+from ._stack import AgentHandle, ChildProcess, Stack
 
 BRANCH_ID = "demo"
 AGENT_ID = "agent-1"
@@ -63,8 +67,8 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
         fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(info, fh, indent=2)
-        print(_banner(info, info_path, took), flush=True)
-        stop.wait()
+        print(_banner(info, info_path, took, handle.config_path, handle.process), flush=True)
+        _supervise(handle.process, stop)
         print("\nstopping ...", flush=True)
     finally:
         stack.stop()
@@ -72,13 +76,40 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
     return 0
 
 
+def _supervise(agent: ChildProcess, stop: threading.Event) -> None:
+    """Until ``stop``: start the agent again whenever it exits (a restart after a config
+    edit is ``kill -TERM <pid>``; the new process reads the file again)."""
+    while not stop.wait(0.2):
+        if agent.running():
+            continue
+        code = agent.proc.returncode if agent.proc else None
+        print(
+            f"agent exited (code {code}); starting it again with {agent.argv[-1]}",
+            flush=True,
+        )
+        agent.start()
+        print(f"agent restarted: pid {agent.pid}", flush=True)
+
+
+def _follow_broker(path: Path, stack: Stack) -> None:
+    """Point an earlier run's agent config at this run's broker (its port changes when 1883 is
+    taken); everything else in the file, edits included, stays as it is."""
+    config = tomllib.loads(path.read_text())
+    mqtt = config.setdefault("mqtt", {})
+    if mqtt.get("host") == "127.0.0.1" and mqtt.get("port") == stack.mqtt_port:
+        return
+    mqtt.update(host="127.0.0.1", port=stack.mqtt_port)
+    tmp = path.with_suffix(".toml.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(config, fh)
+    os.replace(tmp, path)
+
+
 def _restart_agent(stack: Stack) -> None:
     """A demo state directory from an earlier run: reuse its agent and credentials."""
-    import sys
-
-    from ._stack import AgentHandle, ChildProcess
-
     path = stack.state_dir / "agents" / f"{BRANCH_ID}.{AGENT_ID}.toml"
+    _follow_broker(path, stack)
     process = ChildProcess(
         f"agent {BRANCH_ID}/{AGENT_ID}",
         [sys.executable, "-m", "printermaster", "agent", "run", "--config", str(path)],
@@ -94,7 +125,9 @@ def _restart_agent(stack: Stack) -> None:
     )
 
 
-def _banner(info: dict[str, object], info_path: Path, took: float) -> str:
+def _banner(
+    info: dict[str, object], info_path: Path, took: float, config: Path, agent: ChildProcess
+) -> str:
     i = info
     return f"""
 PrinterMaster demo is running (agent online after {took:.2f} s).
@@ -108,6 +141,11 @@ PrinterMaster demo is running (agent online after {took:.2f} s).
   Printer       {i["printer_id"]} in branch {i["branch_id"]} (agent {i["agent_id"]})
   Paper         {i["virtual_printer_dir"]}  (one .prn file per printed job)
   Everything    {info_path}
+  Agent config  {config}
+  Agent log     {agent.log_path}
+
+To restart the agent (after editing its config): kill -TERM {agent.pid}
+  It publishes "offline", exits, and the demo starts it again with the config as it is then.
 
 Try a test print:
 

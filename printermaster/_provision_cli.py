@@ -62,9 +62,16 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls", action="store_true", help="the agent connects with TLS")
     g.add_argument("--ca-file", help="CA certificate (PEM) embedded into the config")
     g.add_argument(
+        "--platform",
+        choices=("linux", "windows"),
+        default="linux",
+        help="where the agent runs: its data directory and config location (default linux)",
+    )
+    g.add_argument(
         "--data-dir",
-        default="/var/lib/printermaster",
-        help="agent data directory ({branch_id} and {agent_id} are replaced)",
+        default=None,
+        help="agent data directory ({branch_id} and {agent_id} are replaced; default "
+        "/var/lib/printermaster on Linux, C:\\ProgramData\\printermaster\\data on Windows)",
     )
     g.add_argument(
         "--virtual-printer", action="append", default=[], metavar="NAME", help="repeatable"
@@ -97,6 +104,7 @@ async def _run(
     from branch_agent._printers import VirtualPrinterConfig
     from broker import Credentials, DynSecAdmin, Provisioner
     from cloud_api.provisioning import BrokerEndpoint, render_agent_config
+    from cloud_api.provisioning._render import WINDOWS_DATA_DIR
 
     host, port, user, password = target
     tls = ssl.create_default_context(cafile=args.admin_ca_file) if args.admin_tls else None
@@ -129,8 +137,10 @@ async def _run(
         agent_id=args.agent,
         creds=creds,
         broker=endpoint,
-        data_dir=args.data_dir,
+        data_dir=args.data_dir or "/var/lib/printermaster",
         printers=[VirtualPrinterConfig(name=n) for n in args.virtual_printer],
+        platform=args.platform,
+        windows_data_dir=args.data_dir or WINDOWS_DATA_DIR,
     )
 
 

@@ -237,10 +237,11 @@ def test_cli_add_list_rotate_revoke(stack: Stack, tmp_path: Path) -> None:
     assert listed.returncode == 0 and listed.stdout.split() == [branch_id, agent_id, "enabled"]
     assert _cli(stack, "add", *ids).returncode == 1  # exists already
     out = tmp_path / "rotated.toml"
-    rotated = _cli(stack, "rotate", *ids, "-o", str(out))
+    rotated = _cli(stack, "rotate", *ids, "--platform", "windows", "-o", str(out))
     assert rotated.returncode == 0 and rotated.stdout == ""
     assert out.stat().st_mode & 0o777 == 0o600
     new = load_config(out)
+    assert new.data_dir == WINDOWS_DATA_DIR  # the box moved to Windows
     assert new.mqtt.password != config.mqtt.password
     assert Probe(stack.mqtt_port, creds, client_id="old").connect() != 0
     revoked = _cli(stack, "revoke", *ids)
@@ -250,3 +251,51 @@ def test_cli_add_list_rotate_revoke(stack: Stack, tmp_path: Path) -> None:
     assert Probe(stack.mqtt_port, new_creds, client_id="new").connect() != 0
     missing = _cli(stack, "revoke", *ids)
     assert missing.returncode == 1 and "no agent" in missing.stderr
+
+
+WINDOWS_DATA_DIR = "C:\\ProgramData\\printermaster\\data"
+
+
+@pytest.mark.parametrize(
+    ("body", "data_dir"),
+    [
+        ({"platform": "windows"}, WINDOWS_DATA_DIR),
+        # a spooler printer says where the agent runs
+        ({"printers": [{"kind": "win32", "name": "POS-WIN"}]}, WINDOWS_DATA_DIR),
+        ({"platform": "linux"}, None),
+        ({}, None),
+    ],
+)
+def test_provisioned_config_has_the_data_dir_of_its_platform(
+    stack: Stack, body: dict[str, object], data_dir: str | None
+) -> None:
+    branch, agent = unique_id("b"), unique_id("a")
+    with stack.client(timeout=10) as http:
+        text = _provision(http, branch, agent, **body)
+    config = parse_config(text, "provisioned")
+    # the stack's Linux template: state_dir/agents/{branch_id}.{agent_id}
+    linux = str(stack.state_dir / "agents" / f"{branch}.{agent}")
+    assert config.data_dir == (data_dir or linux)
+
+
+def test_provisioning_refuses_an_unknown_platform(stack: Stack) -> None:
+    with stack.client(timeout=10) as http:
+        response = http.post(
+            f"/v1/branches/{unique_id('b')}/agents", json={"agent_id": "a1", "platform": "macos"}
+        )
+    assert response.status_code == 400, response.text
+
+
+def test_render_places_windows_data_under_programdata() -> None:
+    from cloud_api.provisioning import BrokerEndpoint, render_agent_config
+
+    text = render_agent_config(
+        branch_id="b1",
+        agent_id="a1",
+        creds=Credentials("agent:b1:a1", "pw"),
+        broker=BrokerEndpoint(host="mqtt.example.com", port=8883, tls=True),
+        data_dir="/var/lib/printermaster",
+        platform="windows",
+    )
+    assert parse_config(text, "rendered").data_dir == WINDOWS_DATA_DIR
+    assert "C:\\ProgramData\\printermaster\\agent.toml" in text  # where to save it

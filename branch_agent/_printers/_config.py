@@ -83,6 +83,9 @@ class Win32PrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="win
 
     #: Spooler printer name; empty means the default printer.
     printer_name: str = ""
+    #: Seconds to wait for the spooler to finish the job; then it is cancelled so it never
+    #: prints late.
+    timeout: float = 60.0
 
 
 PrinterConfig = (
@@ -165,5 +168,5 @@ def open_backend(config: PrinterConfig, data_dir: Path) -> PrinterBackend:
         case Win32PrinterConfig():
             from ._win32 import Win32Printer
 
-            return Win32Printer(config.name, config.printer_name)
+            return Win32Printer(config.name, config.printer_name, timeout=config.timeout)
     raise TypeError(f"unsupported printer config {config!r}")

@@ -12,7 +12,7 @@ from protocol import ErrorCode, is_valid_id
 
 from .._auth import check_branch, principal_of, require_admin
 from .._errors import ApiError
-from ._render import Transport
+from ._render import AgentPlatform, Transport
 from ._service import DebugLogin, ProvisioningService
 
 TOML = "application/toml"
@@ -25,11 +25,15 @@ class ProvisionAgent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     #: Which broker listener the agent uses: ``tcp`` (the configured default), ``tls`` or
     #: ``websockets`` (WebSockets+TLS, for networks that pass only 443).
     transport: Transport | None = None
+    #: Where the agent runs (its data directory differs); default: ``windows`` when a printer
+    #: is a ``win32`` spooler printer, else ``linux``.
+    platform: AgentPlatform | None = None
 
 
 class RotateCredentials(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     #: The printers table to put into the new config (the API does not keep it).
     printers: Annotated[list[PrinterConfig], msgspec.Meta(max_length=64)] = []
+    platform: AgentPlatform | None = None
 
 
 class DebugAccess(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -71,7 +75,7 @@ class ProvisioningController(Controller):
         _admin_on_branch(request, branch_id)
         agent_id = _id(data.agent_id, "agent_id")
         text = await provisioning_service.add_agent(
-            branch_id, agent_id, data.printers, data.transport
+            branch_id, agent_id, data.printers, data.transport, data.platform
         )
         return Response(text, media_type=TOML, status_code=201, headers=_NO_STORE)
 
@@ -93,7 +97,7 @@ class ProvisioningController(Controller):
         _admin_on_branch(request, branch_id)
         printers = data.printers if data else []
         text = await provisioning_service.rotate_agent(
-            branch_id, _id(agent_id, "agent_id"), printers
+            branch_id, _id(agent_id, "agent_id"), printers, data.platform if data else None
         )
         return Response(text, media_type=TOML, headers=_NO_STORE)
 

@@ -10,12 +10,32 @@ from typing import Literal
 
 from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
 from branch_agent._config import dump_config
-from branch_agent._printers import PrinterConfig
+from branch_agent._printers import PrinterConfig, Win32PrinterConfig
 from broker import Credentials
 
 from .._settings import ApiSettings
 
 Transport = Literal["tcp", "tls", "websockets"]
+#: Where the agent runs: its data directory and config location differ.
+AgentPlatform = Literal["linux", "windows"]
+
+#: The Windows agent's defaults (platformdirs' site dirs; see docs/install-agent.md).
+WINDOWS_DATA_DIR = "C:\\ProgramData\\printermaster\\data"
+CONFIG_PATHS: dict[str, str] = {
+    "linux": "/etc/printermaster/agent.toml",
+    "windows": "C:\\ProgramData\\printermaster\\agent.toml",
+}
+
+
+def agent_platform(
+    requested: AgentPlatform | None, printers: list[PrinterConfig] | None
+) -> AgentPlatform:
+    """The platform asked for; else Windows when a printer is a spooler (``win32``) printer."""
+    if requested is not None:
+        return requested
+    if any(isinstance(p, Win32PrinterConfig) for p in printers or []):
+        return "windows"
+    return "linux"
 
 
 @dataclass(frozen=True)
@@ -79,13 +99,19 @@ def render_agent_config(
     broker: BrokerEndpoint,
     data_dir: str,
     printers: list[PrinterConfig] | None = None,
+    platform: AgentPlatform = "linux",
+    windows_data_dir: str = WINDOWS_DATA_DIR,
 ) -> str:
-    """TOML for one agent; checked with the agent's own parser before it leaves."""
+    """TOML for one agent; checked with the agent's own parser before it leaves.
+
+    ``data_dir`` is the template for Linux agents, ``windows_data_dir`` the one for Windows
+    agents (``{branch_id}`` and ``{agent_id}`` are replaced in both)."""
+    template = windows_data_dir if platform == "windows" else data_dir
     config = AgentConfig(
         branch_id=branch_id,
         agent_id=agent_id,
         # ids are from the safe set (no "/", no ".."), so they are safe in a path
-        data_dir=data_dir.replace("{branch_id}", branch_id).replace("{agent_id}", agent_id),
+        data_dir=template.replace("{branch_id}", branch_id).replace("{agent_id}", agent_id),
         mqtt=MqttSettings(
             host=broker.host,
             port=broker.port,
@@ -103,11 +129,20 @@ def render_agent_config(
     text = (
         f"# PrinterMaster agent {agent_id} of branch {branch_id}, provisioned {stamp}.\n"
         f"# Broker: {broker.url}\n"
-        "# Holds this agent's broker password: keep the file private (chmod 600).\n"
-        "# Run: printermaster agent run --config THIS_FILE\n\n"
+        f"# For a {platform.capitalize()} agent: save it as {CONFIG_PATHS[platform]}\n"
+        "# Holds this agent's broker password: keep the file private (see docs/install-agent.md).\n"
+        f"# Run: printermaster agent run --config {CONFIG_PATHS[platform]}\n\n"
     ) + dump_config(config)
     parse_config(text, "generated config")  # raises ConfigError if we ever emit a bad one
     return text
 
 
-__all__ = ["BrokerEndpoint", "ConfigError", "Transport", "render_agent_config"]
+__all__ = [
+    "WINDOWS_DATA_DIR",
+    "AgentPlatform",
+    "BrokerEndpoint",
+    "ConfigError",
+    "Transport",
+    "agent_platform",
+    "render_agent_config",
+]

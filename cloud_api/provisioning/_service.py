@@ -28,7 +28,7 @@ from protocol import ErrorCode, ProtocolError, reply_topic
 
 from .._errors import ApiError
 from .._settings import ApiSettings
-from ._render import BrokerEndpoint, Transport, render_agent_config
+from ._render import AgentPlatform, BrokerEndpoint, Transport, agent_platform, render_agent_config
 
 
 class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
@@ -77,15 +77,19 @@ class ProvisioningService:
         creds: Credentials,
         printers: list[PrinterConfig] | None,
         transport: Transport | None = None,
+        platform: AgentPlatform | None = None,
     ) -> str:
+        prov = self.settings.provisioning
         try:
             return render_agent_config(
                 branch_id=branch_id,
                 agent_id=agent_id,
                 creds=creds,
                 broker=BrokerEndpoint.from_settings(self.settings, transport),
-                data_dir=self.settings.provisioning.agent_data_dir,
+                data_dir=prov.agent_data_dir,
                 printers=printers,
+                platform=agent_platform(platform, printers),
+                windows_data_dir=prov.agent_data_dir_windows,
             )
         except ConfigError as exc:
             raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
@@ -98,22 +102,28 @@ class ProvisioningService:
         agent_id: str,
         printers: list[PrinterConfig] | None = None,
         transport: Transport | None = None,
+        platform: AgentPlatform | None = None,
     ) -> str:
         """Create the agent's login and role; returns its one-time config (TOML)."""
         # Render once with a placeholder first: a bad printer table or transport fails before
         # the broker is touched.
-        self._config(branch_id, agent_id, Credentials("check", "check"), printers, transport)
+        check = Credentials("check", "check")
+        self._config(branch_id, agent_id, check, printers, transport, platform)
         async with self._provisioner() as prov:
             creds = await prov.add_agent(branch_id, agent_id)
-        return self._config(branch_id, agent_id, creds, printers, transport)
+        return self._config(branch_id, agent_id, creds, printers, transport, platform)
 
     async def rotate_agent(
-        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
+        self,
+        branch_id: str,
+        agent_id: str,
+        printers: list[PrinterConfig] | None = None,
+        platform: AgentPlatform | None = None,
     ) -> str:
         """New password (the broker drops the agent's live session); returns the new config."""
         async with self._provisioner() as prov:
             creds = await prov.rotate_agent(branch_id, agent_id)
-        return self._config(branch_id, agent_id, creds, printers)
+        return self._config(branch_id, agent_id, creds, printers, platform=platform)
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
         async with self._provisioner() as prov:
