@@ -23,7 +23,7 @@ from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
-from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
+from .apikeys import ApiKeysController, ApiKeyService, MemoryApiKeyStore, import_key_file
 from .fleet import FleetController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
@@ -43,12 +43,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     metrics = Metrics(registry, link)
     holder: dict[str, JobService] = {}
     provisioning_service = ProvisioningService(settings)
-    key_store = (
-        JsonFileApiKeyStore(settings.api_keys_file)
-        if settings.api_keys_file
-        else MemoryApiKeyStore()
-    )
-    api_key_service = ApiKeyService(key_store)
+    # the database-backed key store replaces this one when the lifespan opens the store, before
+    # the first request is served
+    api_key_service = ApiKeyService(MemoryApiKeyStore())
     authenticator = Authenticator(settings.api_token, api_key_service)
 
     @contextlib.asynccontextmanager
@@ -60,6 +57,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             return True, store.name
 
         readiness.add("store", store_check)
+        api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")

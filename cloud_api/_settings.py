@@ -60,7 +60,8 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Admin login of the dynamic-security plugin: enables the provisioning routes.
     admin_mqtt: MqttClientSettings | None = None
     provisioning: ProvisioningSettings = ProvisioningSettings()
-    #: JSON file holding the dashboard API keys (hashed); None keeps them in memory only.
+    #: The API-key JSON file of earlier versions: keys it holds that the store lacks are copied
+    #: into the store at start (the keys live in the store, shared by every instance).
     api_keys_file: str | None = None
     #: Seconds to wait for the agent's ``accepted`` before answering AGENT_UNREACHABLE.
     accept_timeout: float = 3.0

@@ -117,6 +117,13 @@ class AgentHandle:
         return self.data_dir / "virtual" / printer
 
 
+@dataclass
+class ApiHandle:
+    instance_id: str
+    url: str
+    process: ChildProcess
+
+
 class Stack:
     """Broker, API and agents under ``state_dir``; a context manager that stops them all."""
 
@@ -147,6 +154,8 @@ class Stack:
             )
         )
         self.api: ChildProcess | None = None
+        #: API instances beyond the first (:meth:`add_api`)
+        self.apis: list[ApiHandle] = []
         self.agents: dict[tuple[str, str], AgentHandle] = {}
         self.secrets = self._load_or_create_secrets()
 
@@ -306,31 +315,49 @@ class Stack:
                     else {}
                 ),
             },
-            "api_keys_file": str(self.state_dir / "api-keys.json"),
         }
         settings.update(self.api_overrides)
         return settings
 
     def start_api(self, timeout: float = 20.0) -> None:
-        path = self.state_dir / "api.toml"
+        self.api = self._start_api_process("api", self.api_settings(), self.api_url, timeout)
+
+    def add_api(self, instance_id: str, timeout: float = 20.0) -> ApiHandle:
+        """Another API instance (its own process, port, instance id and MQTT session) on the
+        same broker(s) and store as the first one: several instances sharing the work."""
+        port = free_port()
+        settings = {**self.api_settings(), "instance_id": instance_id, "http_port": port}
+        url = f"http://127.0.0.1:{port}"
+        handle = ApiHandle(
+            instance_id, url, self._start_api_process(instance_id, settings, url, timeout)
+        )
+        self.apis.append(handle)
+        return handle
+
+    def _start_api_process(
+        self, name: str, settings: dict[str, Any], url: str, timeout: float
+    ) -> ChildProcess:
+        path = self.state_dir / f"{name}.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            tomli_w.dump(self.api_settings(), fh)
-        self.api = ChildProcess(
-            "api",
+            tomli_w.dump(settings, fh)
+        process = ChildProcess(
+            name,
             [sys.executable, "-m", "printermaster", "api", "--config", str(path)],
-            self.state_dir / "api.log",
+            self.state_dir / f"{name}.log",
         ).start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.api.running():
+        while time.monotonic() < deadline and process.running():
             try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
-                    return
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return process
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        state = "exited" if not self.api.running() else f"not ready after {timeout:.0f}s"
-        raise RuntimeError(f"API {state}:\n{self.api.log_tail()}")
+        state = "exited" if not process.running() else f"not ready after {timeout:.0f}s"
+        tail = process.log_tail()
+        process.stop()
+        raise RuntimeError(f"API {state}:\n{tail}")
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(
@@ -362,6 +389,8 @@ class Stack:
     def stop(self) -> None:
         for handle in self.agents.values():
             handle.process.stop()
+        for extra in self.apis:
+            extra.process.stop()
         if self.api is not None:
             self.api.stop()
         self.broker.stop()
