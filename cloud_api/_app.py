@@ -25,6 +25,7 @@ from ._settings import ApiSettings
 from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, MemoryApiKeyStore, import_key_file
 from .fleet import FleetController
+from .instances import InstanceLeases
 from .jobs import JobsController, JobService
 from .printers import PrintersController
 from .provisioning import ProvisioningController, ProvisioningService
@@ -60,8 +61,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
+        instances = InstanceLeases(settings, store, [(settings.mqtt, link)], jobs.adopt)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
+        lease_task = asyncio.create_task(instances.run(), name="instance-lease")
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -72,9 +75,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         try:
             yield
         finally:
-            for task in (jobs_task, mqtt_task):
+            for task in (lease_task, jobs_task, mqtt_task):
                 task.cancel()
-            await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
+            await asyncio.gather(lease_task, jobs_task, mqtt_task, return_exceptions=True)
+            await instances.release()
             await jobs.aclose()
             await store.close()
 

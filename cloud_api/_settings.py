@@ -81,6 +81,11 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     sent_grace: float = 5.0
     #: An accepted job with no result this long after its deadline is outcome_unknown (s).
     outcome_grace: float = 600.0
+    #: Seconds an instance's lease lasts without renewal; once it passed, a surviving instance
+    #: adopts the dead one's jobs and MQTT session (docs/operations.md).
+    lease_ttl: float = 5.0
+    #: Seconds between two renewals of the lease (and looks for dead instances).
+    lease_renew: float = 1.0
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -95,6 +100,8 @@ def load_settings(path: str | Path) -> ApiSettings:
     try:
         settings = msgspec.toml.decode(path.read_bytes(), type=ApiSettings)
         validate_id(settings.instance_id, "instance_id")
+        if not 0 < settings.lease_renew < settings.lease_ttl:
+            raise SettingsError(f"{path}: lease_renew must be > 0 and shorter than lease_ttl")
         if not 1 <= settings.workers <= 64:
             raise SettingsError(f"{path}: workers must be between 1 and 64, not {settings.workers}")
     except OSError as exc:

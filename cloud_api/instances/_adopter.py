@@ -1,0 +1,138 @@
+"""Each API instance holds a lease; a survivor adopts the work of an instance whose lease
+expired (docs/operations.md, "Several API instances").
+
+Adoption of a dead instance ``D`` by survivor ``S``, in this order:
+
+1. ``S`` wins the claim on ``D``'s expired lease (a conditional update: one survivor only).
+2. ``S`` subscribes to ``D``'s reply filter on every broker (kept across reconnects): from now
+   on a reply an agent sends to ``D``'s topic reaches ``S``.
+3. ``S`` drains ``D``'s persistent session on every broker (:func:`drain_session`): the replies
+   queued there since ``D`` died are applied; the session then ends.
+4. ``S`` takes over ``D``'s in-flight jobs (``sent_by``) and asks each agent again through its own
+   reply topic; the agent's ledger answers a job it holds (its final, or ``accepted`` and the
+   final later to the latest asker) and never prints it twice; a job it never got is taken, or
+   refused as expired past its deadline. From then on the sweeper resends and times them out.
+
+A reply in flight during any step reaches ``S`` through 2 or 3 (replies are conditional
+transitions, so one applied twice changes nothing), and one lost anyway is asked for again in 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import aiomqtt
+
+from protocol import reply_filter
+
+from .._settings import ApiSettings, MqttClientSettings
+from ..store import JobRecord, Store
+from ._drain import drain_session
+from ._leases import Leases
+
+log = logging.getLogger("cloud_api.instances")
+
+
+class Link(Protocol):
+    """What adoption needs of an MQTT session (:class:`cloud_api.MqttLink`)."""
+
+    on_reply: Callable[[str, bytes | None, bytes], None]
+
+    async def follow(self, topic_filter: str) -> None: ...
+
+    async def unfollow(self, topic_filter: str) -> None: ...
+
+
+class InstanceLeases:
+    """Renews this instance's lease and adopts dead instances; run with :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: Store,
+        links: Sequence[tuple[MqttClientSettings, Link]],
+        adopt_jobs: Callable[[str], Awaitable[list[JobRecord]]],
+    ) -> None:
+        self.settings = settings
+        self.instance_id = settings.instance_id
+        self.store = store
+        self.links = links
+        self.adopt_jobs = adopt_jobs
+        self.leases: Leases | None = None
+        #: dead instances whose reply topics this one reads
+        self.following: set[str] = set()
+        #: instance id -> seconds from its lease's expiry to the end of its adoption
+        self.adopted: dict[str, float] = {}
+
+    async def run(self) -> None:
+        self.leases = leases = await Leases.open(self.store)
+        started = True
+        while True:
+            now = time.time()
+            try:
+                await leases.renew(self.instance_id, now, self.settings.lease_ttl, started=started)
+                started = False
+                await self._look_around(leases, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease renewal or adoption failed")
+            await asyncio.sleep(self.settings.lease_renew)
+
+    async def release(self) -> None:
+        """A graceful stop: the lease ends now, so a survivor adopts at once."""
+        if self.leases is not None:
+            with contextlib.suppress(Exception):
+                await self.leases.release(self.instance_id, time.time())
+
+    async def _look_around(self, leases: Leases, now: float) -> None:
+        for lease in await leases.all():
+            if lease.instance_id == self.instance_id:
+                continue
+            if lease.alive(now):
+                if lease.instance_id in self.following:  # it came back: its topic is its own
+                    await self._unfollow(lease.instance_id)
+            elif lease.adopted_by is None and await leases.claim(
+                lease.instance_id, self.instance_id, now
+            ):
+                await self.adopt(lease.instance_id, lease.expires_at)
+
+    async def adopt(self, dead: str, expired_at: float) -> None:
+        log.warning("instance %s stopped renewing its lease: adopting its work", dead)
+        topic_filter = reply_filter(dead)
+        for _, link in self.links:
+            with contextlib.suppress(aiomqtt.MqttError):  # subscribed again on reconnect
+                await link.follow(topic_filter)
+        self.following.add(dead)
+        drained = await asyncio.gather(
+            *(drain_session(mqtt, dead, link.on_reply) for mqtt, link in self.links),
+            return_exceptions=True,
+        )
+        for (mqtt, _), outcome in zip(self.links, drained, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "could not drain the session of %s on %s:%s: %s (its jobs are asked again)",
+                    dead,
+                    mqtt.host,
+                    mqtt.port,
+                    outcome,
+                )
+        jobs = await self.adopt_jobs(dead)
+        self.adopted[dead] = time.time() - expired_at
+        log.warning(
+            "adopted instance %s: %d jobs in flight taken over, %.1f s after its lease expired",
+            dead,
+            len(jobs),
+            self.adopted[dead],
+        )
+
+    async def _unfollow(self, instance_id: str) -> None:
+        self.following.discard(instance_id)
+        for _, link in self.links:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await link.unfollow(reply_filter(instance_id))
