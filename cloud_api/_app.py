@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from protocol import software_version
 
 from ._auth import Authenticator, authenticated
+from ._brokers import BrokerLinks
 from ._correlator import Correlator
 from ._errors import error_response
 from ._health import Readiness, healthz, readyz
@@ -38,7 +39,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     registry = Registry()
-    link = MqttLink(settings, registry, on_reply=lambda *args: None)
+    several = len(settings.mqtt.endpoints()) > 1
+    link = (BrokerLinks if several else MqttLink)(settings, registry, lambda *args: None)
     readiness = Readiness()
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
@@ -61,7 +63,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
-        instances = InstanceLeases(settings, store, [(settings.mqtt, link)], jobs.adopt)
+        brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
+        instances = InstanceLeases(settings, store, brokers, jobs.adopt)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         lease_task = asyncio.create_task(instances.run(), name="instance-lease")

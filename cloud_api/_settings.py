@@ -10,9 +10,22 @@ import msgspec
 from protocol import ProtocolError, validate_id
 
 
+class BrokerAddress(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One broker of the deployment (``[[mqtt.brokers]]``); unset keys come from the section."""
+
+    host: str
+    port: int | None = None
+    tls: bool | None = None
+    ca_file: str | None = None
+
+
 class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
+    #: Every broker of the deployment (independent brokers the agents fail over between);
+    #: when set, ``host``/``port`` are not used. The API connects to each one; the same login
+    #: must exist on each (provisioning creates agents on each through ``admin_mqtt``'s list).
+    brokers: list[BrokerAddress] = []
     username: str
     password: str
     keepalive: int = 10
@@ -20,6 +33,22 @@ class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     session_expiry: int = 300
     tls: bool = False
     ca_file: str | None = None
+
+    def endpoints(self) -> list[MqttClientSettings]:
+        """One settings per broker (``[self]`` without ``brokers``)."""
+        if not self.brokers:
+            return [self]
+        return [
+            msgspec.structs.replace(
+                self,
+                host=b.host,
+                port=b.port if b.port is not None else self.port,
+                tls=b.tls if b.tls is not None else self.tls,
+                ca_file=b.ca_file or self.ca_file,
+                brokers=[],
+            )
+            for b in self.brokers
+        ]
 
 
 class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -135,6 +135,7 @@ class Stack:
         http_port: int,
         api_overrides: dict[str, Any] | None = None,
         tls: bool = True,
+        brokers: int = 1,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.mqtt_port = mqtt_port
@@ -153,6 +154,12 @@ class Stack:
                 tls_bind_address="127.0.0.1",
             )
         )
+        #: every broker of the stack: the first (with TLS listeners), then independent plain
+        #: ones that agents fail over to (``brokers``); each holds every login
+        self.brokers = [self.broker] + [
+            MosquittoProcess(BrokerConfig(self.state_dir / f"broker-{n}", free_port()))
+            for n in range(2, brokers + 1)
+        ]
         self.api: ChildProcess | None = None
         #: API instances beyond the first (:meth:`add_api`)
         self.apis: list[ApiHandle] = []
@@ -191,33 +198,47 @@ class Stack:
     # --- broker ----------------------------------------------------------------------------
 
     def start_broker(self) -> None:
-        cfg = self.broker.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        write_initial_dynsec(
-            cfg.dynsec_path,
-            self.creds("admin"),
-            clients=[(self.creds("cloud"), [CLOUD_ROLE]), (self.creds("debug"), [DEBUG_ROLE])],
-            roles=[cloud_role(), debug_role()],
-        )
-        self.broker.start()
+        for broker in self.brokers:
+            cfg = broker.config
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+            if not cfg.dynsec_path.exists():
+                write_initial_dynsec(
+                    cfg.dynsec_path,
+                    self.creds("admin"),
+                    clients=[
+                        (self.creds("cloud"), [CLOUD_ROLE]),
+                        (self.creds("debug"), [DEBUG_ROLE]),
+                    ],
+                    roles=[cloud_role(), debug_role()],
+                )
+            broker.start()
 
-    def admin(self) -> DynSecAdmin:
-        return DynSecAdmin("127.0.0.1", self.mqtt_port, self.creds("admin"))
+    def admin(self, broker: MosquittoProcess | None = None) -> DynSecAdmin:
+        port = (broker or self.broker).config.port
+        return DynSecAdmin("127.0.0.1", port, self.creds("admin"))
+
+    @property
+    def broker_ports(self) -> list[int]:
+        return [b.config.port for b in self.brokers]
 
     # --- agents ----------------------------------------------------------------------------
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
         """Create the agent's broker client and role at run time (no broker restart)."""
+        if len(self.brokers) > 1:
+            return (await self.provision_agents([(branch_id, agent_id)]))[0]
         async with self.admin() as admin:
             return await Provisioner(admin).add_agent(branch_id, agent_id)
 
     async def provision_agents(self, ids: list[tuple[str, str]]) -> list[Credentials]:
-        """Provision many agents in a few batched dynamic-security messages."""
+        """Provision many agents in a few batched dynamic-security messages (on every
+        broker, with the same password)."""
         creds = [Credentials(agent_username(b, a), new_password()) for b, a in ids]
-        async with self.admin() as admin:
-            await admin.create_agents(
-                (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
-            )
+        for broker in self.brokers:
+            async with self.admin(broker) as admin:
+                await admin.create_agents(
+                    (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
+                )
         return creds
 
     def agent_config(
@@ -240,6 +261,7 @@ class Stack:
                 "username": creds.username,
                 "password": creds.password,
                 "keepalive": 10,
+                **self._brokers_list(),
             },
             # a name is a virtual printer; a dict is any printer table (network, cups, ...)
             "printers": [
@@ -283,6 +305,12 @@ class Stack:
 
     # --- API -------------------------------------------------------------------------------
 
+    def _brokers_list(self) -> dict[str, Any]:
+        """``brokers = [...]`` of an MQTT settings table, with several brokers."""
+        if len(self.brokers) == 1:
+            return {}
+        return {"brokers": [{"host": "127.0.0.1", "port": p} for p in self.broker_ports]}
+
     def api_settings(self) -> dict[str, Any]:
         cloud, admin = self.creds("cloud"), self.creds("admin")
         settings: dict[str, Any] = {
@@ -296,12 +324,14 @@ class Stack:
                 "port": self.mqtt_port,
                 "username": cloud.username,
                 "password": cloud.password,
+                **self._brokers_list(),
             },
             "admin_mqtt": {
                 "host": "127.0.0.1",
                 "port": self.mqtt_port,
                 "username": admin.username,
                 "password": admin.password,
+                **self._brokers_list(),
             },
             "provisioning": {
                 "agent_data_dir": str(self.state_dir / "agents" / "{branch_id}.{agent_id}"),
@@ -393,7 +423,8 @@ class Stack:
             extra.process.stop()
         if self.api is not None:
             self.api.stop()
-        self.broker.stop()
+        for broker in self.brokers:
+            broker.stop()
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,118 @@
+"""Agents on several independent brokers: kill -9 of the agent's broker while jobs flow; the
+agent is online on the next broker within seconds, no job is lost or printed twice, and it
+returns to its preferred broker once that one is back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker import free_port
+from printermaster._stack import Stack
+
+from .conftest import unique_id
+
+FINAL = {"printed", "failed", "expired", "cancelled", "outcome_unknown"}
+
+
+def _session(http: httpx.Client, branch: str, agent: str) -> int | None:
+    """The agent's session as the API sees it, None while it is not online."""
+    for view in http.get(f"/v1/branches/{branch}/agents").json():
+        if view["agent_id"] == agent and view["online"]:
+            return int(view["session"])
+    return None
+
+
+def _wait_new_session(http: httpx.Client, branch: str, agent: str, after: int) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < 30:
+        session = _session(http, branch, agent)
+        if session is not None and session > after:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    pytest.fail(f"agent {agent} not online in a session after {after}")
+
+
+def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
+    stack = Stack(
+        tmp_path,
+        mqtt_port=free_port(),
+        http_port=free_port(),
+        api_overrides={"resend_after": 2.0},
+        tls=False,
+        brokers=2,
+    )
+    with stack:
+        stack.start_broker()
+        stack.start_api()
+        branch, agent_id = unique_id("b"), unique_id("a")
+        agent = stack.add_agent(
+            branch, agent_id, ["POS-80C"], start=False, mqtt={"failback_interval": 1.0}
+        )
+        printer_dir = agent.printer_dir("POS-80C")
+        printer_dir.mkdir(parents=True, exist_ok=True)
+        (printer_dir / "state.json").write_text(json.dumps({"delay_s": 0.02}))
+        agent.process.start()
+        stack.wait_agent(branch, agent_id)
+        job_ids: list[str] = []
+        stop = threading.Event()
+
+        def submit() -> None:
+            with stack.client(timeout=10) as http:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    body = {
+                        "branch_id": branch,
+                        "printer_id": "POS-80C",
+                        "content": {
+                            "type": "document",
+                            "blocks": [{"type": "text", "text": f"{n}"}],
+                        },
+                    }
+                    answer = http.post("/v1/jobs", json=body)
+                    assert answer.status_code == 202, answer.text
+                    job_ids.append(answer.json()["id"])
+                    time.sleep(0.03)
+
+        with stack.client(timeout=10) as http:
+            before = _session(http, branch, agent_id)
+            assert before is not None
+            feeder = threading.Thread(target=submit)
+            feeder.start()
+            try:
+                time.sleep(1.0)
+                stack.brokers[0].kill()  # kill -9 of the agent's (preferred) broker
+                took = _wait_new_session(http, branch, agent_id, before)
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                feeder.join()
+            print(f"online on the second broker {took:.2f} s after the kill, {len(job_ids)} jobs")
+            assert took < 5.0
+            second = f"connected to 127.0.0.1:{stack.broker_ports[1]}"
+            assert second in agent.process.log_tail(50)
+            deadline = time.monotonic() + 40
+            states: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                states = {j: http.get(f"/v1/jobs/{j}").json()["state"] for j in job_ids}
+                if set(states.values()) <= FINAL:
+                    break
+                time.sleep(0.3)
+            assert set(states.values()) == {"printed"}, Counter(states.values())
+            journal = Counter((printer_dir / "journal.log").read_text().split())
+            assert set(journal) == set(job_ids) and set(journal.values()) == {1}
+            # the preferred broker comes back: the agent returns to it
+            on_second = _session(http, branch, agent_id)
+            assert on_second is not None
+            stack.brokers[0].start()
+            _wait_new_session(http, branch, agent_id, on_second)
+            assert "moving back to it" in agent.process.log_tail(50)
+            test = http.post(f"/v1/branches/{branch}/printers/POS-80C/test")
+            assert test.status_code == 200 and test.json()["status"] == "printed", test.text
