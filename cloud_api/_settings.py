@@ -70,6 +70,10 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     #: The broker's MQTT-over-WebSockets+TLS port (443 for networks that pass nothing else);
     #: enables ``"transport": "websockets"`` in a provisioning request.
     websockets_port: int | None = None
+    #: Every broker as branches reach it, in the agents' order of preference (their
+    #: ``[[mqtt.brokers]]``); a port left out is this section's. Unset: the API's own
+    #: ``[mqtt]`` brokers when the branches reach them as the API does (plain TCP), else one.
+    brokers: list[BrokerAddress] = []
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
     agent_data_dir: str = "/var/lib/printermaster"
     keepalive: int = 10

@@ -4,15 +4,18 @@ returns to its preferred broker once that one is back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import aiomqtt
 import httpx
 import pytest
 
+from branch_agent import parse_config
 from broker import free_port
 from printermaster._stack import Stack
 
@@ -116,3 +119,41 @@ def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
             assert "moving back to it" in agent.process.log_tail(50)
             test = http.post(f"/v1/branches/{branch}/printers/POS-80C/test")
             assert test.status_code == 200 and test.json()["status"] == "printed", test.text
+
+
+async def _login_works(port: int, username: str, password: str) -> bool:
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        username=username,
+        password=password,
+        identifier=username,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=5,
+    )
+    try:
+        async with client:
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+def test_provisioning_creates_and_revokes_the_login_on_every_broker(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, mqtt_port=free_port(), http_port=free_port(), tls=False, brokers=2)
+    with stack:
+        stack.start_broker()
+        stack.start_api()
+        branch, agent_id = unique_id("b"), unique_id("a")
+        with stack.client(timeout=20) as http:
+            answer = http.post(f"/v1/branches/{branch}/agents", json={"agent_id": agent_id})
+            assert answer.status_code == 201, answer.text
+            config = parse_config(answer.text, "provisioned")
+            ports = [e.port for e in config.mqtt.endpoints()]
+            assert ports == stack.broker_ports  # in the deployment's order of preference
+            mqtt = config.mqtt
+            for port in ports:
+                assert asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
+            revoked = http.delete(f"/v1/branches/{branch}/agents/{agent_id}")
+            assert revoked.status_code in (200, 204), revoked.text
+            for port in ports:
+                assert not asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
