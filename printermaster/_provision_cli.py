@@ -21,6 +21,9 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     broker = sub.add_parser("broker", help="broker administration")
     broker_sub = broker.add_subparsers(dest="broker_command", required=True)
+    from ._broker_setup import add_setup_parser
+
+    add_setup_parser(broker_sub)
     prov = broker_sub.add_parser(
         "provision", help="add, rotate, revoke or list agent logins (no broker restart)"
     )
