@@ -157,3 +157,21 @@ def test_provisioning_creates_and_revokes_the_login_on_every_broker(tmp_path: Pa
             assert revoked.status_code in (200, 204), revoked.text
             for port in ports:
                 assert not asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
+
+
+def test_doctor_checks_every_broker_of_the_list(tmp_path: Path) -> None:
+    from .test_doctor import doctor
+
+    with Stack(tmp_path, mqtt_port=free_port(), http_port=free_port(), tls=False, brokers=2) as s:
+        s.start_broker()
+        handle = s.add_agent("b1", "a1", ["POS-80C"], start=False)
+        rc, out = doctor(handle.config_path)
+        assert rc == 0, out
+        first, second = s.broker_ports
+        assert f"127.0.0.1:{first} (1 of 2)" in out and f"127.0.0.1:{second} (2 of 2)" in out
+        assert out.count("[OK]   round trip") == 2, out
+        s.brokers[1].stop()
+        rc, out = doctor(handle.config_path)
+    assert rc == 1
+    after_second = out.split(f"127.0.0.1:{second} (2 of 2)", 1)[1]
+    assert "refused the connection" in after_second and "[OK]   round trip" in out
