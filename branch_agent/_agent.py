@@ -63,6 +63,8 @@ log = logging.getLogger("branch_agent")
 #: reported OUTCOME_UNKNOWN at the next start), and for the outbox to be acknowledged.
 STOP_GRACE_S = 5.0
 DRAIN_S = 2.0
+#: Seconds an MQTT operation (the connect first) may take when the agent has several brokers.
+CONNECT_TIMEOUT_S = 4.0
 
 
 class _PreferredBrokerBack(Exception):
@@ -215,7 +217,8 @@ class Agent:
             websocket_path=mqtt.websocket_path if mqtt.transport == "websockets" else None,
             tls_context=tls_context,
             socket_options=nodelay_socket_options(),
-            timeout=10,
+            # with another broker to go to, one that does not answer is given up sooner
+            timeout=CONNECT_TIMEOUT_S if len(self._brokers.endpoints) > 1 else 10,
         )
 
     async def _session_loop(self) -> None:

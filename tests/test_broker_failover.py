@@ -175,3 +175,40 @@ def test_doctor_checks_every_broker_of_the_list(tmp_path: Path) -> None:
     assert rc == 1
     after_second = out.split(f"127.0.0.1:{second} (2 of 2)", 1)[1]
     assert "refused the connection" in after_second and "[OK]   round trip" in out
+
+
+def test_cli_provisioning_with_also_covers_every_broker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with Stack(tmp_path, mqtt_port=free_port(), http_port=free_port(), tls=False, brokers=2) as s:
+        s.start_broker()
+        first, second = s.broker_ports
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "printermaster", "broker", "provision", args[0]]
+            also = ["--state-dir", str(s.state_dir), "--also", f"127.0.0.1:{second}"]
+            return subprocess.run(
+                [*command, *also, *args[1:]],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        ids = ["--branch", "b1", "--agent", "a1"]
+        added = cli("add", *ids)
+        assert added.returncode == 0, added.stderr
+        mqtt = parse_config(added.stdout, "cli").mqtt
+        assert [e.port for e in mqtt.endpoints()] == [first, second]
+        for port in (first, second):
+            assert asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
+        rotated = cli("rotate", *ids)
+        assert rotated.returncode == 0, rotated.stderr
+        new = parse_config(rotated.stdout, "cli").mqtt
+        for port in (first, second):
+            assert asyncio.run(_login_works(port, new.username, new.password)), port
+            assert not asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
+        assert cli("revoke", *ids).returncode == 0
+        for port in (first, second):
+            assert not asyncio.run(_login_works(port, new.username, new.password)), port
