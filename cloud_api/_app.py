@@ -65,6 +65,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         link.on_reply = jobs.on_reply
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
         instances = InstanceLeases(settings, store, brokers, jobs.adopt)
+        readiness.add("lease", instances.check)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         lease_task = asyncio.create_task(instances.run(), name="instance-lease")

@@ -4,10 +4,12 @@ reaches its true final state — none printed twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +42,42 @@ async def test_one_survivor_wins_the_claim_on_an_expired_lease(store: Store) -> 
     assert lease.adopted_by is None and lease.alive(later)
     await leases.release("api-1", later)
     assert await leases.claim("api-1", "api-2", later)  # a graceful stop: adopted at once
+
+
+async def test_two_processes_under_one_instance_id_are_reported(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cloud_api import ApiSettings
+    from cloud_api._settings import MqttClientSettings
+    from cloud_api.instances import InstanceLeases
+
+    settings = ApiSettings(
+        api_token="t",
+        mqtt=MqttClientSettings(username="u", password="p"),
+        lease_ttl=1.0,
+        lease_renew=0.05,
+    )
+
+    async def nothing(instance_id: str) -> list[Any]:
+        return []
+
+    one = InstanceLeases(settings, store, [], nothing)
+    tasks = [asyncio.create_task(one.run())]
+    try:
+        deadline = time.monotonic() + 10
+        while not (await one.check())[0]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert "another process" not in caplog.text  # alone: no complaint
+        twin = InstanceLeases(settings, store, [], nothing)
+        tasks.append(asyncio.create_task(twin.run()))
+        while "another process runs as instance api-1" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.02)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _ticket(n: int) -> dict[str, object]:

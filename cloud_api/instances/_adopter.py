@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -33,7 +34,7 @@ from protocol import reply_filter
 from .._settings import ApiSettings, MqttClientSettings
 from ..store import JobRecord, Store
 from ._drain import drain_session
-from ._leases import Leases
+from ._leases import Lease, Leases
 
 log = logging.getLogger("cloud_api.instances")
 
@@ -68,6 +69,13 @@ class InstanceLeases:
         self.following: set[str] = set()
         #: instance id -> seconds from its lease's expiry to the end of its adoption
         self.adopted: dict[str, float] = {}
+        #: this process's token in its lease row: another process under the same instance id
+        #: (a configuration mistake) writes another one
+        self.owner = secrets.token_hex(8)
+        #: monotonic time of the last renewal (for readiness)
+        self.renewed: float | None = None
+        self._last_write = 0.0
+        self._warned_twin = 0.0
 
     async def run(self) -> None:
         self.leases = leases = await Leases.open(self.store)
@@ -75,9 +83,17 @@ class InstanceLeases:
         while True:
             now = time.time()
             try:
-                await leases.renew(self.instance_id, now, self.settings.lease_ttl, started=started)
+                await leases.renew(
+                    self.instance_id,
+                    now,
+                    self.settings.lease_ttl,
+                    started=started,
+                    owner=self.owner,
+                )
+                self._last_write = now
+                self.renewed = time.monotonic()
                 started = False
-                await self._look_around(leases, now)
+                await self._look_around(leases, time.time())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -93,6 +109,7 @@ class InstanceLeases:
     async def _look_around(self, leases: Leases, now: float) -> None:
         for lease in await leases.all():
             if lease.instance_id == self.instance_id:
+                self._check_twin(lease)
                 continue
             if lease.alive(now):
                 if lease.instance_id in self.following:  # it came back: its topic is its own
@@ -101,6 +118,29 @@ class InstanceLeases:
                 lease.instance_id, self.instance_id, now
             ):
                 await self.adopt(lease.instance_id, lease.expires_at)
+
+    def _check_twin(self, lease: Lease) -> None:
+        """Another process renewed this instance's lease since our own renewal: two processes
+        run under one ``instance_id`` (each instance needs its own)."""
+        if lease.owner == self.owner or lease.renewed_at < self._last_write:
+            return
+        if time.monotonic() - self._warned_twin > 60:
+            self._warned_twin = time.monotonic()
+            log.error(
+                "another process runs as instance %s: give every API instance its own "
+                "instance_id (their MQTT sessions and replies collide)",
+                self.instance_id,
+            )
+
+    async def check(self) -> tuple[bool, str]:
+        """Readiness: the lease was renewed within ``lease_ttl`` (else a survivor may be
+        adopting this instance's work)."""
+        if self.renewed is None:
+            return False, "lease not taken yet"
+        age = time.monotonic() - self.renewed
+        if age > self.settings.lease_ttl:
+            return False, f"lease not renewed for {age:.1f} s"
+        return True, f"lease renewed {age:.1f} s ago"
 
     async def adopt(self, dead: str, expired_at: float) -> None:
         log.warning("instance %s stopped renewing its lease: adopting its work", dead)

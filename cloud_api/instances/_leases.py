@@ -23,7 +23,8 @@ SCHEMA: Final = """CREATE TABLE IF NOT EXISTS instance_leases (
     renewed_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL,
     adopted_by TEXT,
-    adopted_at DOUBLE PRECISION
+    adopted_at DOUBLE PRECISION,
+    owner TEXT NOT NULL DEFAULT ''
 )"""
 
 _PG_SCHEMA_LOCK: Final = 726356
@@ -36,6 +37,8 @@ class Lease(NamedTuple):
     expires_at: float
     adopted_by: str | None
     adopted_at: float | None
+    #: a token of the process holding the lease (two processes under one id differ in it)
+    owner: str
 
     def alive(self, now: float) -> bool:
         return self.expires_at > now
@@ -54,15 +57,18 @@ class Leases:
         await store._write(first, [(SCHEMA, [])])
         return cls(store)
 
-    async def renew(self, instance_id: str, now: float, ttl: float, *, started: bool) -> None:
+    async def renew(
+        self, instance_id: str, now: float, ttl: float, *, started: bool, owner: str = ""
+    ) -> None:
         """Hold the lease until ``now + ttl``; ``started`` marks a new life of the instance."""
         await self.store._execute(
-            "INSERT INTO instance_leases (instance_id, started_at, renewed_at, expires_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+            "INSERT INTO instance_leases "
+            "(instance_id, started_at, renewed_at, expires_at, owner) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (instance_id) DO UPDATE SET "
             "renewed_at = excluded.renewed_at, expires_at = excluded.expires_at, "
-            "adopted_by = NULL, adopted_at = NULL"
+            "owner = excluded.owner, adopted_by = NULL, adopted_at = NULL"
             + (", started_at = excluded.started_at" if started else ""),
-            [instance_id, now, now, now + ttl],
+            [instance_id, now, now, now + ttl, owner],
         )
 
     async def release(self, instance_id: str, now: float) -> None:
@@ -73,8 +79,8 @@ class Leases:
 
     async def all(self) -> list[Lease]:
         rows = await self.store._fetch(
-            "SELECT instance_id, started_at, renewed_at, expires_at, adopted_by, adopted_at "
-            "FROM instance_leases ORDER BY instance_id",
+            "SELECT instance_id, started_at, renewed_at, expires_at, adopted_by, adopted_at, "
+            "owner FROM instance_leases ORDER BY instance_id",
             [],
         )
         return [Lease(*row) for row in rows]
