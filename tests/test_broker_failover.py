@@ -212,3 +212,35 @@ def test_cli_provisioning_with_also_covers_every_broker(tmp_path: Path) -> None:
         assert cli("revoke", *ids).returncode == 0
         for port in (first, second):
             assert not asyncio.run(_login_works(port, new.username, new.password)), port
+
+
+def test_api_check_names_each_broker_and_the_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with Stack(tmp_path, mqtt_port=free_port(), http_port=free_port(), tls=False, brokers=2) as s:
+        s.start_broker()
+        s.start_api()
+        config = str(tmp_path / "api.toml")
+
+        def check() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "printermaster", "api", "--config", config, "--check"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        done = check()
+        assert done.returncode == 0, done.stdout + done.stderr
+        first, second = s.broker_ports
+        for port in (first, second):
+            assert f"[OK] broker 127.0.0.1:{port} as cloud" in done.stdout
+            assert f"[OK] broker 127.0.0.1:{port} as admin (provisioning)" in done.stdout
+        assert "[OK] store" in done.stdout
+        s.brokers[1].stop()
+        done = check()
+        assert done.returncode == 1
+        assert f"[FAIL] broker 127.0.0.1:{second} as cloud" in done.stdout
+        assert f"[OK] broker 127.0.0.1:{first} as cloud" in done.stdout
