@@ -122,3 +122,12 @@ def test_the_example_api_settings_load_with_every_broker() -> None:
     )
     assert endpoint.brokers == (("mq1.example.com", 8883), ("mq2.example.com", 8883))
     assert endpoint.tls
+
+
+def test_the_shipped_broker_unit_is_the_one_setup_writes() -> None:
+    from broker import BrokerConfig
+    from printermaster._broker_setup import render_unit
+
+    config = BrokerConfig(Path("/etc/printermaster/broker"), 1883, user="mosquitto")
+    shipped = Path(__file__).parent.parent / "ops" / "systemd" / "printermaster-broker.service"
+    assert shipped.read_text() == render_unit(config, "mosquitto", "/usr/sbin/mosquitto")
