@@ -38,7 +38,9 @@ def add_setup_parser(broker_sub: Any) -> None:
         "setup",
         help="write a production broker: config, TLS, dynamic-security bootstrap, systemd unit",
     )
-    p.add_argument("--dir", required=True, help="directory for everything (e.g. /etc/pm-broker)")
+    p.add_argument(
+        "--dir", required=True, help="directory for everything (e.g. /etc/printermaster/broker)"
+    )
     p.add_argument(
         "--hostname",
         action="append",
