@@ -42,6 +42,9 @@ async def test_one_survivor_wins_the_claim_on_an_expired_lease(store: Store) -> 
     assert lease.adopted_by is None and lease.alive(later)
     await leases.release("api-1", later)
     assert await leases.claim("api-1", "api-2", later)  # a graceful stop: adopted at once
+    assert await leases.forget_adopted(later) == 0  # kept for the record a while
+    assert await leases.forget_adopted(later + 1) == 1
+    assert [x.instance_id for x in await leases.all()] == ["api-2"]
 
 
 async def test_two_processes_under_one_instance_id_are_reported(

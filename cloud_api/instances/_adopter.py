@@ -38,6 +38,9 @@ from ._leases import Lease, Leases
 
 log = logging.getLogger("cloud_api.instances")
 
+#: Seconds an adopted instance's lease row is kept (for the record), then removed.
+FORGET_ADOPTED_S = 24 * 3600.0
+
 
 class Link(Protocol):
     """What adoption needs of an MQTT session (:class:`cloud_api.MqttLink`)."""
@@ -76,6 +79,7 @@ class InstanceLeases:
         self.renewed: float | None = None
         self._last_write = 0.0
         self._warned_twin = 0.0
+        self._pruned = 0.0
 
     async def run(self) -> None:
         self.leases = leases = await Leases.open(self.store)
@@ -107,6 +111,9 @@ class InstanceLeases:
                 await self.leases.release(self.instance_id, time.time())
 
     async def _look_around(self, leases: Leases, now: float) -> None:
+        if now - self._pruned > FORGET_ADOPTED_S / 24:
+            self._pruned = now
+            await leases.forget_adopted(now - FORGET_ADOPTED_S)
         for lease in await leases.all():
             if lease.instance_id == self.instance_id:
                 self._check_twin(lease)

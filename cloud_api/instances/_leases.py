@@ -85,6 +85,14 @@ class Leases:
         )
         return [Lease(*row) for row in rows]
 
+    async def forget_adopted(self, before: float) -> int:
+        """Remove the rows of instances adopted before ``before`` (ids of workers and machines
+        gone for good); an instance that comes back later simply inserts its row again."""
+        return await self.store._execute(
+            "DELETE FROM instance_leases WHERE adopted_at IS NOT NULL AND adopted_at < ?",
+            [before],
+        )
+
     async def claim(self, dead: str, survivor: str, now: float) -> bool:
         """Make ``survivor`` the adopter of ``dead`` if its lease expired and nobody else
         adopted it; True for the one instance that wins."""
