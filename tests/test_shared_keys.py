@@ -5,6 +5,7 @@ processes on PostgreSQL."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,19 @@ def test_a_key_created_on_one_api_process_works_on_the_other_at_once(
             assert again.status_code == 201, again.text
             assert two.get(agents, headers=_bearer(new_key)).status_code == 401
             assert two.get(agents, headers=_bearer(again.json()["key"])).status_code == 200
+            # a key with an expiry: refused by both once it passed
+            short = one.post(
+                "/v1/api-keys", json={"chain": "c", "branches": [branch], "expires_in": 1}
+            )
+            assert short.status_code == 201 and short.json()["expires_at"], short.text
+            short_key = short.json()["key"]
+            assert two.get(agents, headers=_bearer(short_key)).status_code == 200
+            deadline = time.monotonic() + 15
+            while two.get(agents, headers=_bearer(short_key)).status_code != 401:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert one.get(agents, headers=_bearer(short_key)).status_code == 401
+            bad = one.post(
+                "/v1/api-keys", json={"chain": "c", "branches": [branch], "expires_in": 0}
+            )
+            assert bad.json()["error"]["code"] == "INVALID_REQUEST", bad.text
