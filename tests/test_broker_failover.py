@@ -244,3 +244,33 @@ def test_api_check_names_each_broker_and_the_store(tmp_path: Path) -> None:
         assert done.returncode == 1
         assert f"[FAIL] broker 127.0.0.1:{second} as cloud" in done.stdout
         assert f"[OK] broker 127.0.0.1:{first} as cloud" in done.stdout
+
+
+def test_provisioning_repairs_a_login_made_on_one_broker_only(tmp_path: Path) -> None:
+    from broker import Provisioner
+
+    stack = Stack(tmp_path, mqtt_port=free_port(), http_port=free_port(), tls=False, brokers=2)
+    with stack:
+        stack.start_broker()
+        stack.start_api()
+        second = stack.brokers[1]
+
+        async def on_second_only(branch: str, agent: str) -> None:
+            async with stack.admin(second) as admin:
+                await Provisioner(admin).add_agent(branch, agent)
+
+        branch, agent_id = unique_id("b"), unique_id("a")
+        asyncio.run(on_second_only(branch, agent_id))  # a change that failed half-way
+        with stack.client(timeout=20) as http:
+            answer = http.post(f"/v1/branches/{branch}/agents", json={"agent_id": agent_id})
+            assert answer.status_code == 201, answer.text
+            mqtt = parse_config(answer.text, "provisioned").mqtt
+            for port in stack.broker_ports:  # one password on both
+                assert asyncio.run(_login_works(port, mqtt.username, mqtt.password)), port
+            assert http.delete(f"/v1/branches/{branch}/agents/{agent_id}").status_code < 300
+            other = unique_id("a")
+            asyncio.run(on_second_only(branch, other))
+            removed = http.delete(f"/v1/branches/{branch}/agents/{other}")
+            assert removed.status_code < 300, removed.text  # removed where it was
+            again = http.delete(f"/v1/branches/{branch}/agents/{other}")
+            assert again.status_code == 404, again.text

@@ -114,7 +114,11 @@ class ProvisioningService:
         async with self._provisioner() as (first, *others):
             creds = await first.add_agent(branch_id, agent_id)
             for prov in others:
-                await prov.add_agent(branch_id, agent_id, password=creds.password)
+                try:
+                    await prov.add_agent(branch_id, agent_id, password=creds.password)
+                except AlreadyProvisioned:
+                    # left over from a change that failed half-way: same password as the first
+                    await prov.rotate_agent(branch_id, agent_id, password=creds.password)
         return self._config(branch_id, agent_id, creds, printers, transport)
 
     async def rotate_agent(
@@ -128,9 +132,17 @@ class ProvisioningService:
         return self._config(branch_id, agent_id, creds, printers)
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
+        """Revoke on every broker; NOT_FOUND only when no broker had the login (a login made on
+        some brokers only, by a change that failed half-way, is removed where it is)."""
         async with self._provisioner() as provisioners:
+            missing = 0
             for prov in provisioners:
-                await prov.revoke_agent(branch_id, agent_id)
+                try:
+                    await prov.revoke_agent(branch_id, agent_id)
+                except NotProvisioned:
+                    missing += 1
+            if missing == len(provisioners):
+                raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}")
 
     async def add_debug(self, branch_id: str, name: str) -> DebugLogin:
         async with self._provisioner() as (first, *others):
