@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.di import Provide
@@ -26,7 +27,7 @@ from ._settings import ApiSettings
 from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, MemoryApiKeyStore, import_key_file
 from .fleet import FleetController
-from .instances import InstanceLeases
+from .instances import InstanceLeases, InstancesController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
 from .provisioning import ProvisioningController, ProvisioningService
@@ -44,7 +45,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     readiness = Readiness()
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
-    holder: dict[str, JobService] = {}
+    holder: dict[str, Any] = {}
     provisioning_service = ProvisioningService(settings)
     # the database-backed key store replaces this one when the lifespan opens the store, before
     # the first request is served
@@ -64,7 +65,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
-        instances = InstanceLeases(settings, store, brokers, jobs.adopt)
+        instances = holder["instances"] = InstanceLeases(settings, store, brokers, jobs.adopt)
         readiness.add("lease", instances.check)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
@@ -90,6 +91,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
+        "instance_leases": Provide(lambda: holder["instances"], sync_to_thread=False),
         "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
         "metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
         "provisioning_service": Provide(
@@ -106,6 +108,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             JobsController,
             ProvisioningController,
             ApiKeysController,
+            InstancesController,
         ],
         middleware=[authenticated(authenticator)],
     )

@@ -149,4 +149,8 @@ def test_a_survivor_finishes_the_jobs_of_an_instance_killed_mid_flow(
         while "adopted instance api-1" not in (log := (tmp_path / "api-2.log").read_text()):
             assert time.monotonic() < deadline, log[-3000:]
             time.sleep(0.1)
+        with httpx.Client(base_url=survivor.url, headers=headers, timeout=10) as second:
+            leases = {v["instance_id"]: v for v in second.get("/v1/instances").json()}
+        assert leases["api-1"]["adopted_by"] == "api-2" and not leases["api-1"]["alive"]
+        assert leases["api-2"]["alive"] and leases["api-2"]["this"]
         print(f"every job final {took:.1f} s after the kill")

@@ -104,6 +104,10 @@ class InstanceLeases:
                 log.exception("lease renewal or adoption failed")
             await asyncio.sleep(self.settings.lease_renew)
 
+    async def all(self) -> list[Lease]:
+        """Every lease in the store (empty until the table is open)."""
+        return await self.leases.all() if self.leases is not None else []
+
     async def release(self) -> None:
         """A graceful stop: the lease ends now, so a survivor adopts at once."""
         if self.leases is not None:
