@@ -42,9 +42,17 @@ async def test_one_survivor_wins_the_claim_on_an_expired_lease(store: Store) -> 
     assert lease.adopted_by is None and lease.alive(later)
     await leases.release("api-1", later)
     assert await leases.claim("api-1", "api-2", later)  # a graceful stop: adopted at once
+    # the adopter dies before it finished: adopting it opens its own claims again
+    await leases.renew("api-2", now, 5.0, started=False)
+    assert await leases.claim("api-2", "api-3", later)
+    assert not await leases.claim("api-1", "api-3", later)
+    assert await leases.reopen_adoptions_of("api-2", later) == 1
+    assert await leases.claim("api-1", "api-3", later)
+    await leases.unclaim("api-1", "api-3")  # that adoption failed: tried again
+    assert await leases.claim("api-1", "api-3", later)
     assert await leases.forget_adopted(later) == 0  # kept for the record a while
-    assert await leases.forget_adopted(later + 1) == 1
-    assert [x.instance_id for x in await leases.all()] == ["api-2"]
+    assert await leases.forget_adopted(later + 1) == 2
+    assert [x.instance_id for x in await leases.all()] == []
 
 
 async def test_two_processes_under_one_instance_id_are_reported(

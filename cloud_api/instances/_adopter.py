@@ -80,6 +80,9 @@ class InstanceLeases:
         self._last_write = 0.0
         self._warned_twin = 0.0
         self._pruned = 0.0
+        #: adoptions under way: they run beside the renewals, so a long one never lets this
+        #: instance's own lease lapse
+        self._adoptions: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         self.leases = leases = await Leases.open(self.store)
@@ -101,8 +104,13 @@ class InstanceLeases:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("lease renewal or adoption failed")
-            await asyncio.sleep(self.settings.lease_renew)
+                log.exception("lease renewal failed")
+            try:
+                await asyncio.sleep(self.settings.lease_renew)
+            except asyncio.CancelledError:
+                for task in self._adoptions:
+                    task.cancel()
+                raise
 
     async def all(self) -> list[Lease]:
         """Every lease in the store (empty until the table is open)."""
@@ -128,7 +136,23 @@ class InstanceLeases:
             elif lease.adopted_by is None and await leases.claim(
                 lease.instance_id, self.instance_id, now
             ):
-                await self.adopt(lease.instance_id, lease.expires_at)
+                task = asyncio.create_task(
+                    self._adopt_logged(lease.instance_id, lease.expires_at),
+                    name=f"adopt:{lease.instance_id}",
+                )
+                self._adoptions.add(task)
+                task.add_done_callback(self._adoptions.discard)
+
+    async def _adopt_logged(self, dead: str, expired_at: float) -> None:
+        try:
+            await self.adopt(dead, expired_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("adopting instance %s failed: trying again", dead)
+            if self.leases is not None:
+                with contextlib.suppress(Exception):
+                    await self.leases.unclaim(dead, self.instance_id)
 
     def _check_twin(self, lease: Lease) -> None:
         """Another process renewed this instance's lease since our own renewal: two processes
@@ -174,6 +198,8 @@ class InstanceLeases:
                     outcome,
                 )
         jobs = await self.adopt_jobs(dead)
+        if self.leases is not None:  # what the dead one was adopting itself is open again
+            await self.leases.reopen_adoptions_of(dead, time.time())
         self.adopted[dead] = time.time() - expired_at
         log.warning(
             "adopted instance %s: %d jobs in flight taken over, %.1f s after its lease expired",

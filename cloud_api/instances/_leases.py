@@ -93,6 +93,23 @@ class Leases:
             [before],
         )
 
+    async def reopen_adoptions_of(self, adopter: str, now: float) -> int:
+        """Leases ``adopter`` claimed, still expired, become claimable again: an adopter that
+        died itself may have died before it finished."""
+        return await self.store._execute(
+            "UPDATE instance_leases SET adopted_by = NULL, adopted_at = NULL "
+            "WHERE adopted_by = ? AND expires_at <= ?",
+            [adopter, now],
+        )
+
+    async def unclaim(self, dead: str, survivor: str) -> None:
+        """Give up a claim whose adoption failed, so it is tried again."""
+        await self.store._execute(
+            "UPDATE instance_leases SET adopted_by = NULL, adopted_at = NULL "
+            "WHERE instance_id = ? AND adopted_by = ?",
+            [dead, survivor],
+        )
+
     async def claim(self, dead: str, survivor: str, now: float) -> bool:
         """Make ``survivor`` the adopter of ``dead`` if its lease expired and nobody else
         adopted it; True for the one instance that wins."""
