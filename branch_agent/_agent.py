@@ -49,11 +49,11 @@ from protocol import (
     status_topic,
 )
 
-from ._config import AgentConfig
+from ._config import AgentConfig, MqttSettings
 from ._discovery import discovered_printers
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
-from ._mqtt import ManualAckClient
+from ._mqtt import BrokerRotation, ManualAckClient, reachable
 from ._outbox import Outbox
 from ._printers import PrinterReading, open_backend
 
@@ -63,6 +63,12 @@ log = logging.getLogger("branch_agent")
 #: reported OUTCOME_UNKNOWN at the next start), and for the outbox to be acknowledged.
 STOP_GRACE_S = 5.0
 DRAIN_S = 2.0
+#: Seconds an MQTT operation (the connect first) may take when the agent has several brokers.
+CONNECT_TIMEOUT_S = 4.0
+
+
+class _PreferredBrokerBack(Exception):
+    """The agent's first broker answers again while it is connected to another one."""
 
 
 class Agent:
@@ -86,6 +92,7 @@ class Agent:
         self._session = 0
         self._started_at = time.time()
         self._client: ManualAckClient | None = None
+        self._brokers = BrokerRotation(config.mqtt.endpoints(), Backoff())
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         #: Set when the status the cloud sees changed (or may have: a printer's reading).
@@ -185,8 +192,7 @@ class Agent:
             )
         )
 
-    def _client_for_session(self) -> ManualAckClient:
-        mqtt = self.config.mqtt
+    def _client_for_session(self, mqtt: MqttSettings) -> ManualAckClient:
         connect_props = connect_properties(session_expiry=mqtt.session_expiry)
         tls_context = None
         if mqtt.tls:
@@ -211,17 +217,19 @@ class Agent:
             websocket_path=mqtt.websocket_path if mqtt.transport == "websockets" else None,
             tls_context=tls_context,
             socket_options=nodelay_socket_options(),
-            timeout=10,
+            # with another broker to go to, one that does not answer is given up sooner
+            timeout=CONNECT_TIMEOUT_S if len(self._brokers.endpoints) > 1 else 10,
         )
 
     async def _session_loop(self) -> None:
-        backoff = Backoff()
+        brokers = self._brokers
         while not self._stopping.is_set():
+            mqtt = brokers.current
             # Session numbers rise on every connect, even across restarts: a will from an older
             # session arriving late is then recognisably stale.
             self._session = max(self._session + 1, time.time_ns() // 1_000_000)
             try:
-                async with self._client_for_session() as client:
+                async with self._client_for_session(mqtt) as client:
                     self._client = client
                     await client.subscribe(self._req_topic, qos=1)
                     await client.publish(
@@ -229,12 +237,9 @@ class Agent:
                     )
                     await self._publish_status(client)
                     self._connected.set()
-                    backoff.reset()
+                    brokers.connected()
                     log.info(
-                        "connected to %s:%s as session %d",
-                        self.config.mqtt.host,
-                        self.config.mqtt.port,
-                        self._session,
+                        "connected to %s:%s as session %d", mqtt.host, mqtt.port, self._session
                     )
                     await self._serve_session(client)
                     # Graceful stop: say offline ourselves; a clean DISCONNECT sends no will.
@@ -245,14 +250,29 @@ class Agent:
                         retain=True,
                     )
                     return
+            except _PreferredBrokerBack:
+                log.info("the preferred broker answers again: moving back to it")
+                brokers.back_to_preferred()
+                continue
             except aiomqtt.MqttError as exc:
-                log.warning("broker connection lost: %s", exc)
+                log.warning("broker %s:%s lost: %s", mqtt.host, mqtt.port, exc)
             finally:
                 self._client = None
                 self._connected.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff.next()):
-                    await self._stopping.wait()
+            delay = brokers.failed()  # the next broker at once; a pause after a whole round
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+
+    async def _watch_preferred(self) -> None:
+        """While on another broker: return once the preferred one accepts connections."""
+        if self._brokers.preferred:
+            await asyncio.Event().wait()  # never: already there
+        while True:
+            await asyncio.sleep(self.config.mqtt.failback_interval)
+            if await reachable(self._brokers.endpoints[0]):
+                return
 
     async def _serve_session(self, client: ManualAckClient) -> None:
         """Handle messages, replies and heartbeats until the agent stops or the connection
@@ -263,10 +283,15 @@ class Agent:
         replies = asyncio.create_task(
             self.outbox.pump(functools.partial(self._publish_reply, client)), name="outbox"
         )
-        tasks = (stop, messages, heartbeat, replies)
+        failback = asyncio.create_task(self._watch_preferred(), name="failback")
+        tasks = (stop, messages, heartbeat, replies, failback)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                if task is failback and not self._stopping.is_set():
+                    # leave this session as if the connection broke: printing goes on, the
+                    # outbox sends what is left on the preferred broker
+                    raise _PreferredBrokerBack
                 if task is not stop:
                     task.result()  # re-raise a broken connection
             messages.cancel()  # unread requests stay with the broker's session

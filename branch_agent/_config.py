@@ -34,9 +34,25 @@ from ._errors import ConfigError
 from ._printers import PrinterConfig
 
 
+class BrokerAddress(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One broker of an ordered list (``[[mqtt.brokers]]``); unset keys come from ``[mqtt]``."""
+
+    host: str
+    port: int | None = None
+    transport: Literal["tcp", "websockets"] | None = None
+    websocket_path: str | None = None
+    tls: bool | None = None
+
+
 class MqttSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
+    #: Brokers in order of preference; when set, ``host``/``port`` are not used. The agent
+    #: connects to the first one it reaches, moves to the next at once when its broker is lost,
+    #: and returns to the first when that answers again (checked every ``failback_interval``).
+    brokers: list[BrokerAddress] = []
+    #: Seconds between checks, while on another broker, that the first one is back.
+    failback_interval: float = 30.0
     username: str
     password: str
     transport: Literal["tcp", "websockets"] = "tcp"
@@ -49,6 +65,23 @@ class MqttSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     keepalive: int = 10
     #: Broker-side session lifetime in seconds, so requests survive a short disconnect.
     session_expiry: int = 3600
+
+    def endpoints(self) -> list[MqttSettings]:
+        """One settings per broker, most preferred first (``[self]`` without ``brokers``)."""
+        if not self.brokers:
+            return [self]
+        return [
+            msgspec.structs.replace(
+                self,
+                host=b.host,
+                port=b.port if b.port is not None else self.port,
+                transport=b.transport or self.transport,
+                websocket_path=b.websocket_path or self.websocket_path,
+                tls=b.tls if b.tls is not None else self.tls,
+                brokers=[],
+            )
+            for b in self.brokers
+        ]
 
 
 class DiscoverySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -192,8 +225,12 @@ def parse_config(
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: printers: names must be unique, got {names}")
-    if not 1 <= config.mqtt.port <= 65535:
-        raise ConfigError(f"{source}: mqtt.port must be 1-65535, got {config.mqtt.port}")
+    for i, endpoint in enumerate(config.mqtt.endpoints()):
+        where = f"mqtt.brokers[{i}].port" if config.mqtt.brokers else "mqtt.port"
+        if not 1 <= endpoint.port <= 65535:
+            raise ConfigError(f"{source}: {where} must be 1-65535, got {endpoint.port}")
+    if not config.mqtt.failback_interval > 0:
+        raise ConfigError(f"{source}: mqtt.failback_interval must be > 0")
     return config
 
 

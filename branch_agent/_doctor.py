@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+import msgspec
+
 from protocol import ErrorCode, probe_topic, request_topic
 
 from ._cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_printer, describe_reading
@@ -486,8 +488,12 @@ def run_doctor(
         )
     )
     add(check_data_dir(config))
-    for step in _network_steps(config, timeout):
-        add(step)
+    endpoints = config.mqtt.endpoints()
+    for n, endpoint in enumerate(endpoints, 1):
+        if len(endpoints) > 1:  # every broker of the list: the agent may need any of them
+            add(ok("broker", f"{endpoint.host}:{endpoint.port} ({n} of {len(endpoints)})"))
+        for step in _network_steps(msgspec.structs.replace(config, mqtt=endpoint), timeout):
+            add(step)
     for step in check_printers(config):
         add(step)
     return config, steps

@@ -63,14 +63,14 @@ class Provisioner:
     def __init__(self, admin: DynSecAdmin) -> None:
         self.admin = admin
 
-    async def _create(self, username: str, role: Role) -> Credentials:
+    async def _create(self, username: str, role: Role, password: str | None = None) -> Credentials:
         try:
             await self.admin.create_role(role)
         except DynSecError as exc:
             if _exists(exc):
                 raise AlreadyProvisioned(f"{username} exists already: revoke it first") from exc
             raise
-        creds = Credentials(username, new_password())
+        creds = Credentials(username, password or new_password())
         try:
             await self.admin.create_client(creds, [role.name])
         except DynSecError as exc:
@@ -102,14 +102,19 @@ class Provisioner:
 
     # --- agents ----------------------------------------------------------------------------
 
-    async def add_agent(self, branch_id: str, agent_id: str) -> Credentials:
-        """Create the agent's client and its own role; returns the one-time credentials."""
+    async def add_agent(
+        self, branch_id: str, agent_id: str, *, password: str | None = None
+    ) -> Credentials:
+        """Create the agent's client and its own role; returns the one-time credentials.
+        ``password`` (default: a new one) gives the login the same password on every broker."""
         username = agent_username(branch_id, agent_id)
-        return await self._create(username, agent_role(branch_id, agent_id))
+        return await self._create(username, agent_role(branch_id, agent_id), password)
 
-    async def rotate_agent(self, branch_id: str, agent_id: str) -> Credentials:
+    async def rotate_agent(
+        self, branch_id: str, agent_id: str, *, password: str | None = None
+    ) -> Credentials:
         """A new password; the old one is refused from now on and a live session is dropped."""
-        creds = Credentials(agent_username(branch_id, agent_id), new_password())
+        creds = Credentials(agent_username(branch_id, agent_id), password or new_password())
         try:
             await self.admin.set_password(creds.username, creds.password)
         except DynSecError as exc:
@@ -156,10 +161,14 @@ class Provisioner:
 
     # --- per-branch debug logins -----------------------------------------------------------
 
-    async def add_debug(self, branch_id: str, name: str) -> Credentials:
+    async def add_debug(
+        self, branch_id: str, name: str, *, password: str | None = None
+    ) -> Credentials:
         """A login for ``mosquitto_pub``/``mosquitto_sub`` limited to one branch."""
         return await self._create(
-            debug_username(branch_id, name), debug_role(branch_id, debug_role_name(branch_id, name))
+            debug_username(branch_id, name),
+            debug_role(branch_id, debug_role_name(branch_id, name)),
+            password,
         )
 
     async def revoke_debug(self, branch_id: str, name: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.di import Provide
@@ -14,6 +15,7 @@ from litestar.di import Provide
 from protocol import software_version
 
 from ._auth import Authenticator, authenticated
+from ._brokers import BrokerLinks
 from ._correlator import Correlator
 from ._errors import error_response
 from ._health import Readiness, healthz, readyz
@@ -22,7 +24,7 @@ from ._mqtt import MqttLink
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
-from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
+from .apikeys import ApiKeysController, ApiKeyService, MemoryApiKeyStore, import_key_file
 from .console import (
     ConsoleBranchesController,
     EventFeed,
@@ -32,6 +34,7 @@ from .console import (
     openapi_config,
 )
 from .fleet import FleetController
+from .instances import InstanceLeases, InstancesController
 from .jobs import JobsController, JobService
 from .printers import PrintersController
 from .provisioning import ProvisioningController, ProvisioningService
@@ -44,19 +47,17 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     registry = Registry()
-    link = MqttLink(settings, registry, on_reply=lambda *args: None)
+    several = len(settings.mqtt.endpoints()) > 1
+    link = (BrokerLinks if several else MqttLink)(settings, registry, lambda *args: None)
     readiness = Readiness()
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
     event_feed = EventFeed(registry)
-    holder: dict[str, JobService] = {}
+    holder: dict[str, Any] = {}
     provisioning_service = ProvisioningService(settings)
-    key_store = (
-        JsonFileApiKeyStore(settings.api_keys_file)
-        if settings.api_keys_file
-        else MemoryApiKeyStore()
-    )
-    api_key_service = ApiKeyService(key_store)
+    # the database-backed key store replaces this one when the lifespan opens the store, before
+    # the first request is served
+    api_key_service = ApiKeyService(MemoryApiKeyStore())
     authenticator = Authenticator(settings.api_token, api_key_service)
 
     @contextlib.asynccontextmanager
@@ -68,11 +69,16 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             return True, store.name
 
         readiness.add("store", store_check)
+        api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
         jobs.hub.listeners.append(event_feed.on_job)
+        brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
+        instances = holder["instances"] = InstanceLeases(settings, store, brokers, jobs.adopt)
+        readiness.add("lease", instances.check)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
+        lease_task = asyncio.create_task(instances.run(), name="instance-lease")
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -84,9 +90,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             yield
         finally:
             await event_feed.aclose()
-            for task in (jobs_task, mqtt_task):
+            for task in (lease_task, jobs_task, mqtt_task):
                 task.cancel()
-            await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
+            await asyncio.gather(lease_task, jobs_task, mqtt_task, return_exceptions=True)
+            await instances.release()
             await jobs.aclose()
             await store.close()
 
@@ -94,6 +101,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         "mqtt_link": Provide(lambda: link, use_cache=True, sync_to_thread=False),
         "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         "job_service": Provide(lambda: holder["jobs"], sync_to_thread=False),
+        "instance_leases": Provide(lambda: holder["instances"], sync_to_thread=False),
         "readiness": Provide(lambda: readiness, use_cache=True, sync_to_thread=False),
         "metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
         "provisioning_service": Provide(
@@ -114,6 +122,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             ConsoleBranchesController,
             JobSearchController,
             EventFeedController,
+            InstancesController,
         ],
         middleware=[authenticated(authenticator)],
     )

@@ -73,6 +73,9 @@ class MqttLink:
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._handled = 0
+        #: reply filters of other instances this one adopted (:mod:`cloud_api.instances`),
+        #: subscribed again after every reconnect
+        self.adopted_filters: set[str] = set()
 
     def _make_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -112,6 +115,8 @@ class MqttLink:
                         # presence/status snapshot on the wire, so once we hold it and the
                         # reader has gone quiet, the registry is warm.
                         await client.subscribe(reply_filter(self.settings.instance_id), qos=1)
+                        for adopted in sorted(self.adopted_filters):
+                            await client.subscribe(adopted, qos=1)
                         await self._settle()
                         self._client = client
                         self.ready.set()
@@ -179,6 +184,19 @@ class MqttLink:
                 )
             case _:
                 log.warning("ignoring message on %s", message.topic.value[:200])
+
+    async def follow(self, topic_filter: str) -> None:
+        """Also read ``topic_filter`` (a dead instance's replies), now and after reconnects."""
+        self.adopted_filters.add(topic_filter)
+        client = self._client
+        if client is not None:
+            await client.subscribe(topic_filter, qos=1)
+
+    async def unfollow(self, topic_filter: str) -> None:
+        self.adopted_filters.discard(topic_filter)
+        client = self._client
+        if client is not None:
+            await client.unsubscribe(topic_filter)
 
     async def check(self) -> tuple[bool, str]:
         """Readiness: subscribed and holding the retained presence/status snapshot."""

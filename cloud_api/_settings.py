@@ -10,9 +10,22 @@ import msgspec
 from protocol import ProtocolError, validate_id
 
 
+class BrokerAddress(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One broker of the deployment (``[[mqtt.brokers]]``); unset keys come from the section."""
+
+    host: str
+    port: int | None = None
+    tls: bool | None = None
+    ca_file: str | None = None
+
+
 class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
+    #: Every broker of the deployment (independent brokers the agents fail over between);
+    #: when set, ``host``/``port`` are not used. The API connects to each one; the same login
+    #: must exist on each (provisioning creates agents on each through ``admin_mqtt``'s list).
+    brokers: list[BrokerAddress] = []
     username: str
     password: str
     keepalive: int = 10
@@ -20,6 +33,22 @@ class MqttClientSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     session_expiry: int = 300
     tls: bool = False
     ca_file: str | None = None
+
+    def endpoints(self) -> list[MqttClientSettings]:
+        """One settings per broker (``[self]`` without ``brokers``)."""
+        if not self.brokers:
+            return [self]
+        return [
+            msgspec.structs.replace(
+                self,
+                host=b.host,
+                port=b.port if b.port is not None else self.port,
+                tls=b.tls if b.tls is not None else self.tls,
+                ca_file=b.ca_file or self.ca_file,
+                brokers=[],
+            )
+            for b in self.brokers
+        ]
 
 
 class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -41,6 +70,10 @@ class ProvisioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     #: The broker's MQTT-over-WebSockets+TLS port (443 for networks that pass nothing else);
     #: enables ``"transport": "websockets"`` in a provisioning request.
     websockets_port: int | None = None
+    #: Every broker as branches reach it, in the agents' order of preference (their
+    #: ``[[mqtt.brokers]]``); a port left out is this section's. Unset: the API's own
+    #: ``[mqtt]`` brokers when the branches reach them as the API does (plain TCP), else one.
+    brokers: list[BrokerAddress] = []
     #: The agent's data directory; ``{branch_id}`` and ``{agent_id}`` are replaced.
     agent_data_dir: str = "/var/lib/printermaster"
     #: The same for agents provisioned with ``"platform": "windows"`` (or a ``win32`` printer).
@@ -62,7 +95,8 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Admin login of the dynamic-security plugin: enables the provisioning routes.
     admin_mqtt: MqttClientSettings | None = None
     provisioning: ProvisioningSettings = ProvisioningSettings()
-    #: JSON file holding the dashboard API keys (hashed); None keeps them in memory only.
+    #: The API-key JSON file of earlier versions: keys it holds that the store lacks are copied
+    #: into the store at start (the keys live in the store, shared by every instance).
     api_keys_file: str | None = None
     #: Seconds to wait for the agent's ``accepted`` before answering AGENT_UNREACHABLE.
     accept_timeout: float = 3.0
@@ -82,6 +116,11 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     sent_grace: float = 5.0
     #: An accepted job with no result this long after its deadline is outcome_unknown (s).
     outcome_grace: float = 600.0
+    #: Seconds an instance's lease lasts without renewal; once it passed, a surviving instance
+    #: adopts the dead one's jobs and MQTT session (docs/operations.md).
+    lease_ttl: float = 5.0
+    #: Seconds between two renewals of the lease (and looks for dead instances).
+    lease_renew: float = 1.0
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -96,6 +135,8 @@ def load_settings(path: str | Path) -> ApiSettings:
     try:
         settings = msgspec.toml.decode(path.read_bytes(), type=ApiSettings)
         validate_id(settings.instance_id, "instance_id")
+        if not 0 < settings.lease_renew < settings.lease_ttl:
+            raise SettingsError(f"{path}: lease_renew must be > 0 and shorter than lease_ttl")
         if not 1 <= settings.workers <= 64:
             raise SettingsError(f"{path}: workers must be between 1 and 64, not {settings.workers}")
     except OSError as exc:

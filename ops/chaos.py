@@ -14,6 +14,7 @@ import asyncio
 import collections
 import functools
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -60,6 +61,14 @@ class ChaosConfig:
     #: Seconds a killed process stays down.
     down_for: float = 1.0
     state_dir: Path | None = None
+    #: API instances (processes). With 2 or more, the killed API is never restarted: a survivor
+    #: adopts its jobs (its lease expires), and submissions and reads go to the live ones.
+    apis: int = 1
+    #: ``sqlite`` or ``postgresql`` (a database created for the run on ``PM_CHAOS_POSTGRES``).
+    store: str = "sqlite"
+    #: Brokers. With 2 or more, agents fail over to the next when the first is killed, and
+    #: return to it once it is back.
+    brokers: int = 1
 
 
 @dataclass
@@ -157,7 +166,7 @@ def _chaos(stack: Stack, agents: list[AgentHandle], config: ChaosConfig, tl: _Ti
         tl.note(f"agent {handle.agent_id} started (pid {handle.process.pid})")
 
     def broker() -> None:
-        tl.note(f"kill -9 broker (pid {stack.broker.pid})")
+        tl.note(f"kill -9 broker {stack.broker.config.port} (pid {stack.broker.pid})")
         stack.broker.kill()
         time.sleep(config.down_for)
         stack.broker.start()
@@ -167,6 +176,9 @@ def _chaos(stack: Stack, agents: list[AgentHandle], config: ChaosConfig, tl: _Ti
         assert stack.api is not None
         tl.note(f"kill -9 API (pid {stack.api.pid})")
         stack.api.kill()
+        if stack.apis:
+            _note_adoption(stack, tl)
+            return
         time.sleep(config.down_for)
         stack.start_api()
         tl.note(f"API ready again (pid {stack.api.pid})")
@@ -193,7 +205,6 @@ async def _submit_all(
     ids: dict[int, str] = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(
-        base_url=stack.api_url,
         headers={"Authorization": f"Bearer {stack.api_token}"},
         timeout=10,
         limits=limits,
@@ -208,10 +219,13 @@ async def _submit_all(
                 "expire_after": config.expire_after,
             }
             key = f"chaos-{run}-{i}"
+            attempt = 0
             while True:
+                url = _api_urls(stack)[(i + attempt) % len(_api_urls(stack))]
+                attempt += 1
                 try:
                     response = await http.post(
-                        "/v1/jobs", json=body, headers={"Idempotency-Key": key}
+                        f"{url}/v1/jobs", json=body, headers={"Idempotency-Key": key}
                     )
                 except httpx.TransportError:
                     response = None
@@ -236,7 +250,8 @@ async def _submit_all(
 
 def _job_states(stack: Stack, branches: set[str]) -> dict[str, dict[str, Any]]:
     states: dict[str, dict[str, Any]] = {}
-    with stack.client(timeout=10) as http:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=_api_urls(stack)[0], headers=headers, timeout=10) as http:
         for branch in branches:
             after: str | None = None
             while True:
@@ -298,13 +313,21 @@ def run_chaos(config: ChaosConfig = ChaosConfig(), *, keep: bool = False) -> Cha
     state_dir = Path(config.state_dir or tempfile.mkdtemp(prefix="pm-chaos-"))
     report = ChaosReport(jobs=config.jobs, state_dir=str(state_dir))
     overrides = {**API_SETTINGS, "default_expire_after": config.expire_after}
+    drop_database = _store_for_run(config, overrides)
     stack = Stack(
-        state_dir, mqtt_port=free_port(), http_port=free_port(), api_overrides=overrides, tls=False
+        state_dir,
+        mqtt_port=free_port(),
+        http_port=free_port(),
+        api_overrides=overrides,
+        tls=False,
+        brokers=config.brokers,
     )
     try:
         with stack:
             stack.start_broker()
             stack.start_api()
+            for n in range(2, config.apis + 1):
+                stack.add_api(f"api-{n}")
             agents = []
             for n in range(config.agents):
                 handle = stack.add_agent(f"chaos-b{n + 1}", f"a{n + 1}", [PRINTER], start=False)
@@ -356,9 +379,61 @@ def run_chaos(config: ChaosConfig = ChaosConfig(), *, keep: bool = False) -> Cha
                 report.printed_without_paper.append(job)
         report.stray_paper = sorted(set(paper) - job_ids)
     finally:
+        drop_database()
         if own_dir and not keep and not report.problems():
             shutil.rmtree(state_dir, ignore_errors=True)
     return report
+
+
+# --- several API instances, PostgreSQL, several brokers ----------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PM_CHAOS_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _api_urls(stack: Stack) -> list[str]:
+    """The API instances that run (the first is killed for good when there are several)."""
+    urls = [stack.api_url] if stack.api is not None and stack.api.running() else []
+    urls += [extra.url for extra in stack.apis if extra.process.running()]
+    return urls or [stack.api_url]
+
+
+def _note_adoption(stack: Stack, tl: _Timeline, timeout: float = 30.0) -> None:
+    """Wait (bounded) for a surviving instance to adopt the killed one; note it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for extra in stack.apis:
+            log = extra.process.log_path.read_text(errors="replace")
+            if "adopted instance api-1" in log:
+                line = log[log.index("adopted instance api-1") :].splitlines()[0]
+                tl.note(f"{extra.instance_id} {line}")
+                return
+        time.sleep(0.1)
+    tl.note("no instance adopted api-1")
+
+
+def _store_for_run(config: ChaosConfig, overrides: dict[str, Any]) -> Callable[[], None]:
+    """With ``store = postgresql``: a database for the run, named in ``overrides``; returns
+    what drops it again."""
+    if config.store == "sqlite":
+        return lambda: None
+    if config.store != "postgresql":
+        raise ValueError(f"store must be sqlite or postgresql, not {config.store!r}")
+    import asyncpg
+
+    name = f"pm_chaos_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    overrides["store_url"] = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--down-for", type=float, default=ChaosConfig.down_for)
     parser.add_argument("--state-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
+    parser.add_argument(
+        "--apis", type=int, default=1, help="API processes (2+: the killed one stays dead)"
+    )
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--brokers", type=int, default=1, help="brokers agents fail over between")
     args = parser.parse_args(argv)
     config = ChaosConfig(
         jobs=args.jobs,
@@ -380,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         expire_after=args.expire_after,
         down_for=args.down_for,
         state_dir=args.state_dir,
+        apis=args.apis,
+        store=args.store,
+        brokers=args.brokers,
     )
     report = run_chaos(config, keep=args.keep)
     print(report.render())

@@ -42,6 +42,10 @@ def _api(args: argparse.Namespace) -> int:
             print("printermaster api: --workers must be between 1 and 64", file=sys.stderr)
             return 2
         settings = msgspec.structs.replace(settings, workers=args.workers)
+    if args.check:
+        from ._api_check import run_check
+
+        return run_check(settings)
     if args.worker is not None:
         serve_worker(settings, args.worker, args.fd)
         return 0
@@ -88,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="API processes sharing the port (overrides `workers` in the settings; Unix)",
+    )
+    api.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the store and every broker login, then exit (0: all OK)",
     )
     # set by the supervisor for each worker it starts
     api.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)

@@ -21,6 +21,9 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     broker = sub.add_parser("broker", help="broker administration")
     broker_sub = broker.add_subparsers(dest="broker_command", required=True)
+    from ._broker_setup import add_setup_parser
+
+    add_setup_parser(broker_sub)
     prov = broker_sub.add_parser(
         "provision", help="add, rotate, revoke or list agent logins (no broker restart)"
     )
@@ -51,6 +54,14 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--admin-user", help="admin username (default: admin)")
     g.add_argument("--admin-tls", action="store_true", help="connect to the broker with TLS")
     g.add_argument("--admin-ca-file", help="CA file for --admin-tls")
+    g.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another broker of the deployment (same admin login; repeat): the change is made "
+        "there too, with the same password",
+    )
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +88,20 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         "--virtual-printer", action="append", default=[], metavar="NAME", help="repeatable"
     )
     g.add_argument("--output", "-o", help="write the config to this file (mode 0600)")
+    g.add_argument(
+        "--also-broker",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="the --also brokers as the branch sees them, in order (default: the --also ones)",
+    )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{text!r}: expected HOST:PORT")
+    return host, int(port)
 
 
 def _admin_target(args: argparse.Namespace) -> tuple[str, int, str, str]:
@@ -107,6 +132,7 @@ async def _run(
     from cloud_api.provisioning._render import WINDOWS_DATA_DIR
 
     host, port, user, password = target
+    also = [_host_port(a) for a in args.also]
     tls = ssl.create_default_context(cafile=args.admin_ca_file) if args.admin_tls else None
     async with DynSecAdmin(host, port, Credentials(user, password), tls_context=tls) as admin:
         prov = Provisioner(admin)
@@ -119,18 +145,35 @@ async def _run(
                 )
             case "revoke":
                 await prov.revoke_agent(args.branch, args.agent)
-                return ""
             case "add":
                 creds = await prov.add_agent(args.branch, args.agent)
             case _:
                 creds = await prov.rotate_agent(args.branch, args.agent)
+    for other_host, other_port in also:  # the same change on every other broker
+        creds_kw = {} if args.action == "revoke" else {"password": creds.password}
+        async with DynSecAdmin(
+            other_host, other_port, Credentials(user, password), tls_context=tls
+        ) as admin:
+            other = Provisioner(admin)
+            match args.action:
+                case "revoke":
+                    await other.revoke_agent(args.branch, args.agent)
+                case "add":
+                    await other.add_agent(args.branch, args.agent, **creds_kw)
+                case _:
+                    await other.rotate_agent(args.branch, args.agent, **creds_kw)
+    if args.action == "revoke":
+        return ""
+    first = (args.broker_host or host, args.broker_port or port)
+    seen = [_host_port(a) for a in args.also_broker] or also
     endpoint = BrokerEndpoint(
-        host=args.broker_host or host,
-        port=args.broker_port or port,
+        host=first[0],
+        port=first[1],
         transport=args.transport,
         websocket_path=args.websocket_path,
         tls=args.tls,
         ca_pem=ca_pem,
+        brokers=(first, *seen) if seen else (),
     )
     return render_agent_config(
         branch_id=args.branch,

@@ -117,6 +117,13 @@ class AgentHandle:
         return self.data_dir / "virtual" / printer
 
 
+@dataclass
+class ApiHandle:
+    instance_id: str
+    url: str
+    process: ChildProcess
+
+
 class Stack:
     """Broker, API and agents under ``state_dir``; a context manager that stops them all."""
 
@@ -128,6 +135,7 @@ class Stack:
         http_port: int,
         api_overrides: dict[str, Any] | None = None,
         tls: bool = True,
+        brokers: int = 1,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.mqtt_port = mqtt_port
@@ -146,7 +154,15 @@ class Stack:
                 tls_bind_address="127.0.0.1",
             )
         )
+        #: every broker of the stack: the first (with TLS listeners), then independent plain
+        #: ones that agents fail over to (``brokers``); each holds every login
+        self.brokers = [self.broker] + [
+            MosquittoProcess(BrokerConfig(self.state_dir / f"broker-{n}", free_port()))
+            for n in range(2, brokers + 1)
+        ]
         self.api: ChildProcess | None = None
+        #: API instances beyond the first (:meth:`add_api`)
+        self.apis: list[ApiHandle] = []
         self.agents: dict[tuple[str, str], AgentHandle] = {}
         self.secrets = self._load_or_create_secrets()
 
@@ -182,33 +198,47 @@ class Stack:
     # --- broker ----------------------------------------------------------------------------
 
     def start_broker(self) -> None:
-        cfg = self.broker.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        write_initial_dynsec(
-            cfg.dynsec_path,
-            self.creds("admin"),
-            clients=[(self.creds("cloud"), [CLOUD_ROLE]), (self.creds("debug"), [DEBUG_ROLE])],
-            roles=[cloud_role(), debug_role()],
-        )
-        self.broker.start()
+        for broker in self.brokers:
+            cfg = broker.config
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+            if not cfg.dynsec_path.exists():
+                write_initial_dynsec(
+                    cfg.dynsec_path,
+                    self.creds("admin"),
+                    clients=[
+                        (self.creds("cloud"), [CLOUD_ROLE]),
+                        (self.creds("debug"), [DEBUG_ROLE]),
+                    ],
+                    roles=[cloud_role(), debug_role()],
+                )
+            broker.start()
 
-    def admin(self) -> DynSecAdmin:
-        return DynSecAdmin("127.0.0.1", self.mqtt_port, self.creds("admin"))
+    def admin(self, broker: MosquittoProcess | None = None) -> DynSecAdmin:
+        port = (broker or self.broker).config.port
+        return DynSecAdmin("127.0.0.1", port, self.creds("admin"))
+
+    @property
+    def broker_ports(self) -> list[int]:
+        return [b.config.port for b in self.brokers]
 
     # --- agents ----------------------------------------------------------------------------
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
         """Create the agent's broker client and role at run time (no broker restart)."""
+        if len(self.brokers) > 1:
+            return (await self.provision_agents([(branch_id, agent_id)]))[0]
         async with self.admin() as admin:
             return await Provisioner(admin).add_agent(branch_id, agent_id)
 
     async def provision_agents(self, ids: list[tuple[str, str]]) -> list[Credentials]:
-        """Provision many agents in a few batched dynamic-security messages."""
+        """Provision many agents in a few batched dynamic-security messages (on every
+        broker, with the same password)."""
         creds = [Credentials(agent_username(b, a), new_password()) for b, a in ids]
-        async with self.admin() as admin:
-            await admin.create_agents(
-                (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
-            )
+        for broker in self.brokers:
+            async with self.admin(broker) as admin:
+                await admin.create_agents(
+                    (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
+                )
         return creds
 
     def agent_config(
@@ -231,6 +261,7 @@ class Stack:
                 "username": creds.username,
                 "password": creds.password,
                 "keepalive": 10,
+                **self._brokers_list(),
             },
             # a name is a virtual printer; a dict is any printer table (network, cups, ...)
             "printers": [
@@ -274,6 +305,12 @@ class Stack:
 
     # --- API -------------------------------------------------------------------------------
 
+    def _brokers_list(self) -> dict[str, Any]:
+        """``brokers = [...]`` of an MQTT settings table, with several brokers."""
+        if len(self.brokers) == 1:
+            return {}
+        return {"brokers": [{"host": "127.0.0.1", "port": p} for p in self.broker_ports]}
+
     def api_settings(self) -> dict[str, Any]:
         cloud, admin = self.creds("cloud"), self.creds("admin")
         settings: dict[str, Any] = {
@@ -287,12 +324,14 @@ class Stack:
                 "port": self.mqtt_port,
                 "username": cloud.username,
                 "password": cloud.password,
+                **self._brokers_list(),
             },
             "admin_mqtt": {
                 "host": "127.0.0.1",
                 "port": self.mqtt_port,
                 "username": admin.username,
                 "password": admin.password,
+                **self._brokers_list(),
             },
             "provisioning": {
                 "agent_data_dir": str(self.state_dir / "agents" / "{branch_id}.{agent_id}"),
@@ -306,31 +345,49 @@ class Stack:
                     else {}
                 ),
             },
-            "api_keys_file": str(self.state_dir / "api-keys.json"),
         }
         settings.update(self.api_overrides)
         return settings
 
     def start_api(self, timeout: float = 20.0) -> None:
-        path = self.state_dir / "api.toml"
+        self.api = self._start_api_process("api", self.api_settings(), self.api_url, timeout)
+
+    def add_api(self, instance_id: str, timeout: float = 20.0) -> ApiHandle:
+        """Another API instance (its own process, port, instance id and MQTT session) on the
+        same broker(s) and store as the first one: several instances sharing the work."""
+        port = free_port()
+        settings = {**self.api_settings(), "instance_id": instance_id, "http_port": port}
+        url = f"http://127.0.0.1:{port}"
+        handle = ApiHandle(
+            instance_id, url, self._start_api_process(instance_id, settings, url, timeout)
+        )
+        self.apis.append(handle)
+        return handle
+
+    def _start_api_process(
+        self, name: str, settings: dict[str, Any], url: str, timeout: float
+    ) -> ChildProcess:
+        path = self.state_dir / f"{name}.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            tomli_w.dump(self.api_settings(), fh)
-        self.api = ChildProcess(
-            "api",
+            tomli_w.dump(settings, fh)
+        process = ChildProcess(
+            name,
             [sys.executable, "-m", "printermaster", "api", "--config", str(path)],
-            self.state_dir / "api.log",
+            self.state_dir / f"{name}.log",
         ).start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.api.running():
+        while time.monotonic() < deadline and process.running():
             try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
-                    return
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return process
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        state = "exited" if not self.api.running() else f"not ready after {timeout:.0f}s"
-        raise RuntimeError(f"API {state}:\n{self.api.log_tail()}")
+        state = "exited" if not process.running() else f"not ready after {timeout:.0f}s"
+        tail = process.log_tail()
+        process.stop()
+        raise RuntimeError(f"API {state}:\n{tail}")
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(
@@ -362,9 +419,12 @@ class Stack:
     def stop(self) -> None:
         for handle in self.agents.values():
             handle.process.stop()
+        for extra in self.apis:
+            extra.process.stop()
         if self.api is not None:
             self.api.stop()
-        self.broker.stop()
+        for broker in self.brokers:
+            broker.stop()
 
     def __enter__(self) -> Self:
         return self

@@ -1,18 +1,20 @@
 """Dashboard API keys: stored hashed, scoped to a chain's branches (404 elsewhere), 401
-without a valid key, revocable; the JSON store survives restarts."""
+without a valid key, revocable, with an expiry and a rotation; kept in the store (SQLite,
+PostgreSQL) that every API instance shares."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import stat
+import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from cloud_api import ApiError
-from cloud_api.apikeys import ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
+from cloud_api.apikeys import ApiKeyService, DbApiKeyStore, MemoryApiKeyStore, import_key_file
+from cloud_api.store import Store
 from printermaster._stack import Stack
 
 from .conftest import AgentFactory, job_files, unique_id
@@ -39,29 +41,49 @@ def test_keys_are_hashed_checked_and_revocable() -> None:
     asyncio.run(run())
 
 
-def test_json_store_survives_a_restart_with_0600_and_no_plain_keys(tmp_path: Path) -> None:
-    path = tmp_path / "keys" / "api-keys.json"
+async def test_keys_live_in_the_store_hashed_with_expiry_and_rotation(store: Store) -> None:
+    keys = await DbApiKeyStore.open(store)
+    service = ApiKeyService(keys)
+    record, key = await service.create("c", ["b"], "dash")
+    short, short_key = await service.create("c", ["b"], expires_in=0.3)
+    assert short.expires_at is not None and short.expires_at > time.time()
+    # another instance's service on the same database sees them at once
+    other = ApiKeyService(await DbApiKeyStore.open(store))
+    assert await other.authenticate(key) == record
+    assert await other.authenticate(short_key) == short
+    rows = await store._fetch("SELECT * FROM api_keys", [])
+    assert len(rows) == 2 and not any(key in str(r) or short_key in str(r) for r in rows)
+    deadline = time.monotonic() + 10
+    while await other.authenticate(short_key) is not None:  # refused once expired
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    new, old, new_key = await service.rotate(record.key_id, grace=0.3)
+    assert old.replaced_by == new.key_id and new.branches == ["b"] and new.chain == "c"
+    assert await other.authenticate(new_key) == new
+    assert await other.authenticate(key) is not None  # the old key, within its grace period
+    with pytest.raises(ApiError) as twice:
+        await other.rotate(record.key_id, grace=10)
+    assert twice.value.code == "CONFLICT"
+    while await other.authenticate(key) is not None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await other.authenticate(new_key) == new  # the new one lives on
+    await other.revoke(new.key_id)
+    assert await service.authenticate(new_key) is None
+    assert [r.key_id for r in await service.list()] == [record.key_id, short.key_id, new.key_id]
 
-    async def create() -> tuple[str, str]:
-        service = ApiKeyService(JsonFileApiKeyStore(path))
-        _, key = await service.create("c", ["b"])
-        _, revoked = await service.create("c", ["b"])
-        await service.revoke(revoked.split("_")[1])
-        return key, revoked
 
-    key, revoked = asyncio.run(create())
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    text = path.read_text()
-    assert key not in text and key.split("_", 2)[2] not in text
-    assert len(json.loads(text)["keys"]) == 2
-    assert [p.name for p in path.parent.iterdir()] == ["api-keys.json"]  # no temp files left
-
-    async def reopen() -> None:
-        service = ApiKeyService(JsonFileApiKeyStore(path))
-        assert (await service.authenticate(key)) is not None
-        assert (await service.authenticate(revoked)) is None
-
-    asyncio.run(reopen())
+async def test_a_key_file_of_an_earlier_version_is_imported_once(
+    store: Store, tmp_path: Path
+) -> None:
+    service = ApiKeyService(MemoryApiKeyStore())
+    record, key = await service.create("c", ["b"])
+    path = tmp_path / "api-keys.json"
+    path.write_bytes(msgspec.json.encode({"version": 1, "keys": [record]}))
+    for _ in range(2):
+        imported = ApiKeyService(await import_key_file(store, str(path)))
+        assert await imported.authenticate(key) == record
+    assert len(await imported.list()) == 1
 
 
 def _create_key(http: httpx.Client, chain: str, branches: list[str]) -> str:

@@ -353,7 +353,8 @@ def test_readyz_lists_named_checks(stack: Stack) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert [(c["name"], c["ok"]) for c in body["checks"]] == [("broker", True), ("store", True)]
+    checks = [(c["name"], c["ok"]) for c in body["checks"]]
+    assert checks == [("broker", True), ("store", True), ("lease", True)]
 
 
 def test_fleet_needs_a_token_and_validates_its_page(stack: Stack) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 
 from .._auth import principal_of, require_admin
 from ._service import ApiKeyService
@@ -18,6 +19,15 @@ class CreateApiKey(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     chain: Id
     branches: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=10_000)]
     name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    #: Seconds the key stays valid (absent: until revoked).
+    expires_in: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
+
+
+class RotateApiKey(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    #: Seconds the old key stays valid after the rotation (0: refused at once).
+    grace: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 3600.0
+    #: Seconds the new key stays valid (absent: until revoked).
+    expires_in: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
 
 
 class ApiKeyView(msgspec.Struct, kw_only=True, frozen=True):
@@ -27,6 +37,8 @@ class ApiKeyView(msgspec.Struct, kw_only=True, frozen=True):
     branches: list[str]
     created_at: float
     revoked_at: float | None
+    expires_at: float | None
+    replaced_by: str | None
 
 
 class ApiKeyCreated(ApiKeyView, kw_only=True, frozen=True):
@@ -42,6 +54,8 @@ def _view(record: ApiKeyRecord) -> ApiKeyView:
         branches=record.branches,
         created_at=record.created_at,
         revoked_at=record.revoked_at,
+        expires_at=record.expires_at,
+        replaced_by=record.replaced_by,
     )
 
 
@@ -56,8 +70,34 @@ class ApiKeysController(Controller):
         """The answer holds the key; only its SHA-256 is kept. 409 ``CONFLICT`` when a branch
         belongs to another chain already."""
         require_admin(principal_of(request))
-        record, key = await api_key_service.create(data.chain, data.branches, data.name)
+        record, key = await api_key_service.create(
+            data.chain, data.branches, data.name, expires_in=data.expires_in
+        )
         return ApiKeyCreated(**msgspec.structs.asdict(_view(record)), key=key)
+
+    @post(
+        "/{key_id:str}/rotate",
+        status_code=201,
+        summary="Replace a key; the old one stays valid for a grace period",
+        response_headers=[ResponseHeader(name="Cache-Control", value="no-store")],
+    )
+    async def rotate_key(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: str,
+        api_key_service: ApiKeyService,
+        data: RotateApiKey | None = None,
+    ) -> Response[ApiKeyCreated]:
+        """The new key (shown once) with the same chain and branches; the old key's
+        ``expires_at`` moves to the end of ``grace``. 409 for a key revoked, expired or
+        rotated already."""
+        require_admin(principal_of(request))
+        body = data or RotateApiKey()
+        record, _, key = await api_key_service.rotate(
+            key_id, body.grace, expires_in=body.expires_in
+        )
+        created = ApiKeyCreated(**msgspec.structs.asdict(_view(record)), key=key)
+        return Response(created, status_code=201, headers={"Cache-Control": "no-store"})
 
     @get("/", summary="Every key (without the keys themselves)")
     async def list_keys(

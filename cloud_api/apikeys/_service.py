@@ -8,6 +8,10 @@ way to load the API). A leaked key file still reveals no usable key.
 
 Key format: ``pmk_{key_id}_{secret}``. ``key_id`` (12 hex digits) is public: it names the key
 in listings and finds its record without scanning; the secret carries the entropy.
+
+A key may carry an expiry. A rotation hands out a new key with the same chain and branches and
+lets the old one live on for a grace period (its expiry moves to the end of it), so a dashboard
+can switch over without a window in which neither key works.
 """
 
 from __future__ import annotations
@@ -42,9 +46,17 @@ class ApiKeyService:
         self.store = store
 
     async def create(
-        self, chain: str, branches: list[str], name: str = ""
+        self,
+        chain: str,
+        branches: list[str],
+        name: str = "",
+        *,
+        expires_in: float | None = None,
     ) -> tuple[ApiKeyRecord, str]:
-        """Create a key; returns its record and the key itself (shown once, never stored)."""
+        """Create a key, valid for ``expires_in`` seconds (None: until revoked); returns its
+        record and the key itself (shown once, never stored)."""
+        if expires_in is not None and not expires_in > 0:
+            raise ApiError(ErrorCode.INVALID_REQUEST, "expires_in must be a positive number")
         bad = [b for b in [chain, *branches] if not is_valid_id(b)]
         if bad:
             raise ApiError(ErrorCode.INVALID_REQUEST, f"invalid chain or branch id {bad[0][:64]!r}")
@@ -59,13 +71,15 @@ class ApiKeyService:
                     f"branch {sorted(taken)[0]!r} belongs to another chain",
                 )
         key_id, key = new_key()
+        now = time.time()
         record = ApiKeyRecord(
             key_id=key_id,
             name=name,
             chain=chain,
             branches=sorted(wanted),
             sha256=_digest(key),
-            created_at=time.time(),
+            created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
         )
         await self.store.add(record)
         return record, key
@@ -78,7 +92,7 @@ class ApiKeyService:
         if not secret or len(key_id) != 12:
             return None
         record = await self.store.get(key_id)
-        if record is None or not record.active:
+        if record is None or not record.valid_at(time.time()):
             return None
         if not hmac.compare_digest(_digest(key), record.sha256):
             return None
@@ -87,11 +101,39 @@ class ApiKeyService:
     async def list(self) -> list[ApiKeyRecord]:
         return await self.store.all()
 
-    async def revoke(self, key_id: str) -> ApiKeyRecord:
+    async def _get(self, key_id: str) -> ApiKeyRecord:
         record = await self.store.get(key_id)
         if record is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no API key {key_id[:64]!r}")
-        if record.active:
+        return record
+
+    async def rotate(
+        self, key_id: str, grace: float, *, expires_in: float | None = None
+    ) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
+        """Replace a key: a new key with the same chain, branches and name (valid for
+        ``expires_in`` s, None: until revoked), while the old one stays valid ``grace`` more
+        seconds (never longer than it would have anyway). Returns (new record, old record as
+        it is now, new key)."""
+        if not grace >= 0:
+            raise ApiError(ErrorCode.INVALID_REQUEST, "grace must be 0 or more seconds")
+        old = await self._get(key_id)
+        if not old.active:
+            raise ApiError(ErrorCode.CONFLICT, f"API key {key_id} is revoked or expired")
+        if old.replaced_by is not None:
+            raise ApiError(ErrorCode.CONFLICT, f"API key {key_id} was rotated already")
+        new, key = await self.create(old.chain, old.branches, old.name, expires_in=expires_in)
+        end = time.time() + grace
+        old = msgspec.structs.replace(
+            old,
+            expires_at=min(end, old.expires_at) if old.expires_at is not None else end,
+            replaced_by=new.key_id,
+        )
+        await self.store.replace(old)
+        return new, old, key
+
+    async def revoke(self, key_id: str) -> ApiKeyRecord:
+        record = await self._get(key_id)
+        if record.revoked_at is None:
             record = msgspec.structs.replace(record, revoked_at=time.time())
             await self.store.replace(record)
         return record

@@ -1,15 +1,12 @@
-"""Where API keys live: a small async protocol with an in-memory and a JSON-file implementation.
+"""Where API keys live: a small async protocol, implemented in memory (tests) and in the job
+store's database (:mod:`._db`: SQLite or PostgreSQL, shared by every API instance).
 
-Only the SHA-256 of a key is stored, never the key. The database-backed store (next to the job
-store) implements the same :class:`ApiKeyStore` protocol.
+Only the SHA-256 of a key is stored, never the key.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -29,10 +26,19 @@ class ApiKeyRecord(msgspec.Struct, kw_only=True, frozen=True):
     sha256: str
     created_at: float
     revoked_at: float | None = None
+    #: Epoch seconds from which the key is refused (None: never). A rotation sets it to the end
+    #: of the old key's grace period.
+    expires_at: float | None = None
+    #: The key that replaced this one in a rotation.
+    replaced_by: str | None = None
+
+    def valid_at(self, now: float) -> bool:
+        """Not revoked and not expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.valid_at(time.time())
 
 
 class ApiKeyStore(Protocol):
@@ -45,12 +51,12 @@ class ApiKeyStore(Protocol):
     async def all(self) -> list[ApiKeyRecord]: ...
 
     async def replace(self, record: ApiKeyRecord) -> None:
-        """Store a changed record (revocation) under its ``key_id``."""
+        """Store a changed record (revocation, expiry) under its ``key_id``."""
         ...
 
 
 class MemoryApiKeyStore:
-    """Keys in a dict: tests, and a single API process that may forget keys on restart."""
+    """Keys in a dict: unit tests. Forgets everything when the process ends."""
 
     def __init__(self) -> None:
         self._records: dict[str, ApiKeyRecord] = {}
@@ -75,56 +81,11 @@ class _KeyFile(msgspec.Struct, kw_only=True):
     keys: list[ApiKeyRecord] = []
 
 
-class JsonFileApiKeyStore(MemoryApiKeyStore):
-    """Keys in memory, written through to one JSON file so they survive API restarts.
-
-    Each change rewrites the file atomically (temporary file in the same directory, fsync,
-    rename) with mode 0600. One API process owns the file; several instances need the
-    database-backed store.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self._lock = asyncio.Lock()
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        for record in msgspec.json.decode(data, type=_KeyFile).keys:
-            self._records[record.key_id] = record
-
-    async def add(self, record: ApiKeyRecord) -> None:
-        async with self._lock:
-            await super().add(record)
-            await self._save()
-
-    async def replace(self, record: ApiKeyRecord) -> None:
-        async with self._lock:
-            await super().replace(record)
-            await self._save()
-
-    async def _save(self) -> None:
-        data = msgspec.json.format(msgspec.json.encode(_KeyFile(keys=await self.all())), indent=2)
-        await asyncio.to_thread(_atomic_write, self.path, data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+def read_key_file(path: str | Path) -> list[ApiKeyRecord]:
+    """The records of an API-key JSON file of an earlier version (``api_keys_file``), to import
+    them into the store once; [] when there is no such file."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return msgspec.json.decode(data, type=_KeyFile).keys

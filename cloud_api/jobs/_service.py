@@ -604,6 +604,22 @@ class JobService:
                 with contextlib.suppress(ApiError):
                     await self._publish(job, agent, max(remaining, 1.0))
 
+    async def adopt(self, instance_id: str) -> list[JobRecord]:
+        """Take over the in-flight jobs of a dead instance (hook of :mod:`cloud_api.instances`,
+        which decides when): they become this instance's (``sent_by``), each is asked again at
+        once through this instance's reply topic (the agent's ledger answers a job it holds and
+        sends its final here), and the sweeper resends and times them out as its own."""
+        from ..instances import take_over_jobs
+
+        jobs = await take_over_jobs(self.store, instance_id, self.settings.instance_id, _IN_FLIGHT)
+        for job in jobs:
+            self._resends.pop(job.id, None)
+            agent = self.registry.agent(job.branch_id, job.agent_id or "")
+            if agent is not None and agent.online():
+                with contextlib.suppress(ApiError):
+                    await self._publish(job, agent, max(job.deadline - time.time(), 1.0))
+        return jobs
+
     async def sweep(self) -> None:
         now = time.time()
         settings = self.settings

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
-from branch_agent._config import dump_config
+from branch_agent._config import BrokerAddress, dump_config
 from branch_agent._printers import PrinterConfig, Win32PrinterConfig
 from broker import Credentials
 
@@ -49,6 +49,8 @@ class BrokerEndpoint:
     tls: bool = False
     ca_pem: str | None = None
     keepalive: int = 10
+    #: Every broker (host, port) in order of preference, when there are several.
+    brokers: tuple[tuple[str, int], ...] = ()
 
     @property
     def url(self) -> str:
@@ -80,9 +82,15 @@ class BrokerEndpoint:
                 )
             port, tls, kind = chosen, True, "websockets" if transport == "websockets" else "tcp"
             ca_file = prov.ca_file or mqtt.ca_file
+        brokers: tuple[tuple[str, int], ...] = ()
+        if prov.brokers:
+            brokers = tuple((b.host, b.port or port) for b in prov.brokers)
+        elif mqtt.brokers and not (prov.host or prov.port) and transport in (None, "tcp"):
+            brokers = tuple((b.host, b.port or mqtt.port) for b in mqtt.brokers)
         return cls(
-            host=prov.host or mqtt.host,
-            port=port,
+            host=brokers[0][0] if brokers else prov.host or mqtt.host,
+            port=brokers[0][1] if brokers else port,
+            brokers=brokers,
             transport=kind,
             websocket_path=prov.websocket_path,
             tls=tls,
@@ -122,13 +130,15 @@ def render_agent_config(
             tls=broker.tls,
             ca_pem=broker.ca_pem,
             keepalive=broker.keepalive,
+            brokers=[BrokerAddress(host=host, port=port) for host, port in broker.brokers],
         ),
         printers=list(printers or []),
     )
+    more = f" and {len(broker.brokers) - 1} more, in order" if broker.brokers else ""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = (
         f"# PrinterMaster agent {agent_id} of branch {branch_id}, provisioned {stamp}.\n"
-        f"# Broker: {broker.url}\n"
+        f"# Broker: {broker.url}{more}\n"
         f"# For a {platform.capitalize()} agent: save it as {CONFIG_PATHS[platform]}\n"
         "# Holds this agent's broker password: keep the file private (see docs/install-agent.md).\n"
         f"# Run: printermaster agent run --config {CONFIG_PATHS[platform]}\n\n"

@@ -45,22 +45,30 @@ class ProvisioningService:
         self.settings = settings
 
     @contextlib.asynccontextmanager
-    async def _provisioner(self) -> AsyncIterator[Provisioner]:
-        admin = self.settings.admin_mqtt
-        if admin is None:
+    async def _provisioner(self) -> AsyncIterator[list[Provisioner]]:
+        """One provisioner per broker of the deployment (``admin_mqtt``'s list): every change
+        is made on each, with the same password, the first broker first."""
+        settings = self.settings.admin_mqtt
+        if settings is None:
             raise ApiError(
                 ErrorCode.BROKER_UNAVAILABLE,
                 "provisioning is not configured: add an [admin_mqtt] section to the API settings",
             )
-        tls = ssl.create_default_context(cafile=admin.ca_file) if admin.tls else None
         try:
-            async with DynSecAdmin(
-                admin.host,
-                admin.port,
-                Credentials(admin.username, admin.password),
-                tls_context=tls,
-            ) as session:
-                yield Provisioner(session)
+            async with contextlib.AsyncExitStack() as stack:
+                provisioners = []
+                for admin in settings.endpoints():
+                    tls = ssl.create_default_context(cafile=admin.ca_file) if admin.tls else None
+                    session = await stack.enter_async_context(
+                        DynSecAdmin(
+                            admin.host,
+                            admin.port,
+                            Credentials(admin.username, admin.password),
+                            tls_context=tls,
+                        )
+                    )
+                    provisioners.append(Provisioner(session))
+                yield provisioners
         except AlreadyProvisioned as exc:
             raise ApiError(ErrorCode.CONFLICT, str(exc)) from exc
         except NotProvisioned as exc:
@@ -107,10 +115,17 @@ class ProvisioningService:
         """Create the agent's login and role; returns its one-time config (TOML)."""
         # Render once with a placeholder first: a bad printer table or transport fails before
         # the broker is touched.
-        check = Credentials("check", "check")
-        self._config(branch_id, agent_id, check, printers, transport, platform)
-        async with self._provisioner() as prov:
-            creds = await prov.add_agent(branch_id, agent_id)
+        self._config(
+            branch_id, agent_id, Credentials("check", "check"), printers, transport, platform
+        )
+        async with self._provisioner() as (first, *others):
+            creds = await first.add_agent(branch_id, agent_id)
+            for prov in others:
+                try:
+                    await prov.add_agent(branch_id, agent_id, password=creds.password)
+                except AlreadyProvisioned:
+                    # left over from a change that failed half-way: same password as the first
+                    await prov.rotate_agent(branch_id, agent_id, password=creds.password)
         return self._config(branch_id, agent_id, creds, printers, transport, platform)
 
     async def rotate_agent(
@@ -121,17 +136,30 @@ class ProvisioningService:
         platform: AgentPlatform | None = None,
     ) -> str:
         """New password (the broker drops the agent's live session); returns the new config."""
-        async with self._provisioner() as prov:
-            creds = await prov.rotate_agent(branch_id, agent_id)
+        async with self._provisioner() as (first, *others):
+            creds = await first.rotate_agent(branch_id, agent_id)
+            for prov in others:
+                await prov.rotate_agent(branch_id, agent_id, password=creds.password)
         return self._config(branch_id, agent_id, creds, printers, platform=platform)
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
-        async with self._provisioner() as prov:
-            await prov.revoke_agent(branch_id, agent_id)
+        """Revoke on every broker; NOT_FOUND only when no broker had the login (a login made on
+        some brokers only, by a change that failed half-way, is removed where it is)."""
+        async with self._provisioner() as provisioners:
+            missing = 0
+            for prov in provisioners:
+                try:
+                    await prov.revoke_agent(branch_id, agent_id)
+                except NotProvisioned:
+                    missing += 1
+            if missing == len(provisioners):
+                raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}")
 
     async def add_debug(self, branch_id: str, name: str) -> DebugLogin:
-        async with self._provisioner() as prov:
-            creds = await prov.add_debug(branch_id, name)
+        async with self._provisioner() as (first, *others):
+            creds = await first.add_debug(branch_id, name)
+            for prov in others:
+                await prov.add_debug(branch_id, name, password=creds.password)
         return DebugLogin(
             branch_id=branch_id,
             username=creds.username,
@@ -141,5 +169,6 @@ class ProvisioningService:
         )
 
     async def revoke_debug(self, branch_id: str, name: str) -> None:
-        async with self._provisioner() as prov:
-            await prov.revoke_debug(branch_id, name)
+        async with self._provisioner() as provisioners:
+            for prov in provisioners:
+                await prov.revoke_debug(branch_id, name)
