@@ -176,6 +176,8 @@ class MqttLink:
                     topic.name,
                     payload,
                     getattr(props, "MessageExpiryInterval", None),
+                    # a retained status is old news: its age is not the agent's clock offset
+                    live=not message.retain,
                 )
             case _:
                 log.warning("ignoring message on %s", message.topic.value[:200])
