@@ -1,8 +1,8 @@
 """The job lifecycle::
 
-    queued ──▶ sent ──▶ accepted ──▶ printing ──▶ printed
-      │          │          │            │
-      │          │          └────────────┴──▶ failed | outcome_unknown
+    queued ──▶ sent ──▶ accepted ──▶ waiting_printer ──▶ printing ──▶ printed
+      │          │          │              │                 │
+      │          │          └──────────────┴─────────────────┴──▶ failed | outcome_unknown
       ├──────────┴──▶ expired            (a deadline passed before the job started)
       └──────────┬──▶ cancelled          (DELETE before the agent started printing)
 
@@ -33,6 +33,7 @@ from protocol import (
     DecodeError,
     Done,
     ErrorCode,
+    ErrorInfo,
     Failed,
     JobCancelParams,
     PrinterTestParams,
@@ -40,9 +41,11 @@ from protocol import (
     PrintJobParams,
     Reply,
     Request,
+    Waiting,
     blocking_condition,
     decode_reply,
     encode,
+    error_info,
     is_valid_id,
     new_job_id,
     reply_topic,
@@ -66,17 +69,15 @@ from ..store import (
     Store,
 )
 from ._hub import JobHub, Watch, wait_for
+from ._late import FAILED_STATE, decode_late, late_cause, late_result
 from ._models import SubmitJob
 
 log = logging.getLogger("cloud_api.jobs")
 
 S = JobState
-_IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.PRINTING})
-_FAILED_STATE = {
-    ErrorCode.EXPIRED: S.EXPIRED,
-    ErrorCode.CANCELLED: S.CANCELLED,
-    ErrorCode.OUTCOME_UNKNOWN: S.OUTCOME_UNKNOWN,
-}
+_IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING})
+#: replies to apply: (branch the reply came from, the reply, cloud time it was received)
+_Inbox = collections.deque[tuple[str, Reply, float]]
 
 
 class JobService:
@@ -95,7 +96,7 @@ class JobService:
         self.correlator = correlator
         self.hub = JobHub()
         #: job id -> its replies waiting to be applied, in arrival order
-        self._inbox: dict[str, collections.deque[tuple[str, Reply]]] = {}
+        self._inbox: dict[str, _Inbox] = {}
         #: job id -> monotonic time this instance last published its request
         self._published: dict[str, float] = {}
         #: job id -> times the sweeper asked again since the job last changed state
@@ -110,10 +111,11 @@ class JobService:
         principal: Principal,
         request: SubmitJob,
         idempotency_key: str | None = None,
-        *,
-        body: bytes = b"",
     ) -> tuple[JobRecord, bool]:
-        """Store a print job and send it if its agent is online. Returns (job, created)."""
+        """Store a print job and send it if its agent is online. Returns (job, created).
+
+        An Idempotency-Key is matched with the request *as decoded* (its canonical form: the
+        same JSON with other spacing, key order or defaults spelled out is the same request)."""
         params = encode(
             PrintJobParams(
                 printer=request.printer_id, content=request.content, copies=request.copies
@@ -129,7 +131,7 @@ class JobService:
             request.copies,
             expire_after,
             idempotency_key,
-            body,
+            canonical(request),
         )
 
     async def _create(
@@ -142,7 +144,7 @@ class JobService:
         copies: int,
         expire_after: float,
         idempotency_key: str | None,
-        body: bytes,
+        request_form: bytes,
         job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
@@ -169,11 +171,14 @@ class JobService:
             sent_by=self.settings.instance_id if send else None,
             idempotency_scope=principal.name if idempotency_key else None,
             idempotency_key=idempotency_key,
-            request_hash=hashlib.sha256(body).hexdigest() if idempotency_key else None,
+            request_hash=hashlib.sha256(request_form).hexdigest() if idempotency_key else None,
         )
         try:
             stored, created = await self.store.create_job(
-                job, "submitted", state_cause=f"sent to agent {agent.agent_id}" if send else None
+                job,
+                "submitted",
+                state_cause=f"sent to agent {agent.agent_id}" if send else None,
+                may_retry=may_retry,
             )
         except IdempotencyConflict as exc:
             raise ApiError(
@@ -297,9 +302,9 @@ class JobService:
             return
         inbox = self._inbox.get(job_id)
         if inbox is not None:  # the job's task applies it after those before it
-            inbox.append((branch_id, reply))
+            inbox.append((branch_id, reply, time.time()))
             return
-        self._inbox[job_id] = collections.deque([(branch_id, reply)])
+        self._inbox[job_id] = collections.deque([(branch_id, reply, time.time())])
         self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
     async def _apply_replies(self, job_id: str) -> None:
@@ -318,11 +323,11 @@ class JobService:
         finally:
             del self._inbox[job_id]
 
-    async def _apply(self, job_id: str, replies: list[tuple[str, Reply]]) -> None:
+    async def _apply(self, job_id: str, replies: list[tuple[str, Reply, float]]) -> None:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
         move, and belong to the branch the reply came from (only the job's own branch may answer
         it: anything else is forged)."""
-        steps = [_reply_step(branch_id, reply) for branch_id, reply in replies]
+        steps = [_reply_step(branch_id, reply) for branch_id, reply, _ in replies]
         timeline: list[JobEvent] | None = None
         if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
             # a test print waits to answer with the timeline: read it in the same operation
@@ -345,12 +350,18 @@ class JobService:
         for i, (step, job) in enumerate(zip(steps, changed, strict=True)):
             if job is not None:  # the timeline read belongs to the last change
                 self._changed(job_id, step.to, job, timeline if i == last else None)
-        for step, job in zip(steps, changed, strict=True):
+        for (branch_id, reply, received), job in zip(replies, changed, strict=True):
             if job is None:
-                await self._explain_dropped(job_id, step.in_branch)
+                await self._dropped(job_id, branch_id, reply, received)
+            elif job.agent_id is not None and reply.at:
+                # a reply is a live message of its agent: one more sample of its clock
+                agent = self.registry.agent(job.branch_id, job.agent_id)
+                if agent is not None:
+                    agent.clock.observe(reply.at, received, live=True)
 
-    async def _explain_dropped(self, job_id: str, branch_id: str | None) -> None:
-        """Log why a reply changed nothing (a late or repeated reply says nothing)."""
+    async def _dropped(self, job_id: str, branch_id: str, reply: Reply, received: float) -> None:
+        """A reply that changed nothing: log why, and keep one that came after the job was
+        final as a ``late_reply`` event and the job's ``late_result`` (see ``_late.py``)."""
         job = await self.store.get_job(job_id)
         if job is None:
             log.info("dropping reply for unknown job %s", job_id)
@@ -361,6 +372,19 @@ class JobService:
                 branch_id,
                 job.branch_id,
             )
+        elif job.state in FINAL_STATES:
+            late = late_result(job.state, reply, received)
+            if late is None:
+                return
+            cause = late_cause(late)
+            updated = await self.store.record_late(
+                job_id, branch_id, job.state, encode(late), cause
+            )
+            if updated is not None:
+                log.warning("job %s: %s", job_id, cause)
+                self.hub.notify(job_id, updated)
+        else:
+            log.info("dropping %s reply for job %s, which is %s", reply, job_id, job.state)
 
     async def _transition(
         self,
@@ -457,9 +481,16 @@ class JobService:
         *,
         force: bool = False,
         wait: bool = True,
+        idempotency_key: str | None = None,
     ) -> tuple[JobRecord, list[JobEvent]]:
         """A test page as a job; with ``wait``, the final job and its timeline or a typed error
-        (without ``wait``: the job as sent, and no timeline)."""
+        (without ``wait``: the job as sent, and no timeline).
+
+        Its deadline is ``accept_timeout``: the request's Message Expiry and its deadline in the
+        agent's clock both end when the API gives up waiting for ``accepted`` (see
+        :meth:`_unreachable`). With an Idempotency-Key, the same key answers the same job
+        (waiting for it if it is still on its way), or a new attempt when it ended in a way
+        that may be retried (:func:`may_retry`)."""
         check_branch(principal, branch_id)
         agent = self._agent_for(branch_id, printer_id)
         if not agent.online():
@@ -471,20 +502,23 @@ class JobService:
             _refuse_blocked_printer(agent, printer_id)
         settings = self.settings
         job_id = new_job_id()
+        form = encode({"kind": "test", "branch_id": branch_id, "printer_id": printer_id})
         # Watched from before it exists: every stage reaches us with its record, none is missed.
         with self.hub.watch(job_id, wants_timeline=wait) as watch:
-            job, _ = await self._create(
+            job, created = await self._create(
                 principal,
                 branch_id,
                 printer_id,
                 "test",
                 encode(PrinterTestParams(printer=printer_id)),
                 1,
-                settings.accept_timeout + settings.result_timeout,
-                None,
-                b"",
+                settings.accept_timeout,
+                idempotency_key,
+                form,
                 job_id,
             )
+            if not created:
+                return await self._known_test_print(job, wait)
             if not wait:
                 return job, []
             final = await self._wait_test_print(watch, job, agent)
@@ -492,18 +526,32 @@ class JobService:
                 return final, watch.timeline  # read with the final change, in its operation
             return final, await self.store.timeline(final.id)
 
+    async def _known_test_print(
+        self, job: JobRecord, wait: bool
+    ) -> tuple[JobRecord, list[JobEvent]]:
+        """A test print asked again with its Idempotency-Key: the job as it is, once final."""
+        if not wait:
+            return job, []
+        settings = self.settings
+        with self.hub.watch(job.id) as watch:
+            final = await self._wait(
+                watch, job.id, job, set(), settings.accept_timeout + settings.result_timeout
+            )
+        if final is None:
+            raise ApiError(
+                ErrorCode.PRINT_TIMEOUT,
+                f"test print {job.id} (same Idempotency-Key) is still {job.state}",
+                job_id=job.id,
+            )
+        return final, await self.store.timeline(final.id)
+
     async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
         settings = self.settings
         accepted = await self._wait(
-            watch, job.id, job, {S.ACCEPTED, S.PRINTING}, settings.accept_timeout
+            watch, job.id, job, {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING}, settings.accept_timeout
         )
         if accepted is None:
-            raise ApiError(
-                ErrorCode.AGENT_UNREACHABLE,
-                f"agent {agent.agent_id!r} did not accept the job within "
-                f"{settings.accept_timeout:g} s",
-                job_id=job.id,
-            )
+            accepted = await self._unreachable(watch, job, agent)
         final = await self._wait(watch, job.id, accepted, set(), settings.result_timeout)
         if final is None:
             raise ApiError(
@@ -514,6 +562,82 @@ class JobService:
             )
         return final
 
+    async def _unreachable(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
+        """No ``accepted`` within ``accept_timeout``: make sure the job can never print before
+        answering 504 ``AGENT_UNREACHABLE`` with ``retryable: true``; else say it is not safe.
+
+        The request was published with Message Expiry = ``accept_timeout`` (the broker drops
+        it after that) and a deadline of ``created + accept_timeout`` in the agent's clock (the
+        offset estimate errs early, never late): past this moment, no agent starts it. What is
+        left is a request the agent read in time but has not answered — it may hold it, or
+        be printing it while its replies are stuck. So a ``job.cancel`` goes after it, on the
+        same topic (it arrives after the request, or leaves a tombstone if the request never
+        does), and the answer decides:
+
+        * cancel done: the agent cancelled it (or will refuse it on arrival) — it never prints:
+          the job is ``cancelled`` and the 504 is retryable;
+        * cancel refused (already printing, printed or ended): the job is in the agent's hands —
+          wait for its result as for an accepted job;
+        * no answer within ``accept_timeout``: nothing is known — 504 with ``retryable: false``
+          (check the job, or the printer, before printing again).
+        """
+        settings = self.settings
+        reply = await self._send_cancel(job, agent, settings.accept_timeout)
+        moved = watch.job if watch.job is not None and watch.job.state is not S.SENT else None
+        if isinstance(reply, Done):
+            gone = error_info(
+                ErrorCode.AGENT_UNREACHABLE,
+                f"agent {agent.agent_id!r} did not accept the job within "
+                f"{settings.accept_timeout:g} s; it was cancelled at the agent and never prints",
+            )
+            cancelled = await self._transition(
+                job.id,
+                S.CANCELLED,
+                {S.SENT, S.ACCEPTED, S.WAITING_PRINTER},
+                "not accepted in time: cancelled at the agent, it never prints",
+                error=encode(gone),
+            )
+            if cancelled is not None or (moved is not None and moved.state is S.CANCELLED):
+                raise ApiError(gone.code, gone.message, job_id=job.id, retryable=True)
+        if reply is not None:  # refused (too late to cancel) or the job moved meanwhile
+            return watch.job or await self.store.get_job(job.id) or job
+        if moved is not None:
+            return moved
+        raise ApiError(
+            ErrorCode.AGENT_UNREACHABLE,
+            f"agent {agent.agent_id!r} did not accept the job within {settings.accept_timeout:g} s "
+            "and did not answer its cancel: it never starts the job after its deadline, but may "
+            f"have started it before; check job {job.id} (or the printer) before printing again",
+            job_id=job.id,
+            retryable=False,
+        )
+
+    async def _send_cancel(
+        self, job: JobRecord, agent: AgentRecord, within: float
+    ) -> Done | Failed | None:
+        """Send ``job.cancel`` for ``job`` to its agent; its final reply, or None when there is
+        none within ``within`` s (or it could not be published)."""
+        cancel_id = new_job_id()
+        payload = encode(
+            Request(
+                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
+            )
+        )
+        props = request_properties(
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            correlation_id=cancel_id,
+            expiry_s=within,
+        )
+        with self.correlator.expect(cancel_id, job.branch_id) as pending:
+            try:
+                await self.link.publish(
+                    request_topic(job.branch_id, agent.agent_id), payload, props
+                )
+                async with asyncio.timeout(within):
+                    return await pending.final
+            except (ApiError, TimeoutError):
+                return None
+
     # --- cancel ----------------------------------------------------------------------------
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
@@ -523,7 +647,7 @@ class JobService:
         ):
             return await self.get(principal, job_id)
         job = await self.get(principal, job_id)
-        if job.state in {S.SENT, S.ACCEPTED}:
+        if job.state in {S.SENT, S.ACCEPTED, S.WAITING_PRINTER}:
             await self._cancel_at_agent(job)
             return await self.get(principal, job_id)
         if job.state is S.CANCELLED:
@@ -568,7 +692,7 @@ class JobService:
                 await self._transition(
                     job.id,
                     S.CANCELLED,
-                    {S.SENT, S.ACCEPTED},
+                    {S.SENT, S.ACCEPTED, S.WAITING_PRINTER},
                     "cancelled at the agent before printing",
                 )
             case Failed(error=error):
@@ -628,13 +752,13 @@ class JobService:
                     "the agent did not take the job before its deadline",
                 )
             elif (
-                job.state in {S.ACCEPTED, S.PRINTING}
+                job.state in {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING}
                 and job.deadline + settings.outcome_grace <= now
             ):
                 await self._transition(
                     job.id,
                     S.OUTCOME_UNKNOWN,
-                    {S.ACCEPTED, S.PRINTING},
+                    {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING},
                     "the agent accepted the job but never reported a result",
                 )
             else:
@@ -681,36 +805,76 @@ class JobService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+# Where each reply may move a job. Never from a final state (final means final: a late reply
+# is recorded as an event, see _late.py), and never a job that was never sent: ``queued`` is a
+# source only for a job sent once and put back (its publish failed, yet the broker may have
+# had it), which the store checks (``sent_only``).
 _ACCEPTED_FROM: Final = frozenset({S.SENT, S.QUEUED})
-_PRINTING_FROM: Final = frozenset({S.SENT, S.QUEUED, S.ACCEPTED})
-#: the agent's word wins over our own guess (expired, outcome unknown)
-_PRINTED_FROM: Final = frozenset(
-    {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.EXPIRED, S.OUTCOME_UNKNOWN}
-)
-_FAILED_FROM: Final = frozenset({S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING})
+_WAITING_FROM: Final = frozenset({S.SENT, S.QUEUED, S.ACCEPTED, S.WAITING_PRINTER})
+_PRINTING_FROM: Final = _WAITING_FROM
+_FINAL_FROM: Final = _WAITING_FROM | {S.PRINTING}
 
 
 def _reply_step(branch_id: str, reply: Reply) -> Step:
     """The transition a reply from ``branch_id`` asks for."""
     match reply:
         case Accepted():
-            return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id)
+            return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id, {}, True)
+        case Waiting(error=error):
+            # the printer's condition is the job's ``error`` while it waits
+            cause = f"waiting for the printer: {error.code}: {error.message}"
+            condition = {"error": encode(error)}
+            return Step(S.WAITING_PRINTER, _WAITING_FROM, cause, branch_id, condition, True)
         case Printing():
-            return Step(S.PRINTING, _PRINTING_FROM, "the agent started printing", branch_id)
+            cause = "the agent started printing"
+            return Step(S.PRINTING, _PRINTING_FROM, cause, branch_id, {"error": None}, True)
         case Done(result=result):
             cause = (
                 "printed (answered from the agent's ledger)"
                 if result and result.replayed
                 else "printed"
             )
-            fields = {"result": encode(result) if result else None}
-            return Step(S.PRINTED, _PRINTED_FROM, cause, branch_id, fields)
+            fields: dict[str, bytes | None] = {
+                "result": encode(result) if result else None,
+                "error": None,
+            }
+            return Step(S.PRINTED, _FINAL_FROM, cause, branch_id, fields, True)
         case Failed(error=error):
-            state = _FAILED_STATE.get(error.code, S.FAILED)
-            sources = _FAILED_FROM | {S.EXPIRED} if state is S.OUTCOME_UNKNOWN else _FAILED_FROM
+            state = FAILED_STATE.get(error.code, S.FAILED)
             cause = f"{error.code}: {error.message}"
-            return Step(state, sources, cause, branch_id, {"error": encode(error)})
+            return Step(state, _FINAL_FROM, cause, branch_id, {"error": encode(error)}, True)
     raise AssertionError(f"unknown reply {reply!r}")  # pragma: no cover - Reply is closed
+
+
+#: printer conditions: a job that failed on one of them may be tried again
+_PRINTER_CONDITIONS: Final = frozenset(
+    {ErrorCode.PAPER_OUT, ErrorCode.COVER_OPEN, ErrorCode.PRINTER_OFFLINE}
+)
+_error = msgspec.json.Decoder(ErrorInfo)
+
+
+def may_retry(job: JobRecord) -> bool:
+    """Whether a job may be tried again under its Idempotency-Key (a new job, ``retry_of`` the
+    old one): it ended without paper, in a way that sending it again may fix — ``failed`` with
+    a retryable error or a printer condition (paper out, cover open, printer offline),
+    ``expired``, or ``cancelled`` by the API because the agent did not accept in time. Never
+    a job printed, ``outcome_unknown``, cancelled by a caller, or with a late report of
+    printing."""
+    if job.state not in {S.FAILED, S.EXPIRED, S.CANCELLED}:
+        return False
+    late = decode_late(job.late)
+    if late is not None and late.reported in {"printing", "printed", "outcome_unknown"}:
+        return False
+    if job.state is S.EXPIRED:
+        return True
+    error = _error.decode(job.error) if job.error else None
+    return error is not None and (error.retryable or error.code in _PRINTER_CONDITIONS)
+
+
+def canonical(request: SubmitJob) -> bytes:
+    """The request as decoded, encoded with sorted keys and every default: what an
+    Idempotency-Key is matched against."""
+    return msgspec.json.encode(request, order="sorted")
 
 
 def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:
