@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
@@ -29,23 +29,16 @@ from protocol import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
     METHOD_PRINTER_TEST,
-    Accepted,
     DecodeError,
     Done,
     ErrorCode,
-    ErrorInfo,
     Failed,
     JobCancelParams,
-    PrinterTestParams,
-    Printing,
     PrintJobParams,
     Reply,
     Request,
-    Waiting,
-    blocking_condition,
     decode_reply,
     encode,
-    error_info,
     is_valid_id,
     new_job_id,
     reply_topic,
@@ -53,7 +46,7 @@ from protocol import (
     request_topic,
 )
 
-from .._auth import Principal, check_branch
+from .._auth import Principal
 from .._correlator import Correlator
 from .._errors import ApiError
 from .._mqtt import MqttLink
@@ -65,12 +58,13 @@ from ..store import (
     JobEvent,
     JobRecord,
     JobState,
-    Step,
     Store,
 )
 from ._hub import JobHub, Watch, wait_for
-from ._late import FAILED_STATE, decode_late, late_cause, late_result
+from ._late import late_cause, late_result
 from ._models import SubmitJob
+from ._rules import canonical, may_retry, reply_step
+from ._testprint import TestPrints
 
 log = logging.getLogger("cloud_api.jobs")
 
@@ -102,6 +96,7 @@ class JobService:
         #: job id -> times the sweeper asked again since the job last changed state
         self._resends: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tests = TestPrints(self)
         registry.on_online.append(self._agent_came_online)
 
     # --- submission ------------------------------------------------------------------------
@@ -327,7 +322,7 @@ class JobService:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
         move, and belong to the branch the reply came from (only the job's own branch may answer
         it: anything else is forged)."""
-        steps = [_reply_step(branch_id, reply) for branch_id, reply, _ in replies]
+        steps = [reply_step(branch_id, reply) for branch_id, reply, _ in replies]
         timeline: list[JobEvent] | None = None
         if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
             # a test print waits to answer with the timeline: read it in the same operation
@@ -483,160 +478,15 @@ class JobService:
         wait: bool = True,
         idempotency_key: str | None = None,
     ) -> tuple[JobRecord, list[JobEvent]]:
-        """A test page as a job; with ``wait``, the final job and its timeline or a typed error
-        (without ``wait``: the job as sent, and no timeline).
-
-        Its deadline is ``accept_timeout``: the request's Message Expiry and its deadline in the
-        agent's clock both end when the API gives up waiting for ``accepted`` (see
-        :meth:`_unreachable`). With an Idempotency-Key, the same key answers the same job
-        (waiting for it if it is still on its way), or a new attempt when it ended in a way
-        that may be retried (:func:`may_retry`)."""
-        check_branch(principal, branch_id)
-        agent = self._agent_for(branch_id, printer_id)
-        if not agent.online():
-            raise ApiError(
-                ErrorCode.AGENT_OFFLINE,
-                f"agent {agent.agent_id!r} serving {printer_id!r} is offline",
-            )
-        if not force:
-            _refuse_blocked_printer(agent, printer_id)
-        settings = self.settings
-        job_id = new_job_id()
-        form = encode({"kind": "test", "branch_id": branch_id, "printer_id": printer_id})
-        # Watched from before it exists: every stage reaches us with its record, none is missed.
-        with self.hub.watch(job_id, wants_timeline=wait) as watch:
-            job, created = await self._create(
-                principal,
-                branch_id,
-                printer_id,
-                "test",
-                encode(PrinterTestParams(printer=printer_id)),
-                1,
-                settings.accept_timeout,
-                idempotency_key,
-                form,
-                job_id,
-            )
-            if not created:
-                return await self._known_test_print(job, wait)
-            if not wait:
-                return job, []
-            final = await self._wait_test_print(watch, job, agent)
-            if final is watch.job and watch.timeline is not None:
-                return final, watch.timeline  # read with the final change, in its operation
-            return final, await self.store.timeline(final.id)
-
-    async def _known_test_print(
-        self, job: JobRecord, wait: bool
-    ) -> tuple[JobRecord, list[JobEvent]]:
-        """A test print asked again with its Idempotency-Key: the job as it is, once final."""
-        if not wait:
-            return job, []
-        settings = self.settings
-        with self.hub.watch(job.id) as watch:
-            final = await self._wait(
-                watch, job.id, job, set(), settings.accept_timeout + settings.result_timeout
-            )
-        if final is None:
-            raise ApiError(
-                ErrorCode.PRINT_TIMEOUT,
-                f"test print {job.id} (same Idempotency-Key) is still {job.state}",
-                job_id=job.id,
-            )
-        return final, await self.store.timeline(final.id)
-
-    async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
-        settings = self.settings
-        accepted = await self._wait(
-            watch, job.id, job, {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING}, settings.accept_timeout
+        """A test page as a job (:meth:`TestPrints.test_print`)."""
+        return await self._tests.test_print(
+            principal,
+            branch_id,
+            printer_id,
+            force=force,
+            wait=wait,
+            idempotency_key=idempotency_key,
         )
-        if accepted is None:
-            accepted = await self._unreachable(watch, job, agent)
-        final = await self._wait(watch, job.id, accepted, set(), settings.result_timeout)
-        if final is None:
-            raise ApiError(
-                ErrorCode.PRINT_TIMEOUT,
-                f"agent {agent.agent_id!r} accepted the job but reported no result "
-                f"within {settings.result_timeout:g} s",
-                job_id=job.id,
-            )
-        return final
-
-    async def _unreachable(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
-        """No ``accepted`` within ``accept_timeout``: make sure the job can never print before
-        answering 504 ``AGENT_UNREACHABLE`` with ``retryable: true``; else say it is not safe.
-
-        The request was published with Message Expiry = ``accept_timeout`` (the broker drops
-        it after that) and a deadline of ``created + accept_timeout`` in the agent's clock (the
-        offset estimate errs early, never late): past this moment, no agent starts it. What is
-        left is a request the agent read in time but has not answered — it may hold it, or
-        be printing it while its replies are stuck. So a ``job.cancel`` goes after it, on the
-        same topic (it arrives after the request, or leaves a tombstone if the request never
-        does), and the answer decides:
-
-        * cancel done: the agent cancelled it (or will refuse it on arrival) — it never prints:
-          the job is ``cancelled`` and the 504 is retryable;
-        * cancel refused (already printing, printed or ended): the job is in the agent's hands —
-          wait for its result as for an accepted job;
-        * no answer within ``accept_timeout``: nothing is known — 504 with ``retryable: false``
-          (check the job, or the printer, before printing again).
-        """
-        settings = self.settings
-        reply = await self._send_cancel(job, agent, settings.accept_timeout)
-        moved = watch.job if watch.job is not None and watch.job.state is not S.SENT else None
-        if isinstance(reply, Done):
-            gone = error_info(
-                ErrorCode.AGENT_UNREACHABLE,
-                f"agent {agent.agent_id!r} did not accept the job within "
-                f"{settings.accept_timeout:g} s; it was cancelled at the agent and never prints",
-            )
-            cancelled = await self._transition(
-                job.id,
-                S.CANCELLED,
-                {S.SENT, S.ACCEPTED, S.WAITING_PRINTER},
-                "not accepted in time: cancelled at the agent, it never prints",
-                error=encode(gone),
-            )
-            if cancelled is not None or (moved is not None and moved.state is S.CANCELLED):
-                raise ApiError(gone.code, gone.message, job_id=job.id, retryable=True)
-        if reply is not None:  # refused (too late to cancel) or the job moved meanwhile
-            return watch.job or await self.store.get_job(job.id) or job
-        if moved is not None:
-            return moved
-        raise ApiError(
-            ErrorCode.AGENT_UNREACHABLE,
-            f"agent {agent.agent_id!r} did not accept the job within {settings.accept_timeout:g} s "
-            "and did not answer its cancel: it never starts the job after its deadline, but may "
-            f"have started it before; check job {job.id} (or the printer) before printing again",
-            job_id=job.id,
-            retryable=False,
-        )
-
-    async def _send_cancel(
-        self, job: JobRecord, agent: AgentRecord, within: float
-    ) -> Done | Failed | None:
-        """Send ``job.cancel`` for ``job`` to its agent; its final reply, or None when there is
-        none within ``within`` s (or it could not be published)."""
-        cancel_id = new_job_id()
-        payload = encode(
-            Request(
-                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
-            )
-        )
-        props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
-            correlation_id=cancel_id,
-            expiry_s=within,
-        )
-        with self.correlator.expect(cancel_id, job.branch_id) as pending:
-            try:
-                await self.link.publish(
-                    request_topic(job.branch_id, agent.agent_id), payload, props
-                )
-                async with asyncio.timeout(within):
-                    return await pending.final
-            except (ApiError, TimeoutError):
-                return None
 
     # --- cancel ----------------------------------------------------------------------------
 
@@ -803,87 +653,3 @@ class JobService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-# Where each reply may move a job. Never from a final state (final means final: a late reply
-# is recorded as an event, see _late.py), and never a job that was never sent: ``queued`` is a
-# source only for a job sent once and put back (its publish failed, yet the broker may have
-# had it), which the store checks (``sent_only``).
-_ACCEPTED_FROM: Final = frozenset({S.SENT, S.QUEUED})
-_WAITING_FROM: Final = frozenset({S.SENT, S.QUEUED, S.ACCEPTED, S.WAITING_PRINTER})
-_PRINTING_FROM: Final = _WAITING_FROM
-_FINAL_FROM: Final = _WAITING_FROM | {S.PRINTING}
-
-
-def _reply_step(branch_id: str, reply: Reply) -> Step:
-    """The transition a reply from ``branch_id`` asks for."""
-    match reply:
-        case Accepted():
-            return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id, {}, True)
-        case Waiting(error=error):
-            # the printer's condition is the job's ``error`` while it waits
-            cause = f"waiting for the printer: {error.code}: {error.message}"
-            condition = {"error": encode(error)}
-            return Step(S.WAITING_PRINTER, _WAITING_FROM, cause, branch_id, condition, True)
-        case Printing():
-            cause = "the agent started printing"
-            return Step(S.PRINTING, _PRINTING_FROM, cause, branch_id, {"error": None}, True)
-        case Done(result=result):
-            cause = (
-                "printed (answered from the agent's ledger)"
-                if result and result.replayed
-                else "printed"
-            )
-            fields: dict[str, bytes | None] = {
-                "result": encode(result) if result else None,
-                "error": None,
-            }
-            return Step(S.PRINTED, _FINAL_FROM, cause, branch_id, fields, True)
-        case Failed(error=error):
-            state = FAILED_STATE.get(error.code, S.FAILED)
-            cause = f"{error.code}: {error.message}"
-            return Step(state, _FINAL_FROM, cause, branch_id, {"error": encode(error)}, True)
-    raise AssertionError(f"unknown reply {reply!r}")  # pragma: no cover - Reply is closed
-
-
-#: printer conditions: a job that failed on one of them may be tried again
-_PRINTER_CONDITIONS: Final = frozenset(
-    {ErrorCode.PAPER_OUT, ErrorCode.COVER_OPEN, ErrorCode.PRINTER_OFFLINE}
-)
-_error = msgspec.json.Decoder(ErrorInfo)
-
-
-def may_retry(job: JobRecord) -> bool:
-    """Whether a job may be tried again under its Idempotency-Key (a new job, ``retry_of`` the
-    old one): it ended without paper, in a way that sending it again may fix — ``failed`` with
-    a retryable error or a printer condition (paper out, cover open, printer offline),
-    ``expired``, or ``cancelled`` by the API because the agent did not accept in time. Never
-    a job printed, ``outcome_unknown``, cancelled by a caller, or with a late report of
-    printing."""
-    if job.state not in {S.FAILED, S.EXPIRED, S.CANCELLED}:
-        return False
-    late = decode_late(job.late)
-    if late is not None and late.reported in {"printing", "printed", "outcome_unknown"}:
-        return False
-    if job.state is S.EXPIRED:
-        return True
-    error = _error.decode(job.error) if job.error else None
-    return error is not None and (error.retryable or error.code in _PRINTER_CONDITIONS)
-
-
-def canonical(request: SubmitJob) -> bytes:
-    """The request as decoded, encoded with sorted keys and every default: what an
-    Idempotency-Key is matched against."""
-    return msgspec.json.encode(request, order="sorted")
-
-
-def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:
-    state = agent.printer(printer_id)
-    if state is None:
-        return
-    blocked = blocking_condition(
-        online=state.online, cover_open=state.cover_open, paper=state.paper
-    )
-    if blocked is not None:
-        code, text = blocked
-        raise ApiError(code, f"{printer_id}: {text} (pass force=true to try anyway)")
