@@ -43,6 +43,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.CANCELLED: 409,
 }
 
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {

@@ -249,3 +249,29 @@ async def test_a_test_print_answered_conflict_to_the_cancel_waits_for_its_result
     await _reply(service, job_id, Accepted(at=time.time()), Printing(at=time.time()), printed())
     final, _ = await call
     assert final.state is S.PRINTED
+
+
+async def test_504_when_the_agents_cancelled_reply_comes_first_is_still_retryable(
+    service: JobService, store: Store
+) -> None:
+    """The agent answers the job itself ``failed CANCELLED`` before it confirms the cancel: the
+    job is cancelled either way, the 504 is retryable and the key makes a new attempt."""
+    service.settings = msgspec.structs.replace(service.settings, accept_timeout=0.3)
+    call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER, idempotency_key="t-2"))
+    job_id = (await published(service, 1)).decode()
+    _, cancel = await _request_published(service, 2)
+    cancelled = error_info(ErrorCode.CANCELLED, "cancelled by job.cancel")
+    await _reply(service, job_id, Failed(at=time.time(), error=cancelled))
+    service.on_reply("b1", cancel, encode(Done(at=time.time())))
+    with pytest.raises(ApiError) as caught:
+        await call
+    assert caught.value.code is ErrorCode.AGENT_UNREACHABLE and caught.value.retryable
+    job = await _job(store, job_id)
+    assert job.state is S.CANCELLED
+    assert job_view(job).error is not None
+    assert job_view(job).error.code is ErrorCode.AGENT_UNREACHABLE  # type: ignore[union-attr]
+    again = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER, idempotency_key="t-2"))
+    retry_id = (await published(service, 3)).decode()
+    await _reply(service, retry_id, Accepted(at=time.time()), printed())
+    final, _ = await again
+    assert final.retry_of == job_id and final.state is S.PRINTED

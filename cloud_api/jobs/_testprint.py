@@ -156,6 +156,8 @@ class TestPrints:
         reply = await self._send_cancel(job, agent, settings.accept_timeout)
         moved = watch.job if watch.job is not None and watch.job.state is not S.SENT else None
         if isinstance(reply, Done):
+            # the agent cancelled it, or holds a tombstone for it: it never prints, whichever
+            # of our transition and the agent's own "failed CANCELLED" reply comes first
             gone = error_info(
                 ErrorCode.AGENT_UNREACHABLE,
                 f"agent {agent.agent_id!r} did not accept the job within "
@@ -168,8 +170,9 @@ class TestPrints:
                 "not accepted in time: cancelled at the agent, it never prints",
                 error=encode(gone),
             )
-            if cancelled is not None or (moved is not None and moved.state is S.CANCELLED):
-                raise ApiError(gone.code, gone.message, job_id=job.id, retryable=True)
+            if cancelled is None:  # the agent's reply made it cancelled: say why it was
+                await self.jobs.store.set_error(job.id, S.CANCELLED, encode(gone))
+            raise ApiError(gone.code, gone.message, job_id=job.id, retryable=True)
         if reply is not None:  # refused (too late to cancel) or the job moved meanwhile
             return watch.job or await self.jobs.store.get_job(job.id) or job
         if moved is not None:

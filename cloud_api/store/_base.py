@@ -417,6 +417,12 @@ class Store(abc.ABC):
         rows = await self._write(first, then, only_if_rows=True)
         return row_to_job(rows[0]) if rows else None
 
+    async def set_error(self, job_id: str, state: JobState, error: bytes) -> bool:
+        """Set the error of a job that is in ``state`` (no transition, no event): a final
+        state's cause told more precisely. False when the job is not in ``state``."""
+        sql = "UPDATE jobs SET error = ? WHERE id = ? AND state = ?"
+        return await self._execute(sql, [error, job_id, state.value]) > 0
+
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])
         return row_to_job(rows[0]) if rows else None
