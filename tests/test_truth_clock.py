@@ -3,6 +3,7 @@ short deadline is not refused ``EXPIRED`` early after the API restarted or the a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ def _bare_link(registry: Registry) -> MqttLink:
     link = object.__new__(MqttLink)
     link.registry = registry
     link.on_reply = lambda *_: None
+    link.ready = asyncio.Event()
+    link.ready.set()
     return link
 
 
@@ -99,3 +102,21 @@ def _restart_then_print(stack: Stack) -> None:
             job = wait_state(http, job_id)
             assert job["state"] == "printed", job
     agent.process.stop()
+
+
+def test_messages_replayed_from_the_session_at_connect_are_not_live() -> None:
+    """The API's MQTT session is persistent: statuses queued while it was away are delivered
+    (not retained) at reconnect, seconds old. Found by the chaos run: they were taken as
+    live, and jobs sent right after an API restart were refused EXPIRED up to 3 s early."""
+    registry = Registry()
+    link = _bare_link(registry)
+    link.ready = asyncio.Event()  # connected, still reading the snapshot and the queue
+    now = time.time()
+    presence = encode(Presence(state="online", session=1, branch_id="b1", agent_id="a1"))
+    link.dispatch(_message(presence_topic("b1", "a1"), presence, retain=True))
+    link.dispatch(_message(status_topic("b1", "a1"), _status(now - 3), retain=False, expiry=90))
+    record = registry.agent("b1", "a1")
+    assert record is not None and abs(record.clock_offset) < 0.5, record.clock_offset
+    link.ready.set()  # from here on, messages are live
+    link.dispatch(_message(status_topic("b1", "a1"), _status(time.time() + 2), retain=False))
+    assert 1.5 < record.clock_offset <= 2.0, record.clock_offset

@@ -71,7 +71,7 @@ log = logging.getLogger("cloud_api.jobs")
 S = JobState
 _IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING})
 #: replies to apply: (branch the reply came from, the reply, cloud time it was received)
-_Inbox = collections.deque[tuple[str, Reply, float]]
+_Inbox = collections.deque[tuple[str, Reply, float | None]]
 
 
 class JobService:
@@ -295,11 +295,14 @@ class JobService:
         except DecodeError as exc:
             log.warning("dropping malformed reply for job %s: %s", job_id, exc.message)
             return
+        # received time, for the agent's clock: None for a reply read while the session replays
+        # what was queued during an outage (as old as the outage: no clock sample)
+        received = time.time() if self.link.ready.is_set() else None
         inbox = self._inbox.get(job_id)
         if inbox is not None:  # the job's task applies it after those before it
-            inbox.append((branch_id, reply, time.time()))
+            inbox.append((branch_id, reply, received))
             return
-        self._inbox[job_id] = collections.deque([(branch_id, reply, time.time())])
+        self._inbox[job_id] = collections.deque([(branch_id, reply, received)])
         self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
     async def _apply_replies(self, job_id: str) -> None:
@@ -318,7 +321,7 @@ class JobService:
         finally:
             del self._inbox[job_id]
 
-    async def _apply(self, job_id: str, replies: list[tuple[str, Reply, float]]) -> None:
+    async def _apply(self, job_id: str, replies: list[tuple[str, Reply, float | None]]) -> None:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
         move, and belong to the branch the reply came from (only the job's own branch may answer
         it: anything else is forged)."""
@@ -348,13 +351,15 @@ class JobService:
         for (branch_id, reply, received), job in zip(replies, changed, strict=True):
             if job is None:
                 await self._dropped(job_id, branch_id, reply, received)
-            elif job.agent_id is not None and reply.at:
+            elif job.agent_id is not None and reply.at and received is not None:
                 # a reply is a live message of its agent: one more sample of its clock
                 agent = self.registry.agent(job.branch_id, job.agent_id)
                 if agent is not None:
                     agent.clock.observe(reply.at, received, live=True)
 
-    async def _dropped(self, job_id: str, branch_id: str, reply: Reply, received: float) -> None:
+    async def _dropped(
+        self, job_id: str, branch_id: str, reply: Reply, received: float | None
+    ) -> None:
         """A reply that changed nothing: log why, and keep one that came after the job was
         final as a ``late_reply`` event and the job's ``late_result`` (see ``_late.py``)."""
         job = await self.store.get_job(job_id)
@@ -368,7 +373,7 @@ class JobService:
                 job.branch_id,
             )
         elif job.state in FINAL_STATES:
-            late = late_result(job.state, reply, received)
+            late = late_result(job.state, reply, received or time.time())
             if late is None:
                 return
             cause = late_cause(late)
