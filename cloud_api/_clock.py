@@ -13,8 +13,9 @@ seconds (the message that took least time), so
   measurement; nor does a message read at connect, before the API is ready: its persistent
   session then delivers what was queued while it was away, unretained but as old as the outage
   (the chaos run caught jobs refused ``EXPIRED`` 3 s early after an API restart that way).
-  Replies to jobs are live messages too and count, once the session is ready. Until the first live message, the offset is 0 (clocks assumed in sync), or a
-  retained sample when that is higher (the agent's clock is then ahead by at least that much).
+  Replies to jobs are live messages too and count, once the session is ready. Until the first
+  live message, the offset is 0 (clocks assumed in sync), or a retained sample when that is
+  higher (the agent's clock is then ahead by at least that much).
 
 An agent clock stepped forward is followed at the next live message; one stepped back by ``x``
 is followed within :data:`WINDOW` s, and until then its deadlines are late by ``x`` (the broker's

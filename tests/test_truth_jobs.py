@@ -275,3 +275,24 @@ async def test_504_when_the_agents_cancelled_reply_comes_first_is_still_retryabl
     await _reply(service, retry_id, Accepted(at=time.time()), printed())
     final, _ = await again
     assert final.retry_of == job_id and final.state is S.PRINTED
+
+
+async def test_a_cancelled_test_print_is_tried_again_under_its_key(
+    service: JobService, store: Store
+) -> None:
+    """The API sent the cancel after a 504 and died before it could record why: the agent's
+    ``failed CANCELLED`` ends the job. It never printed, so the same key tries again."""
+    service.settings = msgspec.structs.replace(service.settings, accept_timeout=0.3)
+    call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER, idempotency_key="t-3"))
+    job_id = (await published(service, 1)).decode()
+    await published(service, 2)  # the cancel; its answer is lost with the API
+    with pytest.raises(ApiError):
+        await call
+    cancelled = error_info(ErrorCode.CANCELLED, "cancelled by job.cancel")
+    await _reply(service, job_id, Failed(at=time.time(), error=cancelled))
+    assert (await _job(store, job_id)).state is S.CANCELLED
+    again = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER, idempotency_key="t-3"))
+    retry_id = (await published(service, 3)).decode()
+    await _reply(service, retry_id, Accepted(at=time.time()), printed())
+    final, _ = await again
+    assert final.retry_of == job_id and final.state is S.PRINTED

@@ -81,16 +81,16 @@ def may_retry(job: JobRecord) -> bool:
     """Whether a job may be tried again under its Idempotency-Key (a new job, ``retry_of`` the
     old one): it ended without paper, in a way that sending it again may fix — ``failed`` with
     a retryable error or a printer condition (paper out, cover open, printer offline),
-    ``expired``, or ``cancelled`` by the API because the agent did not accept in time. Never
-    a job printed, ``outcome_unknown``, cancelled by a caller, or with a late report of
-    printing."""
+    ``expired``, or a test print ``cancelled`` (by the API because the agent did not accept in
+    time, or by a caller). Never a job printed, ``outcome_unknown``, a print job cancelled by a
+    caller, or one with a late report of printing."""
     if job.state not in {S.FAILED, S.EXPIRED, S.CANCELLED}:
         return False
     late = decode_late(job.late)
     if late is not None and late.reported in {"printing", "printed", "outcome_unknown"}:
         return False
-    if job.state is S.EXPIRED:
-        return True
+    if job.state is S.EXPIRED or (job.kind == "test" and job.state is S.CANCELLED):
+        return True  # a cancelled test print: never printed, and another page does no harm
     error = _error.decode(job.error) if job.error else None
     return error is not None and (error.retryable or error.code in _PRINTER_CONDITIONS)
 

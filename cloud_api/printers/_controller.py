@@ -71,6 +71,15 @@ class PrintersController(Controller):
                 job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
             )
         view = job_view(job, timeline)
+        if job.state is JobState.CANCELLED:
+            # cancelled before it printed (the agent confirmed): it never prints, so asking
+            # again (same Idempotency-Key: a new attempt) is safe
+            raise ApiError(
+                ErrorCode.CANCELLED,
+                f"test print {job.id} was cancelled before it printed; it never prints",
+                job_id=job.id,
+                retryable=True,
+            )
         if job.state is not JobState.PRINTED:
             error = view.error or ErrorInfo(
                 code=ErrorCode.PRINTER_ERROR, message=f"job ended {job.state}"
