@@ -8,6 +8,9 @@ stream wherever it appears, so ``jobs`` holds exactly the bytes meant for paper.
         printer.state.paper = "out"             # answer DLE EOT as a printer out of paper
         printer.behaviour = "stall"             # accept connections, never read or answer
                                                 # also: stall_on_data, drop, drop_on_data
+        printer.behaviour = "pause"             # read nothing on any connection, open or new,
+                                                # until the behaviour changes back (a printer
+                                                # that hangs, then recovers)
         ...
         printer.jobs                            # one bytes object per connection that sent data
 
@@ -35,7 +38,7 @@ from typing import Literal
 log = logging.getLogger("fake_printer")
 
 DLE_EOT = b"\x10\x04"
-Behaviour = Literal["normal", "stall", "stall_on_data", "drop", "drop_on_data"]
+Behaviour = Literal["normal", "stall", "stall_on_data", "drop", "drop_on_data", "pause"]
 Paper = Literal["ok", "near_end", "out"]
 
 
@@ -81,6 +84,8 @@ class Connection:
     data: bytearray = field(default_factory=bytearray)
     queries: list[int] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
+    #: wall-clock time the first byte of job data arrived (when paper started), if any
+    data_at: float | None = None
 
 
 class FakePrinter:
@@ -202,6 +207,9 @@ class FakePrinter:
         pending = b""
         try:
             while not self._stopping.is_set():
+                if self.behaviour == "pause":  # hung: read nothing, answer nothing, keep it
+                    self._stopping.wait(0.02)
+                    continue
                 try:
                     chunk = sock.recv(65536)
                 except TimeoutError:
@@ -250,6 +258,8 @@ class FakePrinter:
             end = pending.find(b"\x10", i + 1)
             end = len(pending) if end < 0 else end
             with self._lock:
+                if conn.data_at is None:
+                    conn.data_at = time.time()
                 conn.data += pending[i:end]
             if self.behaviour == "stall_on_data":
                 self._stopping.wait()  # like a paper jam: stop reading, keep the connection
