@@ -19,7 +19,7 @@ def _check(config: ChaosConfig) -> None:
     assert len(kills) == 4, report.events  # two agents, the broker, the API
     assert report.problems() == [], report.render()
     assert len(report.still_open) == 0
-    assert sum(report.states.values()) >= config.jobs + report.test_prints
+    assert sum(report.states.values()) >= config.jobs  # plus the test prints that made a job
 
 
 def test_chaos_short() -> None:
