@@ -72,6 +72,11 @@ class ChaosConfig:
     #: on open connections or new ones, for ``stall_for`` seconds, then recovers.
     stalled_printer: bool = True
     stall_for: float = 6.0
+    #: How it hangs: ``stall`` (connections opened during the hang are never read, ever: the
+    #: agent's status poll or write on one waits for its own timeout; connections opened after
+    #: the hang are served), or ``pause`` (nothing is read on any connection, open or new,
+    #: until it recovers; then everything is).
+    stall_mode: str = "stall"
     #: Test prints by a client that retries what the answer says is retryable (same
     #: Idempotency-Key, at most 3 retries), spread over the run.
     test_prints: int = 50
@@ -130,8 +135,8 @@ def _chaos(
 
     def stall() -> None:
         assert printer is not None
-        tl.note(f"network printer hangs (reads nothing) for {config.stall_for:g} s")
-        printer.behaviour = "pause"
+        tl.note(f"network printer hangs ({config.stall_mode}) for {config.stall_for:g} s")
+        printer.behaviour = "stall" if config.stall_mode == "stall" else "pause"
         time.sleep(config.stall_for)
         printer.behaviour = "normal"
         tl.note("network printer recovered")
@@ -445,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-every", type=int, default=ChaosConfig.short_every)
     parser.add_argument("--test-prints", type=int, default=ChaosConfig.test_prints)
     parser.add_argument("--stall-for", type=float, default=ChaosConfig.stall_for)
+    parser.add_argument("--stall-mode", choices=("pause", "stall"), default=ChaosConfig.stall_mode)
     parser.add_argument(
         "--no-stalled-printer", action="store_true", help="no network printer that stalls"
     )
@@ -461,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         short_every=args.short_every,
         test_prints=args.test_prints,
         stall_for=args.stall_for,
+        stall_mode=args.stall_mode,
         stalled_printer=not args.no_stalled_printer,
         state_dir=args.state_dir,
     )
