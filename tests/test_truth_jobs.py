@@ -8,7 +8,9 @@ The broker is left out as in ``test_job_service.py``: replies are fed to ``on_re
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from cloud_api._errors import ApiError
 from cloud_api.jobs import JobService
 from cloud_api.jobs._models import SubmitJob, job_view
-from cloud_api.store import JobRecord, JobState, Store
+from cloud_api.store import JobRecord, JobState, Store, open_store
 from protocol import (
     Accepted,
     Done,
@@ -296,3 +298,37 @@ async def test_a_cancelled_test_print_is_tried_again_under_its_key(
     await _reply(service, retry_id, Accepted(at=time.time()), printed())
     final, _ = await again
     assert final.retry_of == job_id and final.state is S.PRINTED
+
+
+async def test_a_database_of_the_previous_schema_gains_the_new_columns(tmp_path: Path) -> None:
+    """A jobs.db written before late results, retries and event kinds opens, keeps its jobs,
+    and takes the new columns."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_OLD_SCHEMA)
+    conn.execute(
+        "INSERT INTO jobs VALUES ('j1','b1','P','a1','print','printed',x'7b7d',1,1.0,2.0,9.0,"
+        "'api-1',NULL,NULL,NULL,NULL,NULL)"
+    )
+    conn.execute("INSERT INTO job_events (job_id, state, at, cause) VALUES ('j1','queued',1,'s')")
+    conn.commit()
+    conn.close()
+    store = await open_store(f"sqlite://{path}")
+    try:
+        job = await store.get_job("j1")
+        assert job is not None and job.state is S.PRINTED and job.late is None
+        assert [(e.state, e.kind) for e in await store.timeline("j1")] == [(S.QUEUED, "transition")]
+        assert await store.record_late("j1", "b1", S.PRINTED, b"{}", "late")
+    finally:
+        await store.close()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE jobs (id TEXT PRIMARY KEY, branch_id TEXT NOT NULL, printer_id TEXT NOT NULL,
+    agent_id TEXT, kind TEXT NOT NULL, state TEXT NOT NULL, params BLOB NOT NULL,
+    copies INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, deadline DOUBLE PRECISION NOT NULL, sent_by TEXT,
+    result BLOB, error BLOB, idempotency_scope TEXT, idempotency_key TEXT, request_hash TEXT);
+CREATE TABLE job_events (job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, cause TEXT NOT NULL);
+"""
