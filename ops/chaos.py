@@ -16,10 +16,12 @@ import asyncio
 import collections
 import functools
 import json
+import os
 import random
 import re
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -77,6 +79,9 @@ class ChaosConfig:
     #: the hang are served), or ``pause`` (nothing is read on any connection, open or new,
     #: until it recovers; then everything is).
     stall_mode: str = "stall"
+    #: An agent's process is paused (SIGSTOP) this long at the start: its socket stays open,
+    #: requests reach it and wait; test prints to it are answered 504 (0: no pause).
+    pause_for: float = 4.0
     #: Test prints by a client that retries what the answer says is retryable (same
     #: Idempotency-Key, at most 3 retries), spread over the run.
     test_prints: int = 50
@@ -133,6 +138,16 @@ def _chaos(
         stack.start_api()
         tl.note(f"API ready again (pid {stack.api.pid})")
 
+    def pause(handle: AgentHandle) -> None:
+        pid = handle.process.pid
+        if pid is None:
+            return
+        tl.note(f"SIGSTOP agent {handle.agent_id} for {config.pause_for:g} s (pid {pid})")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(config.pause_for)
+        os.kill(pid, signal.SIGCONT)
+        tl.note(f"SIGCONT agent {handle.agent_id}")
+
     def stall() -> None:
         assert printer is not None
         tl.note(f"network printer hangs ({config.stall_mode}) for {config.stall_for:g} s")
@@ -147,9 +162,16 @@ def _chaos(
         (0.55, functools.partial(agent, agents[1 % len(agents)])),
         (0.75, api),
     ]
+    if config.pause_for:
+        paused = agents[1 % config.agents]
+
+        def pause_in_background() -> None:
+            threading.Thread(target=pause, args=(paused,), name="pause").start()
+
+        plan.append((0.02, pause_in_background))
     if printer is not None:
-        plan.insert(2, (0.40, lambda: threading.Thread(target=stall, name="stall").start()))
-    for fraction, action in plan:
+        plan.append((0.40, lambda: threading.Thread(target=stall, name="stall").start()))
+    for fraction, action in sorted(plan, key=lambda step: step[0]):
         delay = tl.start + fraction * window - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -449,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--down-for", type=float, default=ChaosConfig.down_for)
     parser.add_argument("--short-every", type=int, default=ChaosConfig.short_every)
     parser.add_argument("--test-prints", type=int, default=ChaosConfig.test_prints)
+    parser.add_argument("--pause-for", type=float, default=ChaosConfig.pause_for)
     parser.add_argument("--stall-for", type=float, default=ChaosConfig.stall_for)
     parser.add_argument("--stall-mode", choices=("pause", "stall"), default=ChaosConfig.stall_mode)
     parser.add_argument(
@@ -468,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         test_prints=args.test_prints,
         stall_for=args.stall_for,
         stall_mode=args.stall_mode,
+        pause_for=args.pause_for,
         stalled_printer=not args.no_stalled_printer,
         state_dir=args.state_dir,
     )
