@@ -145,7 +145,10 @@ def _chaos(
         tl.note(f"SIGSTOP agent {handle.agent_id} for {config.pause_for:g} s (pid {pid})")
         os.kill(pid, signal.SIGSTOP)
         time.sleep(config.pause_for)
-        os.kill(pid, signal.SIGCONT)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:  # killed meanwhile by the plan (a short run): restarted
+            return
         tl.note(f"SIGCONT agent {handle.agent_id}")
 
     def stall() -> None:

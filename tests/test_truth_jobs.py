@@ -21,10 +21,12 @@ from cloud_api.jobs._models import SubmitJob, job_view
 from cloud_api.store import JobRecord, JobState, Store, open_store
 from protocol import (
     Accepted,
+    AgentStatus,
     Done,
     ErrorCode,
     Failed,
     Presence,
+    PrinterState,
     Printing,
     RawContent,
     Waiting,
@@ -332,3 +334,57 @@ CREATE TABLE jobs (id TEXT PRIMARY KEY, branch_id TEXT NOT NULL, printer_id TEXT
 CREATE TABLE job_events (job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
     state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, cause TEXT NOT NULL);
 """
+
+
+async def test_the_event_stream_shows_the_wait_for_the_printer(
+    service: JobService, store: Store
+) -> None:
+    job = await _sent_job(service)
+    paper_out = error_info(ErrorCode.PAPER_OUT, "printer is out of paper")
+    await _reply(
+        service, job.id, Accepted(at=time.time()), Waiting(at=time.time(), error=paper_out)
+    )
+    seen: list[tuple[JobState, str]] = []
+
+    async def follow() -> None:
+        async for event in service.events(ADMIN, job.id):
+            seen.append((event.state, event.cause))
+
+    stream = asyncio.create_task(follow())
+    await _reply(service, job.id, Printing(at=time.time()), printed())
+    await asyncio.wait_for(stream, 5)
+    assert [state for state, _ in seen] == [
+        S.QUEUED,
+        S.SENT,
+        S.ACCEPTED,
+        S.WAITING_PRINTER,
+        S.PRINTING,
+        S.PRINTED,
+    ]
+    assert seen[3][1] == "waiting for the printer: PAPER_OUT: printer is out of paper"
+
+
+async def test_a_print_job_for_a_blocked_printer_is_sent_not_refused(
+    service: JobService, store: Store
+) -> None:
+    """The agent holds print jobs for a printer that is out of paper: the API sends them (a
+    test print, which is not held, is refused at once)."""
+    service.registry.on_status(
+        "b1",
+        "a1",
+        encode(
+            AgentStatus(
+                branch_id="b1",
+                agent_id="a1",
+                session=1,
+                at=time.time(),
+                printers=[PrinterState(name=PRINTER, paper="out")],
+            )
+        ),
+        None,
+    )
+    job = await _sent_job(service)
+    assert (await _job(store, job.id)).state is S.SENT
+    with pytest.raises(ApiError) as caught:
+        await service.test_print(ADMIN, "b1", PRINTER)
+    assert caught.value.code is ErrorCode.PAPER_OUT
