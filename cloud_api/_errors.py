@@ -43,6 +43,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.CANCELLED: 409,
 }
 
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
@@ -61,13 +62,23 @@ class ApiError(Exception):
     """A failure a caller should see, with its typed code."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, job_id: str | None = None, field: str | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        job_id: str | None = None,
+        field: str | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.job_id = job_id
         self.field = field
+        #: whether sending the same request again is safe and may succeed; by default what the
+        #: code says (protocol.RETRYABLE), overridden where this case knows better (a 504 that
+        #: cannot rule out that the job still prints is not retryable)
+        self.retryable = code in RETRYABLE if retryable is None else retryable
 
     @property
     def status_code(self) -> int:
@@ -88,11 +99,19 @@ class ErrorResponse(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def _body(
-    code: ErrorCode, message: str, job_id: str | None, field: str | None = None
+    code: ErrorCode,
+    message: str,
+    job_id: str | None,
+    field: str | None = None,
+    retryable: bool | None = None,
 ) -> ErrorResponse:
     return ErrorResponse(
         error=ErrorBody(
-            code=code, message=message, retryable=code in RETRYABLE, job_id=job_id, field=field
+            code=code,
+            message=message,
+            retryable=code in RETRYABLE if retryable is None else retryable,
+            job_id=job_id,
+            field=field,
         )
     )
 
@@ -101,7 +120,8 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
     """Exception handler for the whole app."""
     headers: dict[str, str] = {}
     if isinstance(exc, ApiError):
-        status, body = exc.status_code, _body(exc.code, exc.message, exc.job_id, exc.field)
+        status = exc.status_code
+        body = _body(exc.code, exc.message, exc.job_id, exc.field, exc.retryable)
         if exc.code is ErrorCode.UNAUTHORIZED:
             headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(exc, HTTPException):

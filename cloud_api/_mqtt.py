@@ -168,19 +168,22 @@ class MqttLink:
             return
         payload = message.payload if isinstance(message.payload, bytes) else b""
         props = message.properties
+        # A message is a clock sample only when it is live: not retained (old news), and not
+        # read before ``ready`` — at connect, the persistent session delivers what was queued
+        # while the API was away, unretained but as old as the outage (cloud_api/_clock.py).
+        live = not message.retain and self.ready.is_set()
         match topic.kind:
             case TopicKind.REPLY:
                 self.on_reply(topic.branch_id, getattr(props, "CorrelationData", None), payload)
             case TopicKind.PRESENCE:
-                self.registry.on_presence(
-                    topic.branch_id, topic.name, payload, live=not message.retain
-                )
+                self.registry.on_presence(topic.branch_id, topic.name, payload, live=live)
             case TopicKind.STATUS:
                 self.registry.on_status(
                     topic.branch_id,
                     topic.name,
                     payload,
                     getattr(props, "MessageExpiryInterval", None),
+                    live=live,
                 )
             case _:
                 log.warning("ignoring message on %s", message.topic.value[:200])

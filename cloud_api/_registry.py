@@ -18,7 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocol import (
     AgentStatus,
@@ -28,6 +28,8 @@ from protocol import (
     decode_presence,
     decode_status,
 )
+
+from ._clock import ClockOffset
 
 log = logging.getLogger("cloud_api.registry")
 
@@ -54,8 +56,14 @@ class AgentRecord:
     status_expires: float | None = None
     #: wall-clock time of the last message from this agent
     last_seen: float = 0.0
-    #: agent clock minus cloud clock (s), from the last live (not retained) message
-    clock_offset: float = 0.0
+    #: agent clock minus cloud clock, estimated from live (not retained) messages
+    clock: ClockOffset = field(default_factory=ClockOffset)
+
+    @property
+    def clock_offset(self) -> float:
+        """Agent clock minus cloud clock (s): add it to a cloud time to write a deadline in the
+        agent's clock (:mod:`cloud_api._clock` says how it is measured and how wrong it can be)."""
+        return self.clock.value()
 
     @property
     def session(self) -> int:
@@ -153,8 +161,7 @@ class Registry:
         if new_session:
             for listener in self.on_online:
                 listener(record)
-        if live and presence.at:
-            record.clock_offset = presence.at - record.last_seen
+        record.clock.observe(presence.at, record.last_seen, live=live)
 
     def on_status(
         self,
@@ -188,8 +195,7 @@ class Registry:
         record.status = status
         record.status_expires = expires
         record.last_seen = time.time()
-        if live and status.at:
-            record.clock_offset = status.at - record.last_seen
+        record.clock.observe(status.at, record.last_seen, live=live)
         old_names = {p.name for p in old.printers} if old else set()
         for name in old_names - {p.name for p in status.printers}:
             if self._printers.get((branch_id, name)) == agent_id:

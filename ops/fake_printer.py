@@ -7,6 +7,10 @@ stream wherever it appears, so ``jobs`` holds exactly the bytes meant for paper.
     with FakePrinter() as printer:              # port 0: the OS picks a free port
         printer.state.paper = "out"             # answer DLE EOT as a printer out of paper
         printer.behaviour = "stall"             # accept connections, never read or answer
+                                                # also: stall_on_data, drop, drop_on_data
+        printer.behaviour = "pause"             # read nothing on any connection, open or new,
+                                                # until the behaviour changes back (a printer
+                                                # that hangs, then recovers)
         ...
         printer.jobs                            # one bytes object per connection that sent data
 
@@ -59,7 +63,14 @@ log = logging.getLogger("fake_printer")
 
 DLE_EOT = b"\x10\x04"
 Behaviour = Literal[
-    "normal", "stall", "stall_on_data", "drop", "drop_on_data", "jam_after_data", "vanish_mid_job"
+    "normal",
+    "stall",
+    "stall_on_data",
+    "drop",
+    "drop_on_data",
+    "jam_after_data",
+    "vanish_mid_job",
+    "pause",
 ]
 BEHAVIOURS: tuple[Behaviour, ...] = (
     "normal",
@@ -69,6 +80,7 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
     "drop_on_data",
     "jam_after_data",
     "vanish_mid_job",
+    "pause",
 )
 Paper = Literal["ok", "near_end", "out"]
 
@@ -125,10 +137,28 @@ class Connection:
     #: Jobs that ended (followed by a status request or the close), and the one arriving.
     finished: list[bytes] = field(default_factory=list)
     current: bytearray = field(default_factory=bytearray)
+    #: wall-clock time the first byte of job data arrived (when paper started), if any
+    data_at: float | None = None
+    #: (offset in ``data``, wall-clock time) of every chunk of job data as it arrived: on a
+    #: kept-alive connection that carries many jobs, when each of them reached the paper
+    arrivals: list[tuple[int, float]] = field(default_factory=list)
 
     def add_data(self, chunk: bytes) -> None:
+        now = time.time()
+        if self.data_at is None:
+            self.data_at = now
+        self.arrivals.append((len(self.data), now))
         self.data += chunk
         self.current += chunk
+
+    def arrived_at(self, offset: int) -> float | None:
+        """When the byte at ``offset`` of ``data`` arrived."""
+        at = None
+        for start, when in self.arrivals:
+            if start > offset:
+                break
+            at = when
+        return at
 
     def end_job(self) -> None:
         if self.current:
@@ -313,6 +343,9 @@ class FakePrinter:
         try:
             while not self._stopping.is_set():
                 self._wait_out_stall()
+                if self.behaviour == "pause":  # hung: read nothing, answer nothing, keep it
+                    self._stopping.wait(0.02)
+                    continue
                 try:
                     chunk = sock.recv(65536)
                 except TimeoutError:

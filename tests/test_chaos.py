@@ -1,5 +1,7 @@
-"""The chaos run (``ops.chaos``): kill -9 agents, the broker and the API while jobs flow, then
-check every job ended, none printed twice, and the API's answers match the paper.
+"""The chaos run (``ops.chaos``): kill -9 agents, the broker and the API and stall a network
+printer while jobs with mixed deadlines and test prints from a retrying client flow, then judge
+every job: ended, never twice, never late, never expired early, final never changed, the API's
+answers match the paper, and no retryable 504 followed by paper.
 
 The short form runs in the normal suite; the full 500-job run needs ``--run-slow``."""
 
@@ -17,11 +19,11 @@ def _check(config: ChaosConfig) -> None:
     assert len(kills) == 4, report.events  # two agents, the broker, the API
     assert report.problems() == [], report.render()
     assert len(report.still_open) == 0
-    assert sum(report.states.values()) == config.jobs
+    assert sum(report.states.values()) >= config.jobs  # plus the test prints that made a job
 
 
 def test_chaos_short() -> None:
-    _check(ChaosConfig(jobs=60, rate=8.0))
+    _check(ChaosConfig(jobs=60, rate=8.0, test_prints=8))
 
 
 @pytest.mark.slow

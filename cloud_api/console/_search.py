@@ -18,7 +18,7 @@ from .._auth import principal_of
 from ..jobs import JobService, JobView
 from ..jobs._models import job_view
 from ..store import JobRecord, JobState, Store
-from ..store._base import _COLUMNS, row_to_job
+from ..store._records import JOB_COLUMNS, row_to_job
 
 Kind = Literal["test", "print"]
 
@@ -62,7 +62,7 @@ async def search_jobs(
         args.append(before)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = await store._fetch(
-        f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", [*args, limit]
+        f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", [*args, limit]
     )
     return [row_to_job(r) for r in rows]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from ..store import JobRecord, JobState, Store
-from ..store._base import _COLUMNS, row_to_job
+from ..store._records import JOB_COLUMNS, row_to_job
 
 SCHEMA: Final = """CREATE TABLE IF NOT EXISTS instance_leases (
     instance_id TEXT PRIMARY KEY,
@@ -134,7 +134,7 @@ async def take_over_jobs(
     rows: Sequence[Sequence[Any]] = await store._write(
         (
             f"UPDATE jobs SET sent_by = ? WHERE sent_by = ? AND state IN ({marks}) "
-            f"RETURNING {_COLUMNS}",
+            f"RETURNING {JOB_COLUMNS}",
             [survivor, dead, *values],
         )
     )

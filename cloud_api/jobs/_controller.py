@@ -47,13 +47,14 @@ class JobsController(Controller):
         """Store the job and send it to its agent (or queue it until the agent is back).
 
         Body: ``{"branch_id", "printer_id", "content": {document|raw}, "copies", "expire_after"}``.
-        With ``Idempotency-Key``, the same key and body within 24 h return the same job (status
-        200) and a different body is 409. Invalid content is 422 naming the field."""
+        With ``Idempotency-Key``, the same key and body (compared as decoded JSON: spacing and
+        key order do not matter) within 24 h return the same job (status 200) and a different
+        body is 409; a job that ended failed on a printer condition or a retryable error, or
+        expired, is tried again as a new job (202, ``retry_of`` names the old one). Invalid
+        content is 422 naming the field."""
         body = await request.body()
         submitted = decode_submit(body)
-        job, created = await job_service.submit(
-            principal_of(request), submitted, idempotency_key, body=body
-        )
+        job, created = await job_service.submit(principal_of(request), submitted, idempotency_key)
         timeline = await job_service.timeline(job.id)
         return Response(
             job_view(job, timeline),

@@ -10,6 +10,7 @@ from msgspec import Meta
 from protocol import Content, Copies, ErrorInfo, PrintResult
 
 from ..store import JobEvent, JobRecord, JobState
+from ._late import LateResult, decode_late
 
 ExpireAfter = Annotated[float, Meta(gt=0, le=86_400)]
 
@@ -38,7 +39,16 @@ class JobView(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: float
     deadline: float
     result: PrintResult | None = None
+    #: why it failed; while ``waiting_printer``, the printer's condition
     error: ErrorInfo | None = None
+    #: while ``waiting_printer``: what the job waits for (the printer's condition)
+    waiting_for: ErrorInfo | None = None
+    #: a reply that came after the job was final (the state did not change: docs/jobs.md)
+    late_result: LateResult | None = None
+    #: the paper may disagree with ``state`` (see ``late_result``): check the printer
+    disputed: bool = False
+    #: the job this one retries under the same Idempotency-Key
+    retry_of: str | None = None
     timeline: list[JobEvent] = []
 
 
@@ -53,6 +63,8 @@ _error = msgspec.json.Decoder(ErrorInfo)
 
 
 def job_view(job: JobRecord, timeline: list[JobEvent] | None = None) -> JobView:
+    error = _error.decode(job.error) if job.error else None
+    late = decode_late(job.late)
     return JobView(
         id=job.id,
         branch_id=job.branch_id,
@@ -65,6 +77,10 @@ def job_view(job: JobRecord, timeline: list[JobEvent] | None = None) -> JobView:
         updated_at=job.updated_at,
         deadline=job.deadline,
         result=_result.decode(job.result) if job.result else None,
-        error=_error.decode(job.error) if job.error else None,
+        error=error,
+        waiting_for=error if job.state is JobState.WAITING_PRINTER else None,
+        late_result=late,
+        disputed=late is not None and late.disputed,
+        retry_of=job.retry_of,
         timeline=timeline or [],
     )

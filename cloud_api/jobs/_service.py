@@ -1,8 +1,8 @@
 """The job lifecycle::
 
-    queued ──▶ sent ──▶ accepted ──▶ printing ──▶ printed
-      │          │          │            │
-      │          │          └────────────┴──▶ failed | outcome_unknown
+    queued ──▶ sent ──▶ accepted ──▶ waiting_printer ──▶ printing ──▶ printed
+      │          │          │              │                 │
+      │          │          └──────────────┴─────────────────┴──▶ failed | outcome_unknown
       ├──────────┴──▶ expired            (a deadline passed before the job started)
       └──────────┬──▶ cancelled          (DELETE before the agent started printing)
 
@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
@@ -29,18 +29,14 @@ from protocol import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
     METHOD_PRINTER_TEST,
-    Accepted,
     DecodeError,
     Done,
     ErrorCode,
     Failed,
     JobCancelParams,
-    PrinterTestParams,
-    Printing,
     PrintJobParams,
     Reply,
     Request,
-    blocking_condition,
     decode_reply,
     encode,
     is_valid_id,
@@ -50,7 +46,7 @@ from protocol import (
     request_topic,
 )
 
-from .._auth import Principal, check_branch
+from .._auth import Principal
 from .._correlator import Correlator
 from .._errors import ApiError
 from .._mqtt import MqttLink
@@ -62,21 +58,20 @@ from ..store import (
     JobEvent,
     JobRecord,
     JobState,
-    Step,
     Store,
 )
 from ._hub import JobHub, Watch, wait_for
+from ._late import late_cause, late_result
 from ._models import SubmitJob
+from ._rules import canonical, may_retry, reply_step
+from ._testprint import TestPrints
 
 log = logging.getLogger("cloud_api.jobs")
 
 S = JobState
-_IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.PRINTING})
-_FAILED_STATE = {
-    ErrorCode.EXPIRED: S.EXPIRED,
-    ErrorCode.CANCELLED: S.CANCELLED,
-    ErrorCode.OUTCOME_UNKNOWN: S.OUTCOME_UNKNOWN,
-}
+_IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING})
+#: replies to apply: (branch the reply came from, the reply, cloud time it was received)
+_Inbox = collections.deque[tuple[str, Reply, float | None]]
 
 
 class JobService:
@@ -95,12 +90,13 @@ class JobService:
         self.correlator = correlator
         self.hub = JobHub()
         #: job id -> its replies waiting to be applied, in arrival order
-        self._inbox: dict[str, collections.deque[tuple[str, Reply]]] = {}
+        self._inbox: dict[str, _Inbox] = {}
         #: job id -> monotonic time this instance last published its request
         self._published: dict[str, float] = {}
         #: job id -> times the sweeper asked again since the job last changed state
         self._resends: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tests = TestPrints(self)
         registry.on_online.append(self._agent_came_online)
 
     # --- submission ------------------------------------------------------------------------
@@ -110,10 +106,11 @@ class JobService:
         principal: Principal,
         request: SubmitJob,
         idempotency_key: str | None = None,
-        *,
-        body: bytes = b"",
     ) -> tuple[JobRecord, bool]:
-        """Store a print job and send it if its agent is online. Returns (job, created)."""
+        """Store a print job and send it if its agent is online. Returns (job, created).
+
+        An Idempotency-Key is matched with the request *as decoded* (its canonical form: the
+        same JSON with other spacing, key order or defaults spelled out is the same request)."""
         params = encode(
             PrintJobParams(
                 printer=request.printer_id, content=request.content, copies=request.copies
@@ -129,7 +126,7 @@ class JobService:
             request.copies,
             expire_after,
             idempotency_key,
-            body,
+            canonical(request),
         )
 
     async def _create(
@@ -142,7 +139,7 @@ class JobService:
         copies: int,
         expire_after: float,
         idempotency_key: str | None,
-        body: bytes,
+        request_form: bytes,
         job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
@@ -169,11 +166,14 @@ class JobService:
             sent_by=self.settings.instance_id if send else None,
             idempotency_scope=principal.name if idempotency_key else None,
             idempotency_key=idempotency_key,
-            request_hash=hashlib.sha256(body).hexdigest() if idempotency_key else None,
+            request_hash=hashlib.sha256(request_form).hexdigest() if idempotency_key else None,
         )
         try:
             stored, created = await self.store.create_job(
-                job, "submitted", state_cause=f"sent to agent {agent.agent_id}" if send else None
+                job,
+                "submitted",
+                state_cause=f"sent to agent {agent.agent_id}" if send else None,
+                may_retry=may_retry,
             )
         except IdempotencyConflict as exc:
             raise ApiError(
@@ -295,11 +295,14 @@ class JobService:
         except DecodeError as exc:
             log.warning("dropping malformed reply for job %s: %s", job_id, exc.message)
             return
+        # received time, for the agent's clock: None for a reply read while the session replays
+        # what was queued during an outage (as old as the outage: no clock sample)
+        received = time.time() if self.link.ready.is_set() else None
         inbox = self._inbox.get(job_id)
         if inbox is not None:  # the job's task applies it after those before it
-            inbox.append((branch_id, reply))
+            inbox.append((branch_id, reply, received))
             return
-        self._inbox[job_id] = collections.deque([(branch_id, reply)])
+        self._inbox[job_id] = collections.deque([(branch_id, reply, received)])
         self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
     async def _apply_replies(self, job_id: str) -> None:
@@ -318,11 +321,11 @@ class JobService:
         finally:
             del self._inbox[job_id]
 
-    async def _apply(self, job_id: str, replies: list[tuple[str, Reply]]) -> None:
+    async def _apply(self, job_id: str, replies: list[tuple[str, Reply, float | None]]) -> None:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
         move, and belong to the branch the reply came from (only the job's own branch may answer
         it: anything else is forged)."""
-        steps = [_reply_step(branch_id, reply) for branch_id, reply in replies]
+        steps = [reply_step(branch_id, reply) for branch_id, reply, _ in replies]
         timeline: list[JobEvent] | None = None
         if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
             # a test print waits to answer with the timeline: read it in the same operation
@@ -345,12 +348,20 @@ class JobService:
         for i, (step, job) in enumerate(zip(steps, changed, strict=True)):
             if job is not None:  # the timeline read belongs to the last change
                 self._changed(job_id, step.to, job, timeline if i == last else None)
-        for step, job in zip(steps, changed, strict=True):
+        for (branch_id, reply, received), job in zip(replies, changed, strict=True):
             if job is None:
-                await self._explain_dropped(job_id, step.in_branch)
+                await self._dropped(job_id, branch_id, reply, received)
+            elif job.agent_id is not None and reply.at and received is not None:
+                # a reply is a live message of its agent: one more sample of its clock
+                agent = self.registry.agent(job.branch_id, job.agent_id)
+                if agent is not None:
+                    agent.clock.observe(reply.at, received, live=True)
 
-    async def _explain_dropped(self, job_id: str, branch_id: str | None) -> None:
-        """Log why a reply changed nothing (a late or repeated reply says nothing)."""
+    async def _dropped(
+        self, job_id: str, branch_id: str, reply: Reply, received: float | None
+    ) -> None:
+        """A reply that changed nothing: log why, and keep one that came after the job was
+        final as a ``late_reply`` event and the job's ``late_result`` (see ``_late.py``)."""
         job = await self.store.get_job(job_id)
         if job is None:
             log.info("dropping reply for unknown job %s", job_id)
@@ -361,6 +372,19 @@ class JobService:
                 branch_id,
                 job.branch_id,
             )
+        elif job.state in FINAL_STATES:
+            late = late_result(job.state, reply, received or time.time())
+            if late is None:
+                return
+            cause = late_cause(late)
+            updated = await self.store.record_late(
+                job_id, branch_id, job.state, encode(late), cause
+            )
+            if updated is not None:
+                log.warning("job %s: %s", job_id, cause)
+                self.hub.notify(job_id, updated)
+        else:
+            log.info("dropping %s reply for job %s, which is %s", reply, job_id, job.state)
 
     async def _transition(
         self,
@@ -457,62 +481,17 @@ class JobService:
         *,
         force: bool = False,
         wait: bool = True,
+        idempotency_key: str | None = None,
     ) -> tuple[JobRecord, list[JobEvent]]:
-        """A test page as a job; with ``wait``, the final job and its timeline or a typed error
-        (without ``wait``: the job as sent, and no timeline)."""
-        check_branch(principal, branch_id)
-        agent = self._agent_for(branch_id, printer_id)
-        if not agent.online():
-            raise ApiError(
-                ErrorCode.AGENT_OFFLINE,
-                f"agent {agent.agent_id!r} serving {printer_id!r} is offline",
-            )
-        if not force:
-            _refuse_blocked_printer(agent, printer_id)
-        settings = self.settings
-        job_id = new_job_id()
-        # Watched from before it exists: every stage reaches us with its record, none is missed.
-        with self.hub.watch(job_id, wants_timeline=wait) as watch:
-            job, _ = await self._create(
-                principal,
-                branch_id,
-                printer_id,
-                "test",
-                encode(PrinterTestParams(printer=printer_id)),
-                1,
-                settings.accept_timeout + settings.result_timeout,
-                None,
-                b"",
-                job_id,
-            )
-            if not wait:
-                return job, []
-            final = await self._wait_test_print(watch, job, agent)
-            if final is watch.job and watch.timeline is not None:
-                return final, watch.timeline  # read with the final change, in its operation
-            return final, await self.store.timeline(final.id)
-
-    async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
-        settings = self.settings
-        accepted = await self._wait(
-            watch, job.id, job, {S.ACCEPTED, S.PRINTING}, settings.accept_timeout
+        """A test page as a job (:meth:`TestPrints.test_print`)."""
+        return await self._tests.test_print(
+            principal,
+            branch_id,
+            printer_id,
+            force=force,
+            wait=wait,
+            idempotency_key=idempotency_key,
         )
-        if accepted is None:
-            raise ApiError(
-                ErrorCode.AGENT_UNREACHABLE,
-                f"agent {agent.agent_id!r} did not accept the job within "
-                f"{settings.accept_timeout:g} s",
-                job_id=job.id,
-            )
-        final = await self._wait(watch, job.id, accepted, set(), settings.result_timeout)
-        if final is None:
-            raise ApiError(
-                ErrorCode.PRINT_TIMEOUT,
-                f"agent {agent.agent_id!r} accepted the job but reported no result "
-                f"within {settings.result_timeout:g} s",
-                job_id=job.id,
-            )
-        return final
 
     # --- cancel ----------------------------------------------------------------------------
 
@@ -523,7 +502,7 @@ class JobService:
         ):
             return await self.get(principal, job_id)
         job = await self.get(principal, job_id)
-        if job.state in {S.SENT, S.ACCEPTED}:
+        if job.state in {S.SENT, S.ACCEPTED, S.WAITING_PRINTER}:
             await self._cancel_at_agent(job)
             return await self.get(principal, job_id)
         if job.state is S.CANCELLED:
@@ -568,7 +547,7 @@ class JobService:
                 await self._transition(
                     job.id,
                     S.CANCELLED,
-                    {S.SENT, S.ACCEPTED},
+                    {S.SENT, S.ACCEPTED, S.WAITING_PRINTER},
                     "cancelled at the agent before printing",
                 )
             case Failed(error=error):
@@ -644,13 +623,13 @@ class JobService:
                     "the agent did not take the job before its deadline",
                 )
             elif (
-                job.state in {S.ACCEPTED, S.PRINTING}
+                job.state in {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING}
                 and job.deadline + settings.outcome_grace <= now
             ):
                 await self._transition(
                     job.id,
                     S.OUTCOME_UNKNOWN,
-                    {S.ACCEPTED, S.PRINTING},
+                    {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING},
                     "the agent accepted the job but never reported a result",
                 )
             else:
@@ -695,47 +674,3 @@ class JobService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-_ACCEPTED_FROM: Final = frozenset({S.SENT, S.QUEUED})
-_PRINTING_FROM: Final = frozenset({S.SENT, S.QUEUED, S.ACCEPTED})
-#: the agent's word wins over our own guess (expired, outcome unknown)
-_PRINTED_FROM: Final = frozenset(
-    {S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING, S.EXPIRED, S.OUTCOME_UNKNOWN}
-)
-_FAILED_FROM: Final = frozenset({S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING})
-
-
-def _reply_step(branch_id: str, reply: Reply) -> Step:
-    """The transition a reply from ``branch_id`` asks for."""
-    match reply:
-        case Accepted():
-            return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id)
-        case Printing():
-            return Step(S.PRINTING, _PRINTING_FROM, "the agent started printing", branch_id)
-        case Done(result=result):
-            cause = (
-                "printed (answered from the agent's ledger)"
-                if result and result.replayed
-                else "printed"
-            )
-            fields = {"result": encode(result) if result else None}
-            return Step(S.PRINTED, _PRINTED_FROM, cause, branch_id, fields)
-        case Failed(error=error):
-            state = _FAILED_STATE.get(error.code, S.FAILED)
-            sources = _FAILED_FROM | {S.EXPIRED} if state is S.OUTCOME_UNKNOWN else _FAILED_FROM
-            cause = f"{error.code}: {error.message}"
-            return Step(state, sources, cause, branch_id, {"error": encode(error)})
-    raise AssertionError(f"unknown reply {reply!r}")  # pragma: no cover - Reply is closed
-
-
-def _refuse_blocked_printer(agent: AgentRecord, printer_id: str) -> None:
-    state = agent.printer(printer_id)
-    if state is None:
-        return
-    blocked = blocking_condition(
-        online=state.online, cover_open=state.cover_open, paper=state.paper
-    )
-    if blocked is not None:
-        code, text = blocked
-        raise ApiError(code, f"{printer_id}: {text} (pass force=true to try anyway)")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import Parameter
 
 from protocol import ErrorCode, ErrorInfo, PrintResult
 
@@ -40,6 +41,9 @@ class PrintersController(Controller):
         job_service: JobService,
         force: bool = False,
         wait: bool = True,
+        idempotency_key: Annotated[
+            str | None, Parameter(header="Idempotency-Key", max_length=200)
+        ] = None,
     ) -> Response[TestPrintOutcome | JobView]:
         """Send a test page to one printer. A test print is a job like any other
         (``GET /v1/jobs/{job_id}`` shows its timeline).
@@ -49,15 +53,33 @@ class PrintersController(Controller):
         ``accepted`` in time) or ``PRINT_TIMEOUT`` (accepted, no result), 422 for the printer's
         own failure (``PAPER_OUT``, ``COVER_OPEN``, ``PRINTER_OFFLINE``, ...). ``force=true``
         skips the API's check of the cached printer status. With ``wait=false``: 202 and the job.
+
+        A 504 ``AGENT_UNREACHABLE`` with ``retryable: true`` guarantees the page never prints
+        (the agent confirmed the cancel); with ``retryable: false`` it may have started before
+        its deadline: check the job first. ``Idempotency-Key`` works as for ``POST /v1/jobs``.
         """
         job, timeline = await job_service.test_print(
-            principal_of(request), branch_id, printer_id, force=force, wait=wait
+            principal_of(request),
+            branch_id,
+            printer_id,
+            force=force,
+            wait=wait,
+            idempotency_key=idempotency_key,
         )
         if not wait:
             return Response(
                 job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
             )
         view = job_view(job, timeline)
+        if job.state is JobState.CANCELLED:
+            # cancelled before it printed (the agent confirmed): it never prints, so asking
+            # again (same Idempotency-Key: a new attempt) is safe
+            raise ApiError(
+                ErrorCode.CANCELLED,
+                f"test print {job.id} was cancelled before it printed; it never prints",
+                job_id=job.id,
+                retryable=True,
+            )
         if job.state is not JobState.PRINTED:
             error = view.error or ErrorInfo(
                 code=ErrorCode.PRINTER_ERROR, message=f"job ended {job.state}"

@@ -1,166 +1,63 @@
-"""Store records and the SQL both backends share.
-
-Exception tree::
-
-    StoreError
-    └── IdempotencyConflict   the key was used with a different request body
-"""
+"""The SQL both backends share: conditional transitions, idempotent creation, reads.
+Records and the schema are in :mod:`._records`."""
 
 from __future__ import annotations
 
 import abc
-import enum
 import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
 
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    SENT = "sent"
-    ACCEPTED = "accepted"
-    PRINTING = "printing"
-    PRINTED = "printed"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-    OUTCOME_UNKNOWN = "outcome_unknown"
-
-
-FINAL_STATES: Final = frozenset(
-    {
-        JobState.PRINTED,
-        JobState.FAILED,
-        JobState.EXPIRED,
-        JobState.CANCELLED,
-        JobState.OUTCOME_UNKNOWN,
-    }
+from ._records import (
+    _COLUMNS,
+    _FIELDS,
+    FINAL_STATES,
+    IDEMPOTENCY_WINDOW_S,
+    MIGRATIONS,
+    SCHEMA,
+    IdempotencyConflict,
+    JobEvent,
+    JobRecord,
+    JobState,
+    StoreError,
+    events_of,
+    job_values,
+    row_to_job,
 )
 
-
-class StoreError(Exception):
-    """Root of the store's errors."""
-
-
-class IdempotencyConflict(StoreError):
-    """An idempotency key was reused with a different request."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"idempotency key already used for job {job_id} with a different body")
-        self.job_id = job_id
-
-
-class JobEvent(msgspec.Struct, kw_only=True, frozen=True):
-    """One transition of a job's timeline."""
-
-    state: JobState
-    at: float
-    cause: str = ""
-
-
-class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
-    id: str
-    branch_id: str
-    printer_id: str
-    agent_id: str | None
-    #: ``test`` (a test page) or ``print`` (content)
-    kind: str
-    state: JobState
-    #: the request params as sent to the agent (JSON)
-    params: bytes
-    copies: int
-    created_at: float
-    updated_at: float
-    #: epoch seconds (cloud clock) after which the job must not start printing
-    deadline: float
-    #: API instance that sent the request (its reply topic gets the answers)
-    sent_by: str | None = None
-    result: bytes | None = None
-    error: bytes | None = None
-    idempotency_scope: str | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-
-
-_COLUMNS: Final = (
-    "id, branch_id, printer_id, agent_id, kind, state, params, copies, created_at, updated_at, "
-    "deadline, sent_by, result, error, idempotency_scope, idempotency_key, request_hash"
-)
-_FIELDS: Final = [c.strip() for c in _COLUMNS.split(",")]
-if JobRecord.__struct_fields__ != tuple(_FIELDS):  # job_values() and row_to_job() rely on it
-    raise RuntimeError("JobRecord's fields and the jobs table's columns differ")
-
-SCHEMA: Final = [
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY,
-        branch_id TEXT NOT NULL,
-        printer_id TEXT NOT NULL,
-        agent_id TEXT,
-        kind TEXT NOT NULL,
-        state TEXT NOT NULL,
-        params {blob} NOT NULL,
-        copies INTEGER NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL,
-        deadline DOUBLE PRECISION NOT NULL,
-        sent_by TEXT,
-        result {blob},
-        error {blob},
-        idempotency_scope TEXT,
-        idempotency_key TEXT,
-        request_hash TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS jobs_branch_state ON jobs (branch_id, state, id)",
-    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, deadline)",
-    """CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
-        ON jobs (idempotency_scope, idempotency_key)""",
-    """CREATE TABLE IF NOT EXISTS job_events (
-        job_id TEXT NOT NULL,
-        seq {serial},
-        state TEXT NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        cause TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, seq)",
+__all__ = [
+    "FINAL_STATES",
+    "IDEMPOTENCY_WINDOW_S",
+    "MIGRATIONS",
+    "SCHEMA",
+    "IdempotencyConflict",
+    "JobEvent",
+    "JobRecord",
+    "JobState",
+    "Statement",
+    "Step",
+    "Store",
+    "StoreError",
+    "job_values",
+    "row_to_job",
 ]
-
-#: How long an idempotency key holds.
-IDEMPOTENCY_WINDOW_S: Final = 24 * 3600
-
-
-_STATES: Final = {state.value: state for state in JobState}
-
-
-def row_to_job(row: Sequence[Any]) -> JobRecord:
-    data = dict(zip(_FIELDS, row, strict=True))
-    for key in ("params", "result", "error"):
-        value = data[key]
-        if value is not None and type(value) is not bytes:
-            data[key] = bytes(value)
-    data["state"] = _STATES[data["state"]]
-    return JobRecord(**data)
-
-
-def _events(rows: Sequence[Sequence[Any]]) -> list[JobEvent]:
-    return [JobEvent(state=_STATES[r[0]], at=r[1], cause=r[2]) for r in rows]
-
-
-def job_values(job: JobRecord) -> list[Any]:
-    return list(msgspec.structs.astuple(job))  # the struct's fields are _FIELDS, in order
-
 
 _INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in _FIELDS)})"
 
 
 @functools.lru_cache(maxsize=256)
-def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool) -> str:
-    """The conditional update of a transition: ``sources`` states allowed, ``fields`` set."""
+def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool, sent: bool = False) -> str:
+    """The conditional update of a transition: ``sources`` states allowed, ``fields`` set; with
+    ``sent``, a ``queued`` job moves only if it was sent once (a reply to a job never sent is
+    refused)."""
     sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
     where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
     marks = ", ".join("?" for _ in range(sources))
+    if sent:
+        where += " AND (state <> 'queued' OR sent_by IS NOT NULL)"
     return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
 
 
@@ -178,6 +75,8 @@ class Step(NamedTuple):
     in_branch: str | None = None
     #: columns set with the state
     fields: Mapping[str, Any] = {}
+    #: only a job that was sent once changes (a reply: never to a job that was never sent)
+    sent_only: bool = False
 
 
 class Store(abc.ABC):
@@ -211,13 +110,20 @@ class Store(abc.ABC):
     # --- jobs ------------------------------------------------------------------------------
 
     async def create_job(
-        self, job: JobRecord, cause: str, *, state_cause: str | None = None
+        self,
+        job: JobRecord,
+        cause: str,
+        *,
+        state_cause: str | None = None,
+        may_retry: Callable[[JobRecord], bool] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``job`` with its first event (``queued``, ``cause``). A job created past
         ``queued`` (a job sent at once: its agent is online) gets the event of its state, with
         ``state_cause``, in the same transaction. With an idempotency key already used inside
         the window, return the existing job and False (same request hash) or raise
-        :class:`IdempotencyConflict` (different hash)."""
+        :class:`IdempotencyConflict` (different hash) — unless ``may_retry`` says the existing
+        job (same hash) ended so that it may be tried again: then the key moves to ``job``,
+        created with ``retry_of`` = the old job, in one transaction."""
         events = [self._event_sql(job.id, JobState.QUEUED, job.created_at, cause)]
         if job.state is not JobState.QUEUED:
             if state_cause is None:
@@ -226,12 +132,39 @@ class Store(abc.ABC):
         if job.idempotency_key is not None:
             existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
             if existing is not None:
-                if time.time() - existing.created_at < IDEMPOTENCY_WINDOW_S:
+                fresh = time.time() - existing.created_at < IDEMPOTENCY_WINDOW_S
+                if fresh and not (
+                    may_retry is not None
+                    and existing.request_hash == job.request_hash
+                    and may_retry(existing)
+                ):
                     return self._same_or_conflict(existing, job), False
-                # an expired key is free again: detach it from the old job
-                await self._execute(
-                    "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [existing.id]
+                # an expired key is free again, and so is the key of a job that may be
+                # retried: detach it from the old job, in the transaction that inserts the new
+                # one (a concurrent request detaches nothing and finds the new job instead)
+                if fresh:
+                    job = msgspec.structs.replace(job, retry_of=existing.id)
+                detach: Statement = (
+                    "UPDATE jobs SET idempotency_key = NULL WHERE id = ? AND idempotency_key = ? "
+                    "RETURNING id",
+                    [existing.id, job.idempotency_key],
                 )
+                try:
+                    rows = await self._write(
+                        detach, [(_INSERT_JOB, job_values(job)), *events], only_if_rows=True
+                    )
+                except Exception as exc:
+                    if not self._is_unique_violation(exc):
+                        raise
+                    rows = []
+                if rows:
+                    return job, True
+                again = await self._by_idempotency(
+                    job.idempotency_scope or "", job.idempotency_key or ""
+                )
+                if again is None:
+                    raise StoreError(f"idempotency key of job {existing.id} vanished; try again")
+                return self._same_or_conflict(again, job), False
         try:
             await self._write((_INSERT_JOB, job_values(job)), events)
         except Exception as exc:
@@ -261,10 +194,12 @@ class Store(abc.ABC):
         return row_to_job(rows[0]) if rows else None
 
     @staticmethod
-    def _event_sql(job_id: str, state: JobState, at: float, cause: str) -> Statement:
+    def _event_sql(
+        job_id: str, state: JobState, at: float, cause: str, kind: str = "transition"
+    ) -> Statement:
         return (
-            "INSERT INTO job_events (job_id, state, at, cause) VALUES (?, ?, ?, ?)",
-            [job_id, state.value, at, cause],
+            "INSERT INTO job_events (job_id, state, at, cause, kind) VALUES (?, ?, ?, ?, ?)",
+            [job_id, state.value, at, cause, kind],
         )
 
     async def transition(
@@ -317,7 +252,7 @@ class Store(abc.ABC):
         same store operation (for a caller about to answer with the timeline)."""
         writes = [self._step_sql(job_id, step, time.time()) for step in steps]
         results, events = await self._write_each(writes, self._timeline_sql(job_id))
-        return [row_to_job(rows[0]) if rows else None for rows in results], _events(events)
+        return [row_to_job(rows[0]) if rows else None for rows in results], events_of(events)
 
     async def _write_each(
         self, writes: Sequence[tuple[Statement, Sequence[Statement]]], read: Statement | None = None
@@ -333,22 +268,47 @@ class Store(abc.ABC):
         sources = [s.value for s in step.allowed_from]
         fields = step.fields
         keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
-        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None)
+        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None, step.sent_only)
         return (
             (sql, [step.to.value, at, *fields.values(), *keys, *sources]),
             [self._event_sql(job_id, step.to, at, step.cause)],
         )
+
+    async def record_late(
+        self, job_id: str, branch_id: str, state: JobState, late: bytes, cause: str
+    ) -> JobRecord | None:
+        """Record a reply that came after the job was final: the job keeps ``state`` (the
+        update only matches a job of ``branch_id`` still in it), ``late`` is stored and the
+        timeline gets a ``late_reply`` event. None when the job is not (or no longer) so."""
+        at = time.time()
+        first: Statement = (
+            f"UPDATE jobs SET late = ? WHERE id = ? AND branch_id = ? AND state = ? "
+            f"RETURNING {_COLUMNS}",
+            [late, job_id, branch_id, state.value],
+        )
+        then = [self._event_sql(job_id, state, at, cause, "late_reply")]
+        rows = await self._write(first, then, only_if_rows=True)
+        return row_to_job(rows[0]) if rows else None
+
+    async def set_error(self, job_id: str, state: JobState, error: bytes) -> bool:
+        """Set the error of a job that is in ``state`` (no transition, no event): a final
+        state's cause told more precisely. False when the job is not in ``state``."""
+        sql = "UPDATE jobs SET error = ? WHERE id = ? AND state = ?"
+        return await self._execute(sql, [error, job_id, state.value]) > 0
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])
         return row_to_job(rows[0]) if rows else None
 
     async def timeline(self, job_id: str) -> list[JobEvent]:
-        return _events(await self._fetch(*self._timeline_sql(job_id)))
+        return events_of(await self._fetch(*self._timeline_sql(job_id)))
 
     @staticmethod
     def _timeline_sql(job_id: str) -> Statement:
-        return "SELECT state, at, cause FROM job_events WHERE job_id = ? ORDER BY seq", [job_id]
+        return (
+            "SELECT state, at, cause, kind FROM job_events WHERE job_id = ? ORDER BY seq",
+            [job_id],
+        )
 
     async def list_jobs(
         self,

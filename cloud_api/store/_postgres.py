@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._base import SCHEMA, Statement, Store, StoreError
+from ._base import MIGRATIONS, SCHEMA, Statement, Store, StoreError
 
 _MARK = re.compile(r"\?")
 
@@ -44,6 +44,11 @@ class PostgresStore(Store):
                 await conn.execute("SELECT pg_advisory_xact_lock(726354)")
                 for statement in SCHEMA:
                     await conn.execute(statement.format(blob="BYTEA", serial="BIGSERIAL"))
+                for table, column, kind in MIGRATIONS:  # an older database gains them
+                    await conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+                        f"{kind.format(blob='BYTEA')}"
+                    )
         return cls(pool, url)
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 from groupcommit import Database, Writer, WriterClosed
 
-from ._base import SCHEMA, Statement, Store, StoreError
+from ._base import MIGRATIONS, SCHEMA, Statement, Store, StoreError
 
 T = TypeVar("T")
 
@@ -116,6 +116,10 @@ class SqliteStore(Store):
         conn.execute("PRAGMA busy_timeout=5000")
         for statement in SCHEMA:
             conn.execute(statement.format(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+        for table, column, kind in MIGRATIONS:  # an older database gains the newer columns
+            names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(blob='BLOB')}")
         return conn
 
 
