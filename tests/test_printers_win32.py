@@ -142,7 +142,7 @@ def test_offline_port_fails_the_job_as_offline_and_cancels_it() -> None:
 def test_other_job_error_is_a_printer_error_that_may_be_partly_printed() -> None:
     spooler = FakeSpooler(script=[JOB_PRINTING, JOB_PRINTING | JOB_ERROR])
     error = failure(backend(spooler))
-    assert error.code is ErrorCode.PRINTER_ERROR and "partly printed" in error.message
+    assert error.code is ErrorCode.OUTCOME_UNKNOWN and "partly printed" in error.message
     assert spooler.cancelled == [42]
 
 
@@ -160,14 +160,14 @@ def test_job_stuck_in_the_queue_is_cancelled_at_the_timeout() -> None:
 def test_job_stuck_printing_is_cancelled_and_may_be_partly_printed() -> None:
     spooler = FakeSpooler(script=[JOB_SPOOLING, JOB_PRINTING])
     error = failure(backend(spooler, timeout=0.2))
-    assert error.code is ErrorCode.PRINTER_ERROR and "partly printed" in error.message
+    assert error.code is ErrorCode.OUTCOME_UNKNOWN and "partly printed" in error.message
     assert spooler.cancelled == [42]
 
 
 def test_job_deleted_by_someone_else_is_not_printed() -> None:
     spooler = FakeSpooler(script=[JOB_PRINTING, JOB_PRINTING | JOB_DELETING, GONE])
     error = failure(backend(spooler))
-    assert error.code is ErrorCode.PRINTER_ERROR and "deleted" in error.message
+    assert error.code is ErrorCode.OUTCOME_UNKNOWN and "deleted" in error.message
     assert spooler.cancelled == []
 
 

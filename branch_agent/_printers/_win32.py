@@ -7,9 +7,10 @@ to the printer. Until then the backend watches the job's and the printer's statu
 * paper out, cover open, offline or an error on the job or the printer fail the job at once
   with that code, and the job is cancelled, so it cannot print late when the fault clears;
 * a job still in the queue after ``timeout`` is cancelled and fails: ``PRINTER_OFFLINE``
-  (nothing printed) when the spooler never started sending it, ``PRINTER_ERROR`` (it may be
+  (nothing printed) when the spooler never started sending it, ``OUTCOME_UNKNOWN`` (it may be
   partly printed) when it had;
-* a job deleted in the queue by someone else fails with ``PRINTER_ERROR``.
+* a job deleted in the queue by someone else, or lost track of, is ``OUTCOME_UNKNOWN``: the
+  spooler may have handed bytes to the printer, so it is never reported as a clean failure.
 
 This is what the CUPS backend does with CUPS jobs. The spooler gives no ``DLE EOT`` channel:
 the status is the spooler's view of the printer and of its jobs (paper out comes from the
@@ -130,6 +131,7 @@ class Win32Printer(SerializedBackend):
         blocking = reading.blocking_error()
         if blocking is not None:
             raise blocking
+        self._begin()
         try:
             spooled = self.spooler.submit(printer, f"printermaster {job_id}", data)
         except SpoolerError as exc:
@@ -150,13 +152,13 @@ class Win32Printer(SerializedBackend):
             except SpoolerError as exc:
                 self._cancel(printer, spooled)
                 raise PrinterError(
-                    ErrorCode.PRINTER_ERROR,
+                    ErrorCode.OUTCOME_UNKNOWN,
                     f"{where}: lost track of the job ({exc}); it was cancelled",
                 ) from exc
             if job is None or job.status & (JOB_COMPLETE | JOB_PRINTED):
                 if deleted:
                     raise PrinterError(
-                        ErrorCode.PRINTER_ERROR,
+                        ErrorCode.OUTCOME_UNKNOWN,
                         f"{where} was deleted in the spooler before it completed",
                     )
                 return
@@ -170,7 +172,7 @@ class Win32Printer(SerializedBackend):
             if time.monotonic() >= deadline:
                 if deleted:
                     raise PrinterError(
-                        ErrorCode.PRINTER_ERROR, f"{where} is being deleted in the spooler"
+                        ErrorCode.OUTCOME_UNKNOWN, f"{where} is being deleted in the spooler"
                     )
                 self._cancel(printer, spooled)
                 raise self._timeout_error(where, started, job.status, job.text)
@@ -191,7 +193,7 @@ class Win32Printer(SerializedBackend):
             return PrinterError(ErrorCode.PRINTER_OFFLINE, f"{detail} (printer offline)")
         if job_status & _JOB_FAULTS:
             return PrinterError(
-                ErrorCode.PRINTER_ERROR, f"{detail}; the ticket may be partly printed"
+                ErrorCode.OUTCOME_UNKNOWN, f"{detail}; the ticket may be partly printed"
             )
         return None
 
@@ -204,7 +206,7 @@ class Win32Printer(SerializedBackend):
                 "nothing printed",
             )
         return PrinterError(
-            ErrorCode.PRINTER_ERROR,
+            ErrorCode.OUTCOME_UNKNOWN,
             f"{where} still printing after {self.timeout}s ({detail}); cancelled, "
             "the ticket may be partly printed",
         )
