@@ -33,6 +33,7 @@ from protocol import (
     PrintJobParams,
     ProtocolError,
     TopicKind,
+    UpdateInfo,
     connect_properties,
     decode_params,
     decode_request,
@@ -51,6 +52,7 @@ from protocol import (
 
 from ._config import AgentConfig
 from ._discovery import discovered_printers
+from ._fleet import Fleet
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
 from ._mqtt import ManualAckClient
@@ -73,6 +75,9 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, *, ledger_writer: Writer | None = None) -> None:
+        #: Remote printer configuration and signed updates (the printers the cloud last set).
+        self.fleet = Fleet(config)
+        config = self.fleet.agent_config
         self.config = config
         self.branch_id = config.branch_id
         self.agent_id = config.agent_id
@@ -106,6 +111,7 @@ class Agent:
         self._workers: list[asyncio.Task[None]] = []
         self._process = psutil.Process()
         self._process.cpu_percent()
+        self.fleet.attach(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -224,11 +230,13 @@ class Agent:
                 async with self._client_for_session() as client:
                     self._client = client
                     await client.subscribe(self._req_topic, qos=1)
+                    await client.subscribe([(t, 1) for t in self.fleet.topics()])
                     await client.publish(
                         self._presence_topic, self._presence("online"), qos=1, retain=True
                     )
                     await self._publish_status(client)
                     self._connected.set()
+                    self.fleet.on_connected()
                     backoff.reset()
                     log.info(
                         "connected to %s:%s as session %d",
@@ -381,6 +389,9 @@ class Agent:
             printers=[p.state() for p in self.printers.values()],
             at=now,
             discovered=discovered_printers(self.config),
+            config_version=self.fleet.config.version,
+            config_error=self.fleet.config.error,
+            update=self.fleet.updater.info if self.fleet.updater else UpdateInfo(),
         )
 
     # --- requests --------------------------------------------------------------------------
@@ -410,6 +421,8 @@ class Agent:
 
     def _intake(self, message: aiomqtt.Message) -> Intake:
         """Validate one request into what the job ledger records (or a typed refusal)."""
+        if self.fleet.handle(message):  # printer configuration, releases
+            return None
         reply_to, correlation = self._reply_target(message)
         job_id = None
         if correlation is not None:

@@ -26,8 +26,9 @@ from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
 from .fleet import FleetController
 from .jobs import JobsController, JobService
-from .printers import PrintersController
+from .printers import AgentPrintersController, PrinterConfigService, PrintersController
 from .provisioning import ProvisioningController, ProvisioningService
+from .releases import ReleasesController, ReleaseService
 from .store import Store, open_store
 
 log = logging.getLogger("cloud_api")
@@ -42,6 +43,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
     holder: dict[str, JobService] = {}
+    fleet: dict[str, PrinterConfigService | ReleaseService] = {}
     provisioning_service = ProvisioningService(settings)
     key_store = (
         JsonFileApiKeyStore(settings.api_keys_file)
@@ -62,6 +64,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
+        fleet["printers"] = PrinterConfigService(store, link, registry)
+        fleet["releases"] = ReleaseService(store, link, settings.release_public_key)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         try:
@@ -90,6 +94,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             lambda: provisioning_service, use_cache=True, sync_to_thread=False
         ),
         "api_key_service": Provide(lambda: api_key_service, use_cache=True, sync_to_thread=False),
+        "printer_config_service": Provide(lambda: fleet["printers"], sync_to_thread=False),
+        "release_service": Provide(lambda: fleet["releases"], sync_to_thread=False),
     }
     v1 = Router(
         path="/",
@@ -100,6 +106,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             JobsController,
             ProvisioningController,
             ApiKeysController,
+            AgentPrintersController,
+            ReleasesController,
         ],
         middleware=[authenticated(authenticator)],
     )

@@ -23,19 +23,19 @@ def _agent_run(args: argparse.Namespace) -> int:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
 
-    async def main() -> None:
+    async def main() -> int:
         agent = Agent(config)
         loop = asyncio.get_running_loop()
         if sys.platform != "win32":
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, agent.stop)
         await agent.run()
+        return agent.fleet.exit_code  # 75: restart into the version just installed
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 def _api(args: argparse.Namespace) -> int:

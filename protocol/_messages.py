@@ -195,6 +195,28 @@ def blocking_condition(
     return None
 
 
+class ConfigRejection(_Wire, kw_only=True, frozen=True):
+    """A configuration version the agent refused, and why; it keeps the one it had."""
+
+    version: int
+    error: ErrorInfo
+
+
+class UpdateInfo(_Wire, kw_only=True, frozen=True):
+    """Where an agent stands with updates (in its status).
+
+    ``state``: ``disabled`` (no update settings), ``current`` (runs what it should), ``pinned``
+    (its branch is pinned to ``target``, which it runs), ``not_selected`` (outside the staged
+    rollout of ``target``), ``installing``, ``refused`` (``target`` failed verification or
+    installation: ``error``), ``rolled_back`` (``target`` did not come online in time).
+    """
+
+    channel: str = ""
+    state: str = "disabled"
+    target: str = ""
+    error: ErrorInfo | None = None
+
+
 class AgentStatus(_Wire, kw_only=True, frozen=True):
     """Retained on the agent's status topic: its printers and its own health."""
 
@@ -214,3 +236,9 @@ class AgentStatus(_Wire, kw_only=True, frozen=True):
     #: Printers the agent can see but has not configured (CUPS queues), so the dashboard can
     #: offer them; configured ones are in ``printers``.
     discovered: list[str] = []
+    #: Version of the remote printer configuration in use (0: the printers of the local TOML).
+    config_version: int = 0
+    #: The newest remote configuration the agent refused, while it keeps ``config_version``.
+    config_error: ConfigRejection | None = None
+    #: Where the agent stands with signed updates.
+    update: UpdateInfo = UpdateInfo()
