@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
+    from ._fleet_cli import add_agent_commands as add_fleet_commands
+    from ._fleet_cli import add_release_parser
+
+    add_fleet_commands(agent_sub)
+    add_release_parser(sub)
 
     from ._provision_cli import add_parser as add_broker_parser
 
