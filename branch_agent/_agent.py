@@ -51,7 +51,7 @@ from protocol import (
 )
 
 from ._config import AgentConfig
-from ._discovery import discovered_printers
+from ._discovery import discovered
 from ._fleet import Fleet
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
@@ -372,6 +372,7 @@ class Agent:
 
     def status(self) -> AgentStatus:
         now = time.time()
+        found = discovered(self.config)
         with self._process.oneshot():
             cpu = self._process.cpu_percent()
             rss = self._process.memory_info().rss
@@ -388,7 +389,8 @@ class Agent:
             queue_depth=self.jobs.queue_depth,
             printers=[p.state() for p in self.printers.values()],
             at=now,
-            discovered=discovered_printers(self.config),
+            discovered=[p.name for p in found],
+            discovered_printers=found,
             config_version=self.fleet.config.version,
             config_error=self.fleet.config.error,
             update=self.fleet.updater.info if self.fleet.updater else UpdateInfo(),

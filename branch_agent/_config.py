@@ -60,6 +60,18 @@ class DiscoverySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
     cups_server: str | None = None
     #: Seconds between two listings (the status snapshot carries the last one).
     interval: float = 60.0
+    #: List USB printers (printer-class devices, receipt printer makers); needs the ``usb``
+    #: extra and libusb, off by itself where they are missing.
+    usb: bool = True
+    #: Probe port ``network_port`` on every host of ``network_subnets`` (default: the
+    #: machine's own IPv4 subnets, at most a /24 each). Off unless the shop's owner wants it.
+    network: bool = False
+    network_subnets: list[str] = []
+    network_port: int = 9100
+    #: Seconds to wait for each host's connection.
+    network_timeout: float = 0.5
+    #: Subnets with more addresses than this are refused rather than scanned.
+    network_max_hosts: int = 1024
 
 
 class UpdateSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

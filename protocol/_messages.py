@@ -195,6 +195,17 @@ def blocking_condition(
     return None
 
 
+class DiscoveredPrinter(_Wire, kw_only=True, frozen=True):
+    """A printer the agent found and has not configured (CUPS queue, USB device, port 9100)."""
+
+    kind: str
+    #: A suggested printer id (``usb-04b8-0e15``, ``net-192.168.1.50-9100``, the CUPS queue).
+    name: str
+    description: str = ""
+    #: A printer table ready for ``PUT .../agents/{a}/printers`` (rename it at will).
+    config: dict[str, str | int] = {}
+
+
 class ConfigRejection(_Wire, kw_only=True, frozen=True):
     """A configuration version the agent refused, and why; it keeps the one it had."""
 
@@ -242,3 +253,5 @@ class AgentStatus(_Wire, kw_only=True, frozen=True):
     config_error: ConfigRejection | None = None
     #: Where the agent stands with signed updates.
     update: UpdateInfo = UpdateInfo()
+    #: What ``discovered`` names, with how to configure each (USB and network printers).
+    discovered_printers: list[DiscoveredPrinter] = []
