@@ -64,8 +64,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         link.on_reply = jobs.on_reply
-        fleet["printers"] = PrinterConfigService(store, link, registry)
-        fleet["releases"] = ReleaseService(store, link, settings.release_public_key)
+        fleet["printers"] = PrinterConfigService(store, settings, registry)
+        fleet["releases"] = ReleaseService(store, settings, settings.release_public_key)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         try:

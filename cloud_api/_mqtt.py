@@ -204,14 +204,3 @@ class MqttLink:
             await publish_qos1(client, topic, payload, properties)
         except aiomqtt.MqttError as exc:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"publish failed: {exc}") from exc
-
-    async def publish_retained(self, topic: str, payload: bytes) -> None:
-        """Publish a retained message at QoS 1 and wait for its PUBACK (fleet management:
-        printer configurations, releases; an empty payload clears the topic)."""
-        client = self._client
-        if client is None:
-            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
-        try:
-            await client.publish(topic, payload, qos=1, retain=True)
-        except aiomqtt.MqttError as exc:
-            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, f"publish failed: {exc}") from exc

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from broker import Credentials, Role, new_password
+from cloud_api._errors import ApiError
+from cloud_api._retained import publish_retained
+from cloud_api._settings import MqttClientSettings
 from printermaster._stack import AgentHandle, Stack
+from protocol import ErrorCode, config_topic
 
-from .conftest import AgentFactory, job_files
+from .conftest import AgentFactory, job_files, unique_id
 
 
 def _poll(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -190,3 +196,27 @@ def test_job_on_an_unchanged_printer_finishes_while_config_changes(
         )
         assert final["state"] == "printed"
         assert [f.stem for f in job_files(agent)] == [job_id]
+
+
+async def test_a_publish_the_broker_refuses_is_an_error_not_a_silent_success(
+    stack: Stack,
+) -> None:
+    """Mosquitto answers a publish its ACL denies with PUBACK 0x87 and drops it; aiomqtt resolves
+    the publish all the same. A cloud role without the fleet rules (a broker set up before them)
+    must make PUT fail, not report a configuration stored that no agent will ever get."""
+    name = unique_id("nobody")
+    creds = Credentials(name, new_password())
+    async with stack.admin() as admin:
+        await admin.create_role(Role(f"pm-{name}", ()))
+        await admin.create_client(creds, [f"pm-{name}"])
+    topic = config_topic(unique_id("b"), unique_id("a"))
+    denied = MqttClientSettings(port=stack.mqtt_port, username=name, password=creds.password)
+    with pytest.raises(ApiError) as info:
+        await publish_retained(denied, "test", topic, b"{}")
+    assert info.value.code is ErrorCode.BROKER_UNAVAILABLE
+    assert "refused" in info.value.message
+    cloud = stack.creds("cloud")
+    allowed = MqttClientSettings(
+        port=stack.mqtt_port, username=cloud.username, password=cloud.password
+    )
+    await publish_retained(allowed, "test", topic, b"")

@@ -29,8 +29,9 @@ from protocol import (
 )
 
 from .._errors import ApiError
-from .._mqtt import MqttLink
 from .._registry import Registry
+from .._retained import publish_retained
+from .._settings import ApiSettings
 from ..store import Store
 
 SCHEMA: Final = [
@@ -89,9 +90,9 @@ def check_printers(printers: list[dict[str, Any]]) -> bytes:
 
 
 class PrinterConfigService:
-    def __init__(self, store: Store, link: MqttLink, registry: Registry) -> None:
+    def __init__(self, store: Store, settings: ApiSettings, registry: Registry) -> None:
         self._store = store
-        self._link = link
+        self._settings = settings
         self._registry = registry
         self._schema_ready = False
         self._lock = asyncio.Lock()
@@ -122,7 +123,12 @@ class PrinterConfigService:
             now = time.time()
             await self._store._execute(_UPSERT, (branch_id, agent_id, version, raw.decode(), now))
             message = PrintersConfig(version=version, printers=msgspec.Raw(raw), at=now)
-            await self._link.publish_retained(config_topic(branch_id, agent_id), encode(message))
+            await publish_retained(
+                self._settings.mqtt,
+                self._settings.instance_id,
+                config_topic(branch_id, agent_id),
+                encode(message),
+            )
         return await self.get(branch_id, agent_id)
 
     async def get(self, branch_id: str, agent_id: str) -> AgentPrintersView:

@@ -33,7 +33,8 @@ from protocol import (
 )
 
 from .._errors import ApiError
-from .._mqtt import MqttLink
+from .._retained import publish_retained
+from .._settings import ApiSettings
 from ..store import Store
 
 SCHEMA: Final = [
@@ -91,9 +92,9 @@ def _check_branch(branch_id: str) -> None:
 
 
 class ReleaseService:
-    def __init__(self, store: Store, link: MqttLink, public_key: str | None) -> None:
+    def __init__(self, store: Store, settings: ApiSettings, public_key: str | None) -> None:
         self._store = store
-        self._link = link
+        self._settings = settings
         self._key = (
             Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)) if public_key else None
         )
@@ -158,7 +159,12 @@ class ReleaseService:
                 ON CONFLICT (channel) DO UPDATE SET version = excluded.version""",
                 (manifest.channel, manifest.version),
             )
-            await self._link.publish_retained(channel_release_topic(manifest.channel), payload)
+            await publish_retained(
+                self._settings.mqtt,
+                self._settings.instance_id,
+                channel_release_topic(manifest.channel),
+                payload,
+            )
         return manifest
 
     async def current(self, channel: str) -> ReleaseManifest:
@@ -200,7 +206,12 @@ class ReleaseService:
                 SET channel = excluded.channel, version = excluded.version""",
                 (branch_id, body.channel, body.version),
             )
-            await self._link.publish_retained(branch_release_topic(branch_id), encode(pin))
+            await publish_retained(
+                self._settings.mqtt,
+                self._settings.instance_id,
+                branch_release_topic(branch_id),
+                encode(pin),
+            )
         return pin
 
     async def unpin(self, branch_id: str) -> None:
@@ -208,4 +219,9 @@ class ReleaseService:
         await self._schema()
         async with self._lock:
             await self._store._execute("DELETE FROM release_pins WHERE branch_id = ?", (branch_id,))
-            await self._link.publish_retained(branch_release_topic(branch_id), b"")
+            await publish_retained(
+                self._settings.mqtt,
+                self._settings.instance_id,
+                branch_release_topic(branch_id),
+                b"",
+            )
