@@ -44,7 +44,7 @@ from protocol import (
 from ._config import AgentConfig
 from ._errors import ConfigError
 from ._jobs import Jobs, PrinterSlot
-from ._ledger import JobState
+from ._ledger import JobState, Tx
 from ._printers import NetworkPrinterConfig, PrinterBackend, PrinterConfig, open_backend
 
 if TYPE_CHECKING:
@@ -245,27 +245,28 @@ def _open_all(printers: list[PrinterConfig], data_dir: Path) -> dict[str, Printe
 
 
 async def _fail_waiting(jobs: Jobs, slot: PrinterSlot, agent_id: str) -> None:
-    """Jobs waiting for a removed printer end ``failed`` with ``PRINTER_NOT_FOUND``."""
-    waiting = list(slot.waiting.values())
+    """Jobs for a removed printer that have not started end ``failed`` with
+    ``PRINTER_NOT_FOUND``: the ones waiting in its queue, and one admitted while it was being
+    removed (committed to the ledger before this, which runs after it in the ledger's order)."""
     slot.waiting.clear()
-    if not waiting:
-        return
+    name = slot.backend.name
     from ._jobs import _failed
 
-    def op(tx: object) -> None:
-        for job in waiting:
+    def op(tx: Tx) -> int:
+        ended = 0
+        for job in tx.in_state(JobState.RECEIVED):
+            if job.printer != name:
+                continue
             text = f"agent {agent_id} has no printer {job.printer!r} any more"
             failed = _failed(job.job_id, ErrorCode.PRINTER_NOT_FOUND, text)
-            jobs._end(
-                tx,  # type: ignore[arg-type]
-                job,
-                JobState.FAILED,
-                failed,
-                ErrorCode.PRINTER_NOT_FOUND,
-                JobState.RECEIVED,
+            ended += jobs._end(
+                tx, job, JobState.FAILED, failed, ErrorCode.PRINTER_NOT_FOUND, JobState.RECEIVED
             )
+        return ended
 
-    await jobs._ledger.call(op)
+    ended = await jobs._ledger.call(op)
+    if ended:
+        log.info("printer %s removed: %d waiting job(s) failed PRINTER_NOT_FOUND", name, ended)
 
 
 async def _retire(

@@ -220,3 +220,33 @@ async def test_a_publish_the_broker_refuses_is_an_error_not_a_silent_success(
         port=stack.mqtt_port, username=cloud.username, password=cloud.password
     )
     await publish_retained(allowed, "test", topic, b"")
+
+
+def test_removed_printer_finishes_its_job_and_fails_the_waiting_ones(
+    stack: Stack, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = start_agent(("POS-80C",))
+    (agent.printer_dir("POS-80C") / "state.json").write_text('{"delay_s": 1.5}')
+    test = f"/v1/branches/{agent.branch_id}/printers/POS-80C/test?wait=false"
+    with stack.client(timeout=10) as http:
+        first = http.post(test).json()["id"]
+        _poll("the first job to print", lambda: _state(http, first) == "printing")
+        second = http.post(test).json()["id"]
+        _poll("the second job to wait", lambda: _state(http, second) == "accepted")
+        printers = [{"kind": "virtual", "name": "KITCHEN", "directory": str(tmp_path / "k")}]
+        version = http.put(_url(agent), json={"printers": printers}).json()["version"]
+        _poll("the agent to apply it", lambda: _applied(http, agent, version))
+        done = _poll(
+            "both jobs to end",
+            lambda: all(_state(http, j) in ("printed", "failed") for j in (first, second)),
+        )
+        assert done
+        assert _state(http, first) == "printed"
+        failed = http.get(f"/v1/jobs/{second}").json()
+        assert failed["state"] == "failed"
+        assert failed["error"]["code"] == "PRINTER_NOT_FOUND"
+        assert [f.stem for f in job_files(agent)] == [first]
+
+
+def _state(http: httpx.Client, job_id: str) -> str:
+    return str(http.get(f"/v1/jobs/{job_id}").json()["state"])
