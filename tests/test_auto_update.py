@@ -232,6 +232,11 @@ def test_update_rollout_refusals_rollback_and_pin(
         assert view["online"] and view["version"] == "1.0.0"
         assert view["update"]["state"] == "pinned"
         assert InstallRoot(tmp_path / f"root-{pinned}").current() == "1.0.0"
+        # the fleet view counts the agents per version
+        summary = http.get("/v1/fleet", params={"limit": 1000}).json()
+        by_branch = {b["branch_id"]: b for b in summary["branches"]}
+        assert by_branch[branch]["versions"] == {"1.0.1": 2}
+        assert by_branch[pinned_branch]["versions"] == {"1.0.0": 1}
         # the agents still print, on whatever version they run
         for b in (branch, pinned_branch):
             ok = http.post(f"/v1/branches/{b}/printers/POS-80C/test")
