@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import logging
 import ssl
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -103,6 +104,16 @@ def choose(
         error = error_info(ErrorCode.UPDATE_REFUSED, rejected[target.version])
         return None, UpdateInfo(state="rolled_back", target=target.version, error=error)
     return target, UpdateInfo(state="installing", target=target.version)
+
+
+def supervised(install: InstallRoot) -> bool:
+    """Whether this process runs a version of ``install`` (so a supervisor restarts it into the
+    next one). An agent started any other way never switches versions: it would only restart
+    into its own code, and again, for ever."""
+    try:
+        return Path(sys.prefix).resolve().is_relative_to(install.versions.resolve())
+    except OSError:
+        return False
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:
@@ -234,6 +245,14 @@ class Updater:
             and self.info.target == (target.version)
         ):
             return  # refused already: wait for a new manifest
+        if target is not None and not supervised(self._install):
+            text = (
+                f"not running from {self._install.versions}: start the agent with "
+                "`printermaster agent supervise` to take updates"
+            )
+            error = error_info(ErrorCode.UPDATE_REFUSED, text)
+            self._report(UpdateInfo(state="refused", target=target.version, error=error))
+            return
         self._report(info)
         if target is not None:
             self._busy = asyncio.get_running_loop().create_task(self._update(target), name="update")

@@ -106,7 +106,8 @@ class Fleet:
         try:
             return dict(_poll(f"{agent_id}: {what}", ready))
         except AssertionError:
-            log = self.processes[(branch_id, agent_id)].log_tail(40)
+            process = self.processes.get((branch_id, agent_id))
+            log = process.log_tail(40) if process else ""
             raise AssertionError(
                 f"{agent_id}: {what}; last view {self.view(http, branch_id, agent_id)}\n{log}"
             ) from None
@@ -170,6 +171,25 @@ def test_update_rollout_refusals_rollback_and_pin(
     pinned = unique_id("a")
     for b, a in ((branch, early), (branch, late), (pinned_branch, pinned)):
         fleet_.start(b, a, wheels["1.0.0"])
+    # and one started by hand (`agent run` of this checkout), not by the supervisor, although
+    # its install root is ready
+    loose_root = InstallRoot(tmp_path / "root-loose")
+    loose_root.write_deps()
+    loose_root.install_wheel(wheels["1.0.0"], "1.0.0")
+    loose_root.set_current("1.0.0")
+    loose = stack.add_agent(
+        unique_id("bl"),
+        unique_id("a"),
+        ["POS-80C"],
+        update={
+            "channel": channel,
+            "public_key": fleet_.key,
+            "base_url": fleet_.server.url,
+            "ca_file": str(fleet_.server.ca_file),
+            "root": str(loose_root.root),
+        },
+    )
+    fleet_.processes[(loose.branch_id, loose.agent_id)] = loose.process  # stopped with the rest
 
     def publish(http: httpx.Client, manifest: Any, percent: int = 100) -> None:
         body = msgspec.structs.asdict(manifest)
@@ -197,6 +217,17 @@ def test_update_rollout_refusals_rollback_and_pin(
         widened = http.put(f"/v1/releases/{channel}/rollout", json={"rollout_percent": 100})
         assert widened.status_code == 200, widened.text
         fleet_.wait(http, branch, late, "updated to 1.0.1", _on("1.0.1", "current"))
+        # an agent no supervisor runs refuses to switch (it would restart into itself for ever)
+        stack.wait_agent(loose.branch_id, loose.agent_id)
+        view = fleet_.wait(
+            http,
+            loose.branch_id,
+            loose.agent_id,
+            "refusing without a supervisor",
+            lambda v: v["online"] and v["update"]["state"] == "refused",
+        )
+        assert "supervise" in view["update"]["error"]["message"]
+        assert loose.process.running()
 
         # a tampered artifact and a forged signature are refused; nobody moves
         publish(http, manifests["1.0.2"])

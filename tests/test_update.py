@@ -178,3 +178,18 @@ def test_install_refuses_what_is_not_a_pure_wheel(tmp_path: Path) -> None:
     with pytest.raises(InstallError):
         root.install_wheel(notwheel, "2")
     assert list(root.versions.iterdir()) == []
+
+
+def test_only_a_supervised_agent_switches_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from branch_agent._update import supervised
+
+    root = InstallRoot(tmp_path / "root")
+    assert not supervised(root)  # this test's interpreter is not a version of the root
+    venv = root.venv_dir("1.0.0")
+    venv.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    assert supervised(root)
