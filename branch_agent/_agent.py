@@ -372,7 +372,7 @@ class Agent:
 
     def status(self) -> AgentStatus:
         now = time.time()
-        found = discovered(self.config)
+        found = discovered(self.config, on_change=self._status_dirty.set)
         with self._process.oneshot():
             cpu = self._process.cpu_percent()
             rss = self._process.memory_info().rss

@@ -14,9 +14,12 @@ Where a source is unavailable (pycups or pyusb missing, no cupsd), it adds nothi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -130,6 +133,8 @@ class _Entry:
     printers: list[DiscoveredPrinter]
     at: float
     running: bool = False
+    #: Called on the caller's loop when a listing brings something new.
+    notify: Callable[[], None] | None = None
 
 
 _lock = threading.Lock()
@@ -146,11 +151,14 @@ def _enabled(config: AgentConfig) -> bool:
     return settings.cups or settings.usb or settings.network
 
 
-def discovered(config: AgentConfig) -> list[DiscoveredPrinter]:
+def discovered(
+    config: AgentConfig, on_change: Callable[[], None] | None = None
+) -> list[DiscoveredPrinter]:
     """Printers not configured, from the last listing; never blocks.
 
-    The first call returns ``[]`` and starts a listing; the status published after it finishes
-    (the next heartbeat or change) carries them.
+    The first call returns ``[]`` and starts a listing. When a listing finds something else
+    than the one before, ``on_change`` is called (on the calling event loop, if there is one),
+    so the agent publishes its status at once instead of at the next heartbeat.
     """
     if not _enabled(config):
         return []
@@ -162,6 +170,7 @@ def discovered(config: AgentConfig) -> list[DiscoveredPrinter]:
         if entry.running or now - entry.at < config.discovery.interval:
             return printers
         entry.running = True
+        entry.notify = _on_loop(on_change) if on_change is not None else None
     threading.Thread(
         target=_refresh, args=(config, entry), name="printer-discovery", daemon=True
     ).start()
@@ -182,6 +191,24 @@ def _refresh(config: AgentConfig, entry: _Entry) -> None:
     for error in ([found.error] if found.error else []) + found.device_errors:
         log.debug("discovery: %s", error)
     with _lock:
+        changed = found.printers != entry.printers
         entry.printers = found.printers
         entry.at = time.monotonic()
         entry.running = False
+        notify = entry.notify
+    if changed and notify is not None:
+        notify()
+
+
+def _on_loop(callback: Callable[[], None]) -> Callable[[], None]:
+    """``callback``, called from any thread on the event loop running now (if any)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return callback
+
+    def call() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(callback)
+
+    return call

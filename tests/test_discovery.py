@@ -252,9 +252,8 @@ def test_api_shows_discovered_not_configured(
     printers_on_loopback: tuple[int, list[Listener]],
 ) -> None:
     port, _ = printers_on_loopback
+    # the default 30 s heartbeat: what discovery finds is published when found
     handle = start_agent(
-        heartbeat_interval=0.5,
-        status_expiry=5.0,
         discovery={
             "cups": False,
             "usb": False,
