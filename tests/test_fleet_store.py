@@ -54,6 +54,11 @@ async def test_printer_configs_get_growing_versions(store: Store, stack: Stack) 
         await service.put(branch, agent, [{"kind": "virtual"}])
     assert info.value.code is ErrorCode.INVALID_REQUEST
     assert (await service.get(branch, agent)).version == second.version
+    many = [{"kind": "virtual", "name": f"P{i}", "directory": "x" * 900} for i in range(300)]
+    with pytest.raises(ApiError) as info:
+        await service.put(branch, agent, many)
+    assert info.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert (await service.get(branch, agent)).version == second.version
 
 
 async def test_releases_channels_and_pins(store: Store, stack: Stack, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from protocol import (
+    MAX_PAYLOAD_BYTES,
     ConfigRejection,
     ErrorCode,
     PrintersConfig,
@@ -117,6 +118,11 @@ class PrinterConfigService:
     ) -> AgentPrintersView:
         _check_ids(branch_id, agent_id)
         raw = check_printers(printers)
+        if len(raw) > MAX_PAYLOAD_BYTES - 1024:  # the message around it stays under the limit
+            raise ApiError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"{len(raw)} bytes of printers: more than an MQTT message carries here",
+            )
         async with self._lock:  # one version at a time from this instance
             stored = await self._stored(branch_id, agent_id)
             version = max((stored[0] + 1) if stored else 1, time.time_ns() // 1_000_000)
