@@ -229,8 +229,9 @@ class Agent:
             try:
                 async with self._client_for_session() as client:
                     self._client = client
-                    await client.subscribe(self._req_topic, qos=1)
-                    await client.subscribe([(t, 1) for t in self.fleet.topics()])
+                    # One SUBSCRIBE: requests, and the retained printer config and releases.
+                    topics = (self._req_topic, *self.fleet.topics())
+                    await client.subscribe([(t, 1) for t in topics])
                     await client.publish(
                         self._presence_topic, self._presence("online"), qos=1, retain=True
                     )
