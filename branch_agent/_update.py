@@ -272,8 +272,8 @@ class Updater:
             error = error_info(ErrorCode.UPDATE_REFUSED, exc.message)
             self._report(UpdateInfo(state="refused", target=manifest.version, error=error))
             return
-        except OSError as exc:
-            log.error("update to %s failed: %s", manifest.version, exc)
+        except Exception as exc:  # OSError and surprises: reported, never a dead task
+            log.exception("update to %s failed", manifest.version)
             error = error_info(ErrorCode.UPDATE_REFUSED, f"{type(exc).__name__}: {exc}")
             self._report(UpdateInfo(state="refused", target=manifest.version, error=error))
             return
