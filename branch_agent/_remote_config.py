@@ -174,11 +174,13 @@ class RemoteConfig:
             self._refuse(remote.version, str(exc))
             return
         wanted = {p.name for p in printers}
+        # No await from here to the new worker list: the agent's printers and its workers
+        # (which it stops pairwise) change together.
         workers = dict(zip(agent.printers, agent._workers, strict=False))
-        for name in [n for n in agent.printers if n not in wanted]:
-            slot = agent.printers.pop(name)
-            await _fail_waiting(agent.jobs, slot, agent.agent_id)
-            self._retire(slot, workers.pop(name, None), slot.backend)
+        removed = [agent.printers.pop(n) for n in [n for n in agent.printers if n not in wanted]]
+        for slot in removed:
+            slot.waiting.clear()  # its worker takes none of them any more
+            self._retire(slot, workers.pop(slot.backend.name, None), slot.backend)
         for printer in printers:
             backend = opened.get(printer.name)
             if backend is None:
@@ -195,8 +197,9 @@ class RemoteConfig:
                 existing.reading = type(existing.reading)()
                 existing.last_error = None
                 self._retire(existing, None, old)
-        # The agent stops its workers in the order of its printers (one worker each).
         agent._workers = [workers[n] for n in agent.printers]
+        for slot in removed:
+            await _fail_waiting(agent.jobs, slot.backend.name, agent.agent_id)
         await asyncio.to_thread(
             _write_atomic, agent.config.data_path / REMOTE_CONFIG_FILE, encode(remote)
         )
@@ -244,12 +247,10 @@ def _open_all(printers: list[PrinterConfig], data_dir: Path) -> dict[str, Printe
     return opened
 
 
-async def _fail_waiting(jobs: Jobs, slot: PrinterSlot, agent_id: str) -> None:
+async def _fail_waiting(jobs: Jobs, name: str, agent_id: str) -> None:
     """Jobs for a removed printer that have not started end ``failed`` with
     ``PRINTER_NOT_FOUND``: the ones waiting in its queue, and one admitted while it was being
     removed (committed to the ledger before this, which runs after it in the ledger's order)."""
-    slot.waiting.clear()
-    name = slot.backend.name
     from ._jobs import _failed
 
     def op(tx: Tx) -> int:
