@@ -106,6 +106,11 @@ def choose(
     return target, UpdateInfo(state="installing", target=target.version)
 
 
+def _identity(manifest: ReleaseManifest) -> tuple[str, str, str, str]:
+    """What makes a release (not its rollout share): a refusal holds until this changes."""
+    return manifest.version, manifest.artifact, manifest.sha256, manifest.signature
+
+
 def supervised(install: InstallRoot) -> bool:
     """Whether this process runs a version of ``install`` (so a supervisor restarts it into the
     next one). An agent started any other way never switches versions: it would only restart
@@ -182,6 +187,10 @@ class Updater:
         self._pin: BranchPin | None = None
         self._decide: asyncio.TimerHandle | None = None
         self._busy: asyncio.Task[None] | None = None
+        #: Release messages arrived while an update ran: decide again when it ends.
+        self._again = False
+        #: What the last refused manifest said (a new manifest is tried again).
+        self._refused: tuple[str, str, str, str] | None = None
         self._key: Ed25519PublicKey | None = None
         self._install = InstallRoot(settings.root) if settings else None
         if settings is not None:
@@ -230,7 +239,8 @@ class Updater:
     def _start(self) -> None:
         self._decide = None
         if self._busy is not None and not self._busy.done():
-            return  # one at a time; the newest messages are looked at again when it ends
+            self._again = True  # one at a time; the newest messages are looked at after it
+            return
         assert self._install is not None
         target, info = choose(
             running=software_version(),
@@ -239,11 +249,7 @@ class Updater:
             bucket=rollout_bucket(self._agent.branch_id, self._agent.agent_id),
             rejected=self._install.rejected(),
         )
-        if (
-            target is not None
-            and self.info.state == "refused"
-            and self.info.target == (target.version)
-        ):
+        if target is not None and _identity(target) == self._refused:
             return  # refused already: wait for a new manifest
         if target is not None and not supervised(self._install):
             text = (
@@ -267,17 +273,21 @@ class Updater:
             with tempfile.TemporaryDirectory(dir=downloads) as tmp:
                 wheel = await download(self.settings, manifest, Path(tmp))
                 await asyncio.to_thread(install.install_wheel, wheel, manifest.version)
-        except (UpdateRefused, InstallError) as exc:
-            log.error("update to %s refused: %s", manifest.version, exc.message)
-            error = error_info(ErrorCode.UPDATE_REFUSED, exc.message)
+            install.start_trial(manifest.version, running, self.settings.online_timeout)
+        except Exception as exc:  # refusals, OSError and surprises: reported, never a dead task
+            if isinstance(exc, UpdateRefused | InstallError):
+                text = exc.message
+                log.error("update to %s refused: %s", manifest.version, text)
+            else:
+                text = f"{type(exc).__name__}: {exc}"
+                log.exception("update to %s failed", manifest.version)
+            self._refused = _identity(manifest)
+            error = error_info(ErrorCode.UPDATE_REFUSED, text)
             self._report(UpdateInfo(state="refused", target=manifest.version, error=error))
+            if self._again:  # decided again once this task has ended
+                self._again = False
+                asyncio.get_running_loop().call_soon(self._start)
             return
-        except Exception as exc:  # OSError and surprises: reported, never a dead task
-            log.exception("update to %s failed", manifest.version)
-            error = error_info(ErrorCode.UPDATE_REFUSED, f"{type(exc).__name__}: {exc}")
-            self._report(UpdateInfo(state="refused", target=manifest.version, error=error))
-            return
-        install.start_trial(manifest.version, running, self.settings.online_timeout)
         log.info("version %s installed; restarting into it (was %s)", manifest.version, running)
         self.exit_code = EXIT_RESTART
         self._agent.stop()
