@@ -109,6 +109,8 @@ class RemoteConfig:
     """The agent's side of remote printer configuration (see the module docstring)."""
 
     def __init__(self, config: AgentConfig) -> None:
+        #: The printers of the local TOML, used again when the cloud clears its configuration.
+        self._local = config.printers
         #: The agent's config with the printers in use.
         self.config, self.version = load_applied(config)
         self.error: ConfigRejection | None = None
@@ -122,8 +124,13 @@ class RemoteConfig:
 
     def receive(self, payload: bytes) -> None:
         """A message on the config topic (called on the event loop; never raises)."""
-        if not payload:
-            return  # the cloud cleared it: keep what we have
+        if not payload:  # the cloud cleared it: back to the TOML's printers
+            if self.version == 0:
+                return
+            config = PrintersConfig(version=0, printers=msgspec.Raw(b"null"))
+            self._pending = config
+            self._schedule()
+            return
         try:
             config = decode_printers_config(payload)
         except ProtocolError as exc:
@@ -134,6 +141,9 @@ class RemoteConfig:
             log.debug("printer configuration %d already applied", config.version)
             return
         self._pending = config  # only the newest one waiting is applied
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._applying is None or self._applying.done():
             self._applying = asyncio.get_running_loop().create_task(
                 self._apply_pending(), name="remote-config"
@@ -162,11 +172,12 @@ class RemoteConfig:
         """Validate ``remote`` and apply it, or refuse it as a whole."""
         agent = self._agent
         assert agent is not None, "attach() the agent first"
-        if remote.version <= self.version:
+        local = bytes(remote.printers) == b"null"  # cleared: the TOML's printers again
+        if remote.version <= self.version and not (local and self.version > 0):
             return
         current = {p.name: p for p in self.config.printers}
         try:
-            printers = parse_printers(bytes(remote.printers))
+            printers = list(self._local) if local else parse_printers(bytes(remote.printers))
             opening = [p for p in printers if current.get(p.name) != p]
             opened = await asyncio.to_thread(_open_all, opening, agent.config.data_path)
         except ConfigError as exc:
@@ -200,13 +211,15 @@ class RemoteConfig:
         agent._workers = [workers[n] for n in agent.printers]
         for slot in removed:
             await _fail_waiting(agent.jobs, slot.backend.name, agent.agent_id)
-        await asyncio.to_thread(
-            _write_atomic, agent.config.data_path / REMOTE_CONFIG_FILE, encode(remote)
-        )
+        path = agent.config.data_path / REMOTE_CONFIG_FILE
+        if local:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        else:
+            await asyncio.to_thread(_write_atomic, path, encode(remote))
         self.config = msgspec.structs.replace(self.config, printers=printers)
         agent.config = msgspec.structs.replace(agent.config, printers=printers)
         self.version = remote.version
-        if self.error is not None and self.error.version <= remote.version:
+        if self.error is not None and (local or self.error.version <= remote.version):
             self.error = None
         log.info(
             "printer configuration %d applied: %s (%d opened)",

@@ -250,3 +250,24 @@ def test_removed_printer_finishes_its_job_and_fails_the_waiting_ones(
 
 def _state(http: httpx.Client, job_id: str) -> str:
     return str(http.get(f"/v1/jobs/{job_id}").json()["state"])
+
+
+def test_delete_hands_the_printers_back_to_the_toml(
+    stack: Stack, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    agent = start_agent(("POS-80C",))
+    pid = agent.process.pid
+    with stack.client(timeout=10) as http:
+        printers = [{"kind": "virtual", "name": "BAR", "directory": str(tmp_path / "bar")}]
+        version = http.put(_url(agent), json={"printers": printers}).json()["version"]
+        _poll("the agent to apply it", lambda: _applied(http, agent, version))
+        assert http.delete(_url(agent)).status_code == 204
+        view = _poll("the TOML's printers again", lambda: _applied(http, agent, 0))
+        assert view["version"] == 0 and [p["name"] for p in view["printers"]] == ["POS-80C"]
+        ok = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
+        assert ok.status_code == 200, ok.text
+        assert agent.process.pid == pid
+        assert not (agent.data_dir / "remote-config.json").exists()
+        # and a new configuration applies as before
+        version = http.put(_url(agent), json={"printers": printers}).json()["version"]
+        _poll("the agent to apply it again", lambda: _applied(http, agent, version))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, put
+from litestar import Controller, Request, delete, get, put
 
 from .._auth import check_branch, principal_of
 from ._config_service import AgentPrintersView, PrinterConfigService, PrintersBody
@@ -39,3 +39,16 @@ class AgentPrintersController(Controller):
         ``agent_error``, a refusal by the agent with the key it found wrong)."""
         check_branch(principal_of(request), branch_id)
         return await printer_config_service.put(branch_id, agent_id, data.printers)
+
+    @delete("/", summary="Hand an agent's printers back to its local config")
+    async def clear_printers(
+        self,
+        request: Request[Any, Any, Any],
+        branch_id: str,
+        agent_id: str,
+        printer_config_service: PrinterConfigService,
+    ) -> None:
+        """The agent goes back to the printers of its TOML, without a restart (the same way
+        as a new configuration: ``GET`` shows ``applied_version`` 0 once it did)."""
+        check_branch(principal_of(request), branch_id)
+        await printer_config_service.clear(branch_id, agent_id)

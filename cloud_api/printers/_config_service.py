@@ -137,6 +137,22 @@ class PrinterConfigService:
             )
         return await self.get(branch_id, agent_id)
 
+    async def clear(self, branch_id: str, agent_id: str) -> None:
+        """Forget the cloud's configuration: the agent goes back to its TOML's printers."""
+        _check_ids(branch_id, agent_id)
+        await self._schema()
+        async with self._lock:
+            await self._store._execute(
+                "DELETE FROM agent_printer_configs WHERE branch_id = ? AND agent_id = ?",
+                (branch_id, agent_id),
+            )
+            await publish_retained(
+                self._settings.mqtt,
+                self._settings.instance_id,
+                config_topic(branch_id, agent_id),
+                b"",
+            )
+
     async def get(self, branch_id: str, agent_id: str) -> AgentPrintersView:
         _check_ids(branch_id, agent_id)
         stored = await self._stored(branch_id, agent_id)
