@@ -81,12 +81,19 @@ def parse_printers(raw: bytes, source: str = "printers") -> list[PrinterConfig]:
     return printers
 
 
+def is_local(remote: PrintersConfig) -> bool:
+    """``printers: null``: the cloud hands the printers back to the agent's TOML."""
+    return bytes(remote.printers).strip() == b"null"
+
+
 def load_applied(config: AgentConfig) -> tuple[AgentConfig, int]:
     """``config`` with the printers of the last applied remote configuration, and its version
     (0 and ``config`` unchanged when there is none or it cannot be read)."""
     path = config.data_path / REMOTE_CONFIG_FILE
     try:
         stored = decode_printers_config(path.read_bytes())
+        if is_local(stored):
+            return config, stored.version
         printers = parse_printers(bytes(stored.printers))
     except FileNotFoundError:
         return config, 0
@@ -124,13 +131,8 @@ class RemoteConfig:
 
     def receive(self, payload: bytes) -> None:
         """A message on the config topic (called on the event loop; never raises)."""
-        if not payload:  # the cloud cleared it: back to the TOML's printers
-            if self.version == 0:
-                return
-            config = PrintersConfig(version=0, printers=msgspec.Raw(b"null"))
-            self._pending = config
-            self._schedule()
-            return
+        if not payload:
+            return  # a cleared topic: the cloud hands printers back with a version instead
         try:
             config = decode_printers_config(payload)
         except ProtocolError as exc:
@@ -172,8 +174,8 @@ class RemoteConfig:
         """Validate ``remote`` and apply it, or refuse it as a whole."""
         agent = self._agent
         assert agent is not None, "attach() the agent first"
-        local = bytes(remote.printers) == b"null"  # cleared: the TOML's printers again
-        if remote.version <= self.version and not (local and self.version > 0):
+        local = is_local(remote)
+        if remote.version <= self.version:
             return
         current = {p.name: p for p in self.config.printers}
         try:
@@ -212,14 +214,11 @@ class RemoteConfig:
         for slot in removed:
             await _fail_waiting(agent.jobs, slot.backend.name, agent.agent_id)
         path = agent.config.data_path / REMOTE_CONFIG_FILE
-        if local:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        else:
-            await asyncio.to_thread(_write_atomic, path, encode(remote))
+        await asyncio.to_thread(_write_atomic, path, encode(remote))
         self.config = msgspec.structs.replace(self.config, printers=printers)
         agent.config = msgspec.structs.replace(agent.config, printers=printers)
         self.version = remote.version
-        if self.error is not None and (local or self.error.version <= remote.version):
+        if self.error is not None and self.error.version <= remote.version:
             self.error = None
         log.info(
             "printer configuration %d applied: %s (%d opened)",

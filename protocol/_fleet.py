@@ -25,6 +25,9 @@ from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
 class PrintersConfig(_Wire, kw_only=True, frozen=True):
     """An agent's printers as the cloud manages them.
 
+    ``printers: null`` hands them back to the agent's own TOML (a version like any other, so
+    an agent offline when it was sent still gets it).
+
     ``printers`` holds the printer tables of the agent's TOML config, as JSON (a list of objects
     with ``kind``, ``name``, ...); the agent decodes them with its own schema, so a kind or key it
     does not know is refused by the agent itself, with the path of the bad key.

@@ -247,7 +247,7 @@ class AgentStatus(_Wire, kw_only=True, frozen=True):
     #: Printers the agent can see but has not configured (CUPS queues), so the dashboard can
     #: offer them; configured ones are in ``printers``.
     discovered: list[str] = []
-    #: Version of the remote printer configuration in use (0: the printers of the local TOML).
+    #: Version of the remote printer configuration in use (0: never configured from the cloud).
     config_version: int = 0
     #: The newest remote configuration the agent refused, while it keeps ``config_version``.
     config_error: ConfigRejection | None = None

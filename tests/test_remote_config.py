@@ -261,13 +261,21 @@ def test_delete_hands_the_printers_back_to_the_toml(
         printers = [{"kind": "virtual", "name": "BAR", "directory": str(tmp_path / "bar")}]
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
         _poll("the agent to apply it", lambda: _applied(http, agent, version))
-        assert http.delete(_url(agent)).status_code == 204
-        view = _poll("the TOML's printers again", lambda: _applied(http, agent, 0))
-        assert view["version"] == 0 and [p["name"] for p in view["printers"]] == ["POS-80C"]
+        cleared = http.delete(_url(agent))
+        assert cleared.status_code == 200, cleared.text
+        back = cleared.json()["version"]
+        assert back > version and cleared.json()["local"]
+        view = _poll("the TOML's printers again", lambda: _applied(http, agent, back))
+        assert view["local"] and [p["name"] for p in view["printers"]] == ["POS-80C"]
         ok = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
         assert ok.status_code == 200, ok.text
         assert agent.process.pid == pid
-        assert not (agent.data_dir / "remote-config.json").exists()
+        # a restart keeps the TOML's printers (the hand-back is kept like any configuration)
+        agent.process.stop()
+        stack.wait_agent(agent.branch_id, agent.agent_id, online=False)
+        agent.process.start()
+        stack.wait_agent(agent.branch_id, agent.agent_id)
+        _poll("the same version after restart", lambda: _applied(http, agent, back))
         # and a new configuration applies as before
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
         _poll("the agent to apply it again", lambda: _applied(http, agent, version))

@@ -40,15 +40,15 @@ class AgentPrintersController(Controller):
         check_branch(principal_of(request), branch_id)
         return await printer_config_service.put(branch_id, agent_id, data.printers)
 
-    @delete("/", summary="Hand an agent's printers back to its local config")
+    @delete("/", status_code=200, summary="Hand an agent's printers back to its local config")
     async def clear_printers(
         self,
         request: Request[Any, Any, Any],
         branch_id: str,
         agent_id: str,
         printer_config_service: PrinterConfigService,
-    ) -> None:
-        """The agent goes back to the printers of its TOML, without a restart (the same way
-        as a new configuration: ``GET`` shows ``applied_version`` 0 once it did)."""
+    ) -> AgentPrintersView:
+        """The agent goes back to the printers of its TOML, without a restart: a new version
+        like any other (``local`` true), retained for an agent that is offline now."""
         check_branch(principal_of(request), branch_id)
-        await printer_config_service.clear(branch_id, agent_id)
+        return await printer_config_service.clear(branch_id, agent_id)

@@ -72,6 +72,8 @@ class AgentPrintersView(msgspec.Struct, kw_only=True, frozen=True):
     applied_version: int | None
     #: True once the agent runs ``version``.
     applied: bool
+    #: True when the agent uses the printers of its own TOML (never set here, or handed back).
+    local: bool
     #: The newest version the agent refused and why (it keeps ``applied_version``).
     agent_error: ConfigRejection | None
     agent_online: bool
@@ -123,6 +125,10 @@ class PrinterConfigService:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"{len(raw)} bytes of printers: more than an MQTT message carries here",
             )
+        await self._store_and_publish(branch_id, agent_id, raw)
+        return await self.get(branch_id, agent_id)
+
+    async def _store_and_publish(self, branch_id: str, agent_id: str, raw: bytes) -> None:
         async with self._lock:  # one version at a time from this instance
             stored = await self._stored(branch_id, agent_id)
             version = max((stored[0] + 1) if stored else 1, time.time_ns() // 1_000_000)
@@ -135,23 +141,13 @@ class PrinterConfigService:
                 config_topic(branch_id, agent_id),
                 encode(message),
             )
-        return await self.get(branch_id, agent_id)
 
-    async def clear(self, branch_id: str, agent_id: str) -> None:
-        """Forget the cloud's configuration: the agent goes back to its TOML's printers."""
+    async def clear(self, branch_id: str, agent_id: str) -> AgentPrintersView:
+        """Hand the agent's printers back to its TOML, as a new version (``printers: null``):
+        retained like any other, so an agent offline now gets it when it comes back."""
         _check_ids(branch_id, agent_id)
-        await self._schema()
-        async with self._lock:
-            await self._store._execute(
-                "DELETE FROM agent_printer_configs WHERE branch_id = ? AND agent_id = ?",
-                (branch_id, agent_id),
-            )
-            await publish_retained(
-                self._settings.mqtt,
-                self._settings.instance_id,
-                config_topic(branch_id, agent_id),
-                b"",
-            )
+        await self._store_and_publish(branch_id, agent_id, b"null")
+        return await self.get(branch_id, agent_id)
 
     async def get(self, branch_id: str, agent_id: str) -> AgentPrintersView:
         _check_ids(branch_id, agent_id)
@@ -161,12 +157,11 @@ class PrinterConfigService:
             raise ApiError(ErrorCode.NOT_FOUND, f"agent {branch_id}/{agent_id} not found")
         status = record.status if record else None
         applied = status.config_version if status else None
-        if stored is not None:
-            version, raw, updated_at = stored
-            printers = msgspec.json.decode(raw)
-        else:
-            # Never configured from here: the agent's own printers, as far as its status says.
-            version, updated_at = 0, None
+        version, updated_at = (stored[0], stored[2]) if stored else (0, None)
+        printers = msgspec.json.decode(stored[1]) if stored else None
+        local = printers is None
+        if printers is None:
+            # The agent's own printers (its TOML), as far as its status says.
             printers = [{"name": p.name, "kind": p.kind} for p in status.printers] if status else []
         error = status.config_error if status else None
         return AgentPrintersView(
@@ -177,6 +172,7 @@ class PrinterConfigService:
             updated_at=updated_at,
             applied_version=applied,
             applied=applied == version,
+            local=local,
             agent_error=error if error is not None and error.version >= (applied or 0) else None,
             agent_online=record.online() if record else False,
         )
