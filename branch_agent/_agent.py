@@ -33,6 +33,7 @@ from protocol import (
     PrintJobParams,
     ProtocolError,
     TopicKind,
+    UpdateInfo,
     connect_properties,
     decode_params,
     decode_request,
@@ -50,7 +51,8 @@ from protocol import (
 )
 
 from ._config import AgentConfig, MqttSettings
-from ._discovery import discovered_printers
+from ._discovery import discovered
+from ._fleet import Fleet
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
 from ._mqtt import BrokerRotation, ManualAckClient, reachable
@@ -79,6 +81,9 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, *, ledger_writer: Writer | None = None) -> None:
+        #: Remote printer configuration and signed updates (the printers the cloud last set).
+        self.fleet = Fleet(config)
+        config = self.fleet.agent_config
         self.config = config
         self.branch_id = config.branch_id
         self.agent_id = config.agent_id
@@ -113,6 +118,7 @@ class Agent:
         self._workers: list[asyncio.Task[None]] = []
         self._process = psutil.Process()
         self._process.cpu_percent()
+        self.fleet.attach(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -231,13 +237,16 @@ class Agent:
             try:
                 async with self._client_for_session(mqtt) as client:
                     self._client = client
-                    await client.subscribe(self._req_topic, qos=1)
+                    # One SUBSCRIBE: requests, and the retained printer config and releases.
+                    topics = (self._req_topic, *self.fleet.topics())
+                    await client.subscribe([(t, 1) for t in topics])
                     await client.publish(
                         self._presence_topic, self._presence("online"), qos=1, retain=True
                     )
                     await self._publish_status(client)
                     self._connected.set()
                     brokers.connected()
+                    self.fleet.on_connected()
                     log.info(
                         "connected to %s:%s as session %d", mqtt.host, mqtt.port, self._session
                     )
@@ -389,6 +398,7 @@ class Agent:
 
     def status(self) -> AgentStatus:
         now = time.time()
+        found = discovered(self.config, on_change=self._status_dirty.set)
         with self._process.oneshot():
             cpu = self._process.cpu_percent()
             rss = self._process.memory_info().rss
@@ -405,7 +415,11 @@ class Agent:
             queue_depth=self.jobs.queue_depth,
             printers=[p.state() for p in self.printers.values()],
             at=now,
-            discovered=discovered_printers(self.config),
+            discovered=[p.name for p in found],
+            discovered_printers=found,
+            config_version=self.fleet.config.version,
+            config_error=self.fleet.config.error,
+            update=self.fleet.updater.info if self.fleet.updater else UpdateInfo(),
         )
 
     # --- requests --------------------------------------------------------------------------
@@ -435,6 +449,8 @@ class Agent:
 
     def _intake(self, message: aiomqtt.Message) -> Intake:
         """Validate one request into what the job ledger records (or a typed refusal)."""
+        if self.fleet.handle(message):  # printer configuration, releases
+            return None
         reply_to, correlation = self._reply_target(message)
         job_id = None
         if correlation is not None:

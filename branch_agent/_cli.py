@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import msgspec
+
 from protocol import ErrorCode
 
 from ._config import AgentConfig, default_config_path, load_config
@@ -196,6 +198,13 @@ def printers_command(
         raw = "raw" if queue.is_raw else "driver: " + queue.make_and_model
         accepting = "" if queue.accepting else ", not accepting jobs"
         print(f"  {queue.name}  {queue.device_uri}  ({raw}{accepting})", file=out)
+    print("Discovered USB and network printers, not configured:", file=out)
+    for device in found.devices:
+        print(f"  {device.name}  {device.description}", file=out)
+    for error in found.device_errors:
+        print(f"  ({error})", file=out)
+    if not found.devices and not found.device_errors:
+        print("  (none)", file=out)
     return EXIT_OK
 
 
@@ -238,6 +247,8 @@ def _printers_json(
             for q in found.queues
         ],
         "discovery_error": found.error,
+        "discovered_devices": [msgspec.to_builtins(d) for d in found.devices],
+        "device_errors": found.device_errors,
     }
 
 

@@ -93,6 +93,35 @@ class DiscoverySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
     cups_server: str | None = None
     #: Seconds between two listings (the status snapshot carries the last one).
     interval: float = 60.0
+    #: List USB printers (printer-class devices, receipt printer makers); needs the ``usb``
+    #: extra and libusb, off by itself where they are missing.
+    usb: bool = True
+    #: Probe port ``network_port`` on every host of ``network_subnets`` (default: the
+    #: machine's own IPv4 subnets, at most a /24 each). Off unless the shop's owner wants it.
+    network: bool = False
+    network_subnets: list[str] = []
+    network_port: int = 9100
+    #: Seconds to wait for each host's connection.
+    network_timeout: float = 0.5
+    #: Subnets with more addresses than this are refused rather than scanned.
+    network_max_hosts: int = 1024
+
+
+class UpdateSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Signed auto-update (docs/updates.md); the agent must run under ``agent supervise``."""
+
+    #: The release channel followed (``stable``, ``beta``, ...).
+    channel: str = "stable"
+    #: Base64 raw Ed25519 public key releases must be signed with.
+    public_key: str
+    #: HTTPS base URL the artifacts are downloaded from (``{base_url}/{artifact}``).
+    base_url: str
+    #: CA file to verify ``base_url`` with (default: the system's CAs).
+    ca_file: str | None = None
+    #: Install root of the side-by-side versions (what ``agent supervise --root`` names).
+    root: str
+    #: Seconds a new version has to come online before the supervisor rolls it back.
+    online_timeout: float = 120.0
 
 
 class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -103,6 +132,7 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     mqtt: MqttSettings
     printers: list[PrinterConfig] = []
     discovery: DiscoverySettings = DiscoverySettings()
+    update: UpdateSettings | None = None
     #: Seconds between status heartbeats (a change is published at once, whatever this says).
     heartbeat_interval: float = 30.0
     #: Seconds a status stays valid (its Message Expiry Interval); default 3 heartbeats. The
@@ -225,6 +255,19 @@ def parse_config(
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: printers: names must be unique, got {names}")
+    if config.update is not None:
+        try:
+            validate_id(config.update.channel, "update.channel")
+        except ProtocolError as exc:
+            raise ConfigError(f"{source}: {exc.message}") from exc
+        if not config.update.base_url.startswith("https://"):
+            raise ConfigError(f"{source}: update.base_url must start with https://")
+        from ._update import load_public_key
+
+        try:
+            load_public_key(config.update.public_key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
     for i, endpoint in enumerate(config.mqtt.endpoints()):
         where = f"mqtt.brokers[{i}].port" if config.mqtt.brokers else "mqtt.port"
         if not 1 <= endpoint.port <= 65535:

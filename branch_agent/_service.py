@@ -102,21 +102,22 @@ def loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractE
     return asyncio.new_event_loop
 
 
-async def serve(config: AgentConfig, *, platform: str = sys.platform) -> None:
-    """Run an agent until a stop signal (or :meth:`Agent.stop`) ends it gracefully."""
+async def serve(config: AgentConfig, *, platform: str = sys.platform) -> int:
+    """Run an agent until a stop signal (or :meth:`Agent.stop`) ends it gracefully; the exit
+    code (75: an update was installed, restart into it)."""
     agent = Agent(config)
     restore = install_stop_handlers(asyncio.get_running_loop(), agent.stop, platform)
     try:
         await agent.run()
     finally:
         restore()
+    return agent.fleet.exit_code
 
 
 def run_service(config: AgentConfig) -> int:
     """``printermaster agent run``: serve in this process until stopped; the exit code."""
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(config))
+            return runner.run(serve(config))
     except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
         return 130
-    return 0

@@ -19,7 +19,9 @@ from typing import Any, Final, NamedTuple
 from protocol import (
     ALL_PRESENCE,
     ALL_STATUS,
+    RELEASE_PREFIX,
     TOPIC_PREFIX,
+    branch_release_topic,
     is_valid_id,
     presence_topic,
     probe_topic,
@@ -97,6 +99,10 @@ def agent_role(branch_id: str, agent_id: str) -> Role:
             _write(status_topic(branch_id, agent_id)),
             _write(f"{TOPIC_PREFIX}/{branch_id}/reply/+"),
             _write(probe_topic(branch_id, agent_id)),
+            # Signed releases (docs/updates.md): the branch's pin and the channels' manifests,
+            # read-only. Its printer configuration (``req/config``) is covered by ``req/#``.
+            *_read(branch_release_topic(branch_id)),
+            *_read(f"{RELEASE_PREFIX}/+"),
         ),
     )
 
@@ -110,6 +116,9 @@ def cloud_role() -> Role:
             *_read(ALL_PRESENCE),
             *_read(ALL_STATUS),
             *_read(f"{TOPIC_PREFIX}/+/reply/+"),
+            _write(f"{TOPIC_PREFIX}/+/agents/+/req/config"),
+            _write(f"{TOPIC_PREFIX}/+/release"),
+            _write(f"{RELEASE_PREFIX}/+"),
         ),
     )
 

@@ -36,8 +36,9 @@ from .console import (
 from .fleet import FleetController
 from .instances import InstanceLeases, InstancesController
 from .jobs import JobsController, JobService
-from .printers import PrintersController
+from .printers import AgentPrintersController, PrinterConfigService, PrintersController
 from .provisioning import ProvisioningController, ProvisioningService
+from .releases import ReleasesController, ReleaseService
 from .store import Store, open_store
 
 log = logging.getLogger("cloud_api")
@@ -54,6 +55,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     metrics = Metrics(registry, link)
     event_feed = EventFeed(registry)
     holder: dict[str, Any] = {}
+    fleet: dict[str, PrinterConfigService | ReleaseService] = {}
     provisioning_service = ProvisioningService(settings)
     # the database-backed key store replaces this one when the lifespan opens the store, before
     # the first request is served
@@ -76,6 +78,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
         instances = holder["instances"] = InstanceLeases(settings, store, brokers, jobs.adopt)
         readiness.add("lease", instances.check)
+        fleet["printers"] = PrinterConfigService(store, settings, registry)
+        fleet["releases"] = ReleaseService(store, settings, settings.release_public_key)
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         lease_task = asyncio.create_task(instances.run(), name="instance-lease")
@@ -109,6 +113,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         ),
         "api_key_service": Provide(lambda: api_key_service, use_cache=True, sync_to_thread=False),
         "event_feed": Provide(lambda: event_feed, use_cache=True, sync_to_thread=False),
+        "printer_config_service": Provide(lambda: fleet["printers"], sync_to_thread=False),
+        "release_service": Provide(lambda: fleet["releases"], sync_to_thread=False),
     }
     v1 = Router(
         path="/",
@@ -123,6 +129,8 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             JobSearchController,
             EventFeedController,
             InstancesController,
+            AgentPrintersController,
+            ReleasesController,
         ],
         middleware=[authenticated(authenticator)],
     )

@@ -38,6 +38,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.PRINT_TIMEOUT: 504,
     ErrorCode.BROKER_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.CONFIG_INVALID: 422,
+    ErrorCode.UPDATE_REFUSED: 422,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,

@@ -124,6 +124,9 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    #: Base64 Ed25519 public key of the release signers: a release whose signature does not
+    #: verify is refused at ``POST /v1/releases`` (the agents check it again with their copy).
+    release_public_key: str | None = None
 
 
 class SettingsError(Exception):

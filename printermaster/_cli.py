@@ -22,7 +22,8 @@ def _agent_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM (systemd), Ctrl+C (WinSW on Windows, a terminal) and Ctrl+Break: offline first
+    # SIGTERM (systemd), Ctrl+C (WinSW on Windows, a terminal) and Ctrl+Break: offline first;
+    # exit code 75 asks the supervisor to restart into the version just installed
     return run_service(config)
 
 
@@ -105,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_agent_parser(sub)
 
+    from ._fleet_cli import add_release_parser
     from ._provision_cli import add_parser as add_broker_parser
 
     add_broker_parser(sub)
+    add_release_parser(sub)
     return parser
 
 
@@ -122,6 +125,9 @@ def _add_agent_parser(sub: Any) -> None:
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
+    from ._fleet_cli import add_agent_commands as add_fleet_commands
+
+    add_fleet_commands(agent_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,10 @@ class ErrorCode(enum.StrEnum):
     CANCELLED = "CANCELLED"
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    #: A remote printer configuration the agent refused (it keeps the one it had).
+    CONFIG_INVALID = "CONFIG_INVALID"
+    #: A release the agent refused: bad signature, hash mismatch, failed download or install.
+    UPDATE_REFUSED = "UPDATE_REFUSED"
     # Failures of the HTTP edge itself (never sent by an agent).
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"

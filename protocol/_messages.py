@@ -195,6 +195,39 @@ def blocking_condition(
     return None
 
 
+class DiscoveredPrinter(_Wire, kw_only=True, frozen=True):
+    """A printer the agent found and has not configured (CUPS queue, USB device, port 9100)."""
+
+    kind: str
+    #: A suggested printer id (``usb-04b8-0e15``, ``net-192.168.1.50-9100``, the CUPS queue).
+    name: str
+    description: str = ""
+    #: A printer table ready for ``PUT .../agents/{a}/printers`` (rename it at will).
+    config: dict[str, str | int] = {}
+
+
+class ConfigRejection(_Wire, kw_only=True, frozen=True):
+    """A configuration version the agent refused, and why; it keeps the one it had."""
+
+    version: int
+    error: ErrorInfo
+
+
+class UpdateInfo(_Wire, kw_only=True, frozen=True):
+    """Where an agent stands with updates (in its status).
+
+    ``state``: ``disabled`` (no update settings), ``current`` (runs what it should), ``pinned``
+    (its branch is pinned to ``target``, which it runs), ``not_selected`` (outside the staged
+    rollout of ``target``), ``installing``, ``refused`` (``target`` failed verification or
+    installation: ``error``), ``rolled_back`` (``target`` did not come online in time).
+    """
+
+    channel: str = ""
+    state: str = "disabled"
+    target: str = ""
+    error: ErrorInfo | None = None
+
+
 class AgentStatus(_Wire, kw_only=True, frozen=True):
     """Retained on the agent's status topic: its printers and its own health."""
 
@@ -214,3 +247,11 @@ class AgentStatus(_Wire, kw_only=True, frozen=True):
     #: Printers the agent can see but has not configured (CUPS queues), so the dashboard can
     #: offer them; configured ones are in ``printers``.
     discovered: list[str] = []
+    #: Version of the remote printer configuration in use (0: never configured from the cloud).
+    config_version: int = 0
+    #: The newest remote configuration the agent refused, while it keeps ``config_version``.
+    config_error: ConfigRejection | None = None
+    #: Where the agent stands with signed updates.
+    update: UpdateInfo = UpdateInfo()
+    #: What ``discovered`` names, with how to configure each (USB and network printers).
+    discovered_printers: list[DiscoveredPrinter] = []

@@ -109,3 +109,35 @@ def parse_topic(topic: str) -> Topic:
         if kind is not None and is_valid_id(branch_id) and is_valid_id(name):
             return Topic(kind, branch_id, name)
     raise InvalidTopic(f"not a PrinterMaster topic: {topic[:200]!r}")
+
+
+# --- remote configuration and releases ------------------------------------------------------
+#
+#     pm/v1/{branch}/agents/{agent}/req/config   cloud -> agent   retained printer configuration
+#     pm/v1/{branch}/release                 cloud -> agents  retained version pin of a branch
+#     pm/releases/v1/{channel}               cloud -> agents  retained release manifest
+
+#: Release channels live outside ``pm/v1/{branch}/...``: a channel name can never be read as a
+#: branch id, and no branch-scoped ACL rule reaches them.
+RELEASE_PREFIX: Final = "pm/releases/v1"
+
+
+def config_topic(branch_id: str, agent_id: str) -> str:
+    """Retained, versioned printer configuration of one agent (only the cloud writes it).
+
+    Below ``req`` like the doctor's probe: the agent's one ``req/#`` read rule covers it (every
+    ACL rule slows provisioning down), and the agent, subscribed to ``req`` exactly, never
+    mistakes it for a request."""
+    return f"{request_topic(branch_id, agent_id)}/config"
+
+
+def branch_release_topic(branch_id: str) -> str:
+    """Retained version pin of a branch: empty, or the signed manifest its agents must run."""
+    validate_id(branch_id, "branch id")
+    return f"{TOPIC_PREFIX}/{branch_id}/release"
+
+
+def channel_release_topic(channel: str) -> str:
+    """Retained signed release manifest of one channel (``stable``, ``beta``, ...)."""
+    validate_id(channel, "channel")
+    return f"{RELEASE_PREFIX}/{channel}"

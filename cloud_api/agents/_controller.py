@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 
-from protocol import PrinterState
+from protocol import ConfigRejection, DiscoveredPrinter, PrinterState, UpdateInfo
 
 from .._auth import check_branch, principal_of
 from .._registry import BLOCKING, AgentRecord, Liveness, Problem, Registry, printer_problems
@@ -24,8 +24,16 @@ class AgentView(msgspec.Struct, kw_only=True, frozen=True):
     version: str
     last_seen: float | None
     printers: list[str]
-    #: Printers the agent sees but has not configured (CUPS queues), to offer in the dashboard.
+    #: Printers the agent sees but has not configured ("discovered, not configured": CUPS
+    #: queues, USB printers, network printers on port 9100), to offer in the dashboard.
     discovered: list[str] = []
+    #: The same, each with a printer table ready for ``PUT .../agents/{a}/printers``.
+    discovered_printers: list[DiscoveredPrinter] = []
+    #: Remote printer configuration in use (0: the agent's TOML), and the last one it refused.
+    config_version: int = 0
+    config_error: ConfigRejection | None = None
+    #: Where the agent stands with signed updates (channel, state, target version).
+    update: UpdateInfo = UpdateInfo()
 
 
 class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
@@ -50,10 +58,18 @@ def agent_view(record: AgentRecord, now: float) -> AgentView:
         online=state is Liveness.ONLINE,
         state=state,
         session=record.session,
-        version=record.presence.version if record.presence else "",
+        version=(
+            status.version
+            if status and status.version
+            else (record.presence.version if record.presence else "")
+        ),
         last_seen=record.last_seen or None,
         printers=[p.name for p in status.printers] if status else [],
         discovered=list(status.discovered) if status else [],
+        discovered_printers=list(status.discovered_printers) if status else [],
+        config_version=status.config_version if status else 0,
+        config_error=status.config_error if status else None,
+        update=status.update if status else UpdateInfo(),
     )
 
 

@@ -49,6 +49,8 @@ class BranchSummary(msgspec.Struct, kw_only=True):
     agents_online: int = 0
     agents_offline: int = 0
     printers: PrinterCounts = msgspec.field(default_factory=PrinterCounts)
+    #: Agents per software version they run ("" when not known yet): how far a rollout got.
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -61,6 +63,7 @@ class FleetTotals(msgspec.Struct, kw_only=True):
     agents_online: int = 0
     agents_offline: int = 0
     printers: PrinterCounts = msgspec.field(default_factory=PrinterCounts)
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class FleetSummary(msgspec.Struct, kw_only=True):
@@ -82,6 +85,8 @@ def summarize_branch(registry: Registry, branch_id: str, now: float) -> BranchSu
             summary.agents_online += 1
         else:
             summary.agents_offline += 1
+        version = record.status.version if record.status else ""
+        summary.versions[version] = summary.versions.get(version, 0) + 1
         if record.status is not None:
             for printer in record.status.printers:
                 summary.printers.add(printer_problems(printer, online))
@@ -108,6 +113,8 @@ def summarize(
         totals.agents_online += summary.agents_online
         totals.agents_offline += summary.agents_offline
         totals.printers.merge(summary.printers)
+        for version, count in summary.versions.items():
+            totals.versions[version] = totals.versions.get(version, 0) + count
         if (after is not None and branch_id <= after) or (problems_only and summary.healthy):
             continue
         if len(page) < limit:

@@ -1,5 +1,13 @@
-"""Printers: test prints."""
+"""Printers: test prints, and agents' printer configurations managed from the cloud."""
 
+from ._config_controller import AgentPrintersController
+from ._config_service import AgentPrintersView, PrinterConfigService
 from ._controller import PrintersController, TestPrintOutcome
 
-__all__ = ["PrintersController", "TestPrintOutcome"]
+__all__ = [
+    "AgentPrintersController",
+    "AgentPrintersView",
+    "PrinterConfigService",
+    "PrintersController",
+    "TestPrintOutcome",
+]
