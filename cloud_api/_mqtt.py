@@ -64,11 +64,12 @@ class MqttLink:
         self,
         settings: ApiSettings,
         registry: Registry,
-        on_reply: Callable[[str, bytes | None, bytes], None],
+        on_reply: Callable[[str, str, bytes | None, bytes], None],
     ) -> None:
         self.settings = settings
         self.registry = registry
-        #: called with (branch id, correlation data, payload) for every reply
+        #: called with (branch id, agent id, correlation data, payload) for every reply; the
+        #: agent id comes from the topic, which the broker lets only that agent publish on
         self.on_reply = on_reply
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -165,7 +166,12 @@ class MqttLink:
         props = message.properties
         match topic.kind:
             case TopicKind.REPLY:
-                self.on_reply(topic.branch_id, getattr(props, "CorrelationData", None), payload)
+                self.on_reply(
+                    topic.branch_id,
+                    topic.agent_id,
+                    getattr(props, "CorrelationData", None),
+                    payload,
+                )
             case TopicKind.PRESENCE:
                 self.registry.on_presence(
                     topic.branch_id, topic.name, payload, live=not message.retain

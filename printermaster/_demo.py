@@ -26,7 +26,10 @@ def _port(wanted: int | None, default: int) -> int:
 
 def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) -> int:
     stack = Stack(
-        Path(state_dir), mqtt_port=_port(mqtt_port, 1883), http_port=_port(http_port, 8000)
+        Path(state_dir),
+        mqtt_port=_port(mqtt_port, 1883),
+        http_port=_port(http_port, 8000),
+        debug_login=False,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -44,6 +47,7 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
             stack.add_agent(BRANCH_ID, AGENT_ID, [PRINTER_ID])
         took = stack.wait_agent(BRANCH_ID, AGENT_ID)
         handle = stack.agents[key]
+        debug = stack.branch_debug_creds(BRANCH_ID)
         info = {
             "api_url": stack.api_url,
             "api_token": stack.api_token,
@@ -52,8 +56,8 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
             "branch_id": BRANCH_ID,
             "agent_id": AGENT_ID,
             "printer_id": PRINTER_ID,
-            "debug_username": stack.creds("debug").username,
-            "debug_password": stack.creds("debug").password,
+            "debug_username": debug.username,
+            "debug_password": debug.password,
             "virtual_printer_dir": str(handle.printer_dir(PRINTER_ID)),
             "mqtt_tls_port": stack.tls_port,
             "mqtt_websockets_port": stack.websockets_port,

@@ -128,11 +128,15 @@ class Stack:
         http_port: int,
         api_overrides: dict[str, Any] | None = None,
         tls: bool = True,
+        debug_login: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.mqtt_port = mqtt_port
         self.http_port = http_port
         self.api_overrides = api_overrides or {}
+        #: the test suite's own ``debug`` login for every branch (not bound to a client id);
+        #: the demo has none and gets a login for its one branch (:meth:`branch_debug_creds`)
+        self.debug_login = debug_login
         # Like production: a plain listener (loopback only), MQTT over TLS and MQTT over
         # WebSockets+TLS, with a CA of the stack's own that provisioned agents verify.
         self.tls_port = free_port() if tls else None
@@ -184,16 +188,36 @@ class Stack:
     def start_broker(self) -> None:
         cfg = self.broker.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        write_initial_dynsec(
-            cfg.dynsec_path,
-            self.creds("admin"),
-            clients=[(self.creds("cloud"), [CLOUD_ROLE]), (self.creds("debug"), [DEBUG_ROLE])],
-            roles=[cloud_role(), debug_role()],
-        )
+        clients: list[Any] = [(self.creds("cloud"), [CLOUD_ROLE])]
+        roles = [cloud_role()]
+        if self.debug_login:
+            clients.append((self.creds("debug"), [DEBUG_ROLE]))
+            roles.append(debug_role())
+        write_initial_dynsec(cfg.dynsec_path, self.creds("admin"), clients=clients, roles=roles)
         self.broker.start()
 
     def admin(self) -> DynSecAdmin:
         return DynSecAdmin("127.0.0.1", self.mqtt_port, self.creds("admin"))
+
+    def branch_debug_creds(self, branch_id: str, name: str = "debug") -> Credentials:
+        """A debug login for one branch (bound to its client id), made once and kept in
+        ``secrets.json`` with the stack's other secrets."""
+        key = f"debug:{branch_id}:{name}"
+        if key not in self.secrets:
+
+            async def add() -> Credentials:
+                async with self.admin() as admin:
+                    return await Provisioner(admin).add_debug(branch_id, name)
+
+            creds = asyncio.run(add())
+            self.secrets[key] = {"username": creds.username, "password": creds.password}
+            path = self.state_dir / "secrets.json"
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.secrets, fh, indent=2)
+            os.replace(tmp, path)
+        return self.creds(key)
 
     # --- agents ----------------------------------------------------------------------------
 

@@ -297,7 +297,7 @@ async def _request_reply(
 ) -> bytes:
     """Cloud (plain loopback) -> agent (listener under test) -> cloud; the reply payload."""
     req = request_topic(agent.branch_id, agent.agent_id)
-    reply = reply_topic(agent.branch_id, "api-test")
+    reply = reply_topic(agent.branch_id, "api-test", agent.agent_id)
     await cloud.publish(req, payload, qos=1)
     got = await _next_payload(agent_client)
     await agent_client.publish(reply, got[::-1], qos=1)
@@ -314,7 +314,7 @@ async def test_round_trip_with_only_the_ca(
         _client(tls_broker, agent.creds, transport, host=host) as agent_client,
     ):
         await agent_client.subscribe(request_topic(agent.branch_id, agent.agent_id), qos=1)
-        await cloud.subscribe(reply_topic(agent.branch_id, "api-test"), qos=1)
+        await cloud.subscribe(reply_topic(agent.branch_id, "api-test", agent.agent_id), qos=1)
         assert await _request_reply(cloud, agent_client, agent, b"ping-1") == b"1-gnip"
         # The largest payload the protocol allows crosses both listeners whole.
         big = secrets.token_bytes(MAX_PAYLOAD_BYTES)
@@ -504,7 +504,7 @@ async def test_publish_qos1_waits_for_each_puback(
 ) -> None:
     req = request_topic(agent.branch_id, agent.agent_id)
     props = request_properties(
-        response_topic=reply_topic(agent.branch_id, "api-1"), correlation_id="j"
+        response_topic=reply_topic(agent.branch_id, "api-1", agent.agent_id), correlation_id="j"
     )
     async with _client(tls_broker, agent.creds, "plain") as agent_client:
         await agent_client.subscribe(req, qos=1)

@@ -135,9 +135,18 @@ def test_topics_build_and_parse(branch: str, agent: str) -> None:
         (p.request_topic, p.TopicKind.REQUEST),
         (p.presence_topic, p.TopicKind.PRESENCE),
         (p.status_topic, p.TopicKind.STATUS),
-        (p.reply_topic, p.TopicKind.REPLY),
     ]:
-        assert p.parse_topic(build(branch, agent)) == p.Topic(kind, branch, agent)
+        assert p.parse_topic(build(branch, agent)) == p.Topic(kind, branch, agent, agent)
+
+
+@given(branch=ids, requester=ids, agent=ids)
+def test_reply_topics_name_the_answering_agent(branch: str, requester: str, agent: str) -> None:
+    topic = p.reply_topic(branch, requester, agent)
+    assert p.parse_topic(topic) == p.Topic(p.TopicKind.REPLY, branch, requester, agent)
+    assert p.reply_filter(requester) == f"pm/v1/+/reply/{requester}/+"
+    # the old form without the agent is no reply topic any more
+    with pytest.raises(p.InvalidTopic):
+        p.parse_topic(f"pm/v1/{branch}/reply/{requester}")
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "a b", "..", "x" * 65, "-lead", "a\x00"])

@@ -190,7 +190,14 @@ def test_debug_access_is_limited_to_its_branch(stack: Stack) -> None:
         assert probe.connect() == 0
         try:
             assert probe.subscribe(f"pm/v1/{branch_id}/agents/+/presence") == 1
-            assert probe.subscribe(login["reply_topic"]) == 1
+            assert probe.subscribe(login["reply_filter"]) == 1
+            assert login["reply_topic"] == f"pm/v1/{branch_id}/reply/debug/{{agent_id}}"
+            # the login and its sending twin: each under its own client id, and no other
+            assert Probe(stack.mqtt_port, creds, client_id="other-id").connect() == 0x87
+            sender = Probe(stack.mqtt_port, Credentials(login["send_username"], creds.password))
+            assert sender.connect() == 0
+            sender.close()
+            assert not probe._gone.is_set()
             assert probe.subscribe(f"pm/v1/{other}/agents/+/presence") == NOT_AUTHORIZED
             assert probe.subscribe("pm/v1/+/agents/+/presence") == NOT_AUTHORIZED
             assert probe.publish(f"pm/v1/{other}/agents/x/req", b"{}") == NOT_AUTHORIZED

@@ -94,8 +94,8 @@ class JobService:
         self.registry = registry
         self.correlator = correlator
         self.hub = JobHub()
-        #: job id -> its replies waiting to be applied, in arrival order
-        self._inbox: dict[str, collections.deque[tuple[str, Reply]]] = {}
+        #: job id -> its replies (branch, agent, reply) waiting to be applied, in arrival order
+        self._inbox: dict[str, collections.deque[tuple[str, str, Reply]]] = {}
         #: job id -> monotonic time this instance last published its request
         self._published: dict[str, float] = {}
         #: job id -> times the sweeper asked again since the job last changed state
@@ -247,7 +247,7 @@ class JobService:
             )
         )
         props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=job.id,
             expiry_s=remaining,
         )
@@ -278,10 +278,14 @@ class JobService:
 
     # --- replies ---------------------------------------------------------------------------
 
-    def on_reply(self, branch_id: str, correlation: bytes | None, payload: bytes) -> None:
-        """Route a reply: RPCs waited on in memory (cancel) first, then jobs from the store."""
+    def on_reply(
+        self, branch_id: str, agent_id: str, correlation: bytes | None, payload: bytes
+    ) -> None:
+        """Route a reply from ``agent_id`` (its reply topic says so, and the broker lets only
+        that agent publish there): RPCs waited on in memory (cancel) first, then jobs from the
+        store."""
         if correlation is not None and self.correlator.has(correlation):
-            self.correlator.deliver(branch_id, correlation, payload)
+            self.correlator.deliver(branch_id, agent_id, correlation, payload)
             return
         try:
             job_id = (correlation or b"").decode("ascii")
@@ -297,9 +301,9 @@ class JobService:
             return
         inbox = self._inbox.get(job_id)
         if inbox is not None:  # the job's task applies it after those before it
-            inbox.append((branch_id, reply))
+            inbox.append((branch_id, agent_id, reply))
             return
-        self._inbox[job_id] = collections.deque([(branch_id, reply)])
+        self._inbox[job_id] = collections.deque([(branch_id, agent_id, reply)])
         self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
     async def _apply_replies(self, job_id: str) -> None:
@@ -318,11 +322,11 @@ class JobService:
         finally:
             del self._inbox[job_id]
 
-    async def _apply(self, job_id: str, replies: list[tuple[str, Reply]]) -> None:
+    async def _apply(self, job_id: str, replies: list[tuple[str, str, Reply]]) -> None:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
-        move, and belong to the branch the reply came from (only the job's own branch may answer
-        it: anything else is forged)."""
-        steps = [_reply_step(branch_id, reply) for branch_id, reply in replies]
+        move, and belong to the branch and the agent the reply came from (only the agent the job
+        was sent to may answer it: anything else is forged)."""
+        steps = [_reply_step(branch_id, reply, agent_id) for branch_id, agent_id, reply in replies]
         timeline: list[JobEvent] | None = None
         if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
             # a test print waits to answer with the timeline: read it in the same operation
@@ -336,6 +340,7 @@ class JobService:
                     step.allowed_from,
                     step.cause,
                     in_branch=step.in_branch,
+                    from_agent=step.from_agent,
                     **step.fields,
                 )
             ]
@@ -347,9 +352,11 @@ class JobService:
                 self._changed(job_id, step.to, job, timeline if i == last else None)
         for step, job in zip(steps, changed, strict=True):
             if job is None:
-                await self._explain_dropped(job_id, step.in_branch)
+                await self._explain_dropped(job_id, step.in_branch, step.from_agent)
 
-    async def _explain_dropped(self, job_id: str, branch_id: str | None) -> None:
+    async def _explain_dropped(
+        self, job_id: str, branch_id: str | None, agent_id: str | None = None
+    ) -> None:
         """Log why a reply changed nothing (a late or repeated reply says nothing)."""
         job = await self.store.get_job(job_id)
         if job is None:
@@ -360,6 +367,13 @@ class JobService:
                 job_id,
                 branch_id,
                 job.branch_id,
+            )
+        elif agent_id is not None and job.agent_id != agent_id:
+            log.warning(
+                "dropping reply for job %s from agent %s: it was sent to agent %s",
+                job_id,
+                agent_id,
+                job.agent_id,
             )
 
     async def _transition(
@@ -548,11 +562,11 @@ class JobService:
             )
         )
         props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=cancel_id,
             expiry_s=self.settings.accept_timeout,
         )
-        with self.correlator.expect(cancel_id, job.branch_id) as pending:
+        with self.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
             await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
             try:
                 async with asyncio.timeout(self.settings.accept_timeout + 2):
@@ -690,8 +704,13 @@ _PRINTED_FROM: Final = frozenset(
 _FAILED_FROM: Final = frozenset({S.QUEUED, S.SENT, S.ACCEPTED, S.PRINTING})
 
 
-def _reply_step(branch_id: str, reply: Reply) -> Step:
-    """The transition a reply from ``branch_id`` asks for."""
+def _reply_step(branch_id: str, reply: Reply, agent_id: str | None = None) -> Step:
+    """The transition a reply from ``agent_id`` of ``branch_id`` asks for."""
+    step = _reply_step_of(branch_id, reply)
+    return step._replace(from_agent=agent_id)
+
+
+def _reply_step_of(branch_id: str, reply: Reply) -> Step:
     match reply:
         case Accepted():
             return Step(S.ACCEPTED, _ACCEPTED_FROM, "accepted by the agent", branch_id)

@@ -23,8 +23,9 @@ from broker import (
     DynSecAdmin,
     NotProvisioned,
     Provisioner,
+    debug_send_username,
 )
-from protocol import ErrorCode, ProtocolError, reply_topic
+from protocol import TOPIC_PREFIX, ErrorCode, ProtocolError, reply_filter
 
 from .._errors import ApiError
 from .._settings import ApiSettings
@@ -36,8 +37,14 @@ class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
     username: str
     password: str
     broker_url: str
-    #: Requests sent with this login should name this as their response topic.
+    #: The response topic of a request to agent A: ``{agent_id}`` replaced by A (each agent may
+    #: answer only on its own reply topics).
     reply_topic: str
+    #: Subscribe here for the replies of every agent of the branch.
+    reply_filter: str
+    #: Every login connects under its username as client id only (the broker refuses any
+    #: other): ``username`` listens, its twin ``send_username`` (same password) sends.
+    send_username: str
 
 
 class ProvisioningService:
@@ -127,7 +134,9 @@ class ProvisioningService:
             username=creds.username,
             password=creds.password,
             broker_url=BrokerEndpoint.from_settings(self.settings).url,
-            reply_topic=reply_topic(branch_id, "debug"),
+            reply_topic=f"{TOPIC_PREFIX}/{branch_id}/reply/debug/{{agent_id}}",
+            reply_filter=reply_filter("debug", branch_id),
+            send_username=debug_send_username(creds.username),
         )
 
     async def revoke_debug(self, branch_id: str, name: str) -> None:

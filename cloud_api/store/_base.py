@@ -156,10 +156,14 @@ _INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for 
 
 
 @functools.lru_cache(maxsize=256)
-def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool) -> str:
+def _update_sql(
+    sources: int, fields: tuple[str, ...], in_branch: bool, from_agent: bool = False
+) -> str:
     """The conditional update of a transition: ``sources`` states allowed, ``fields`` set."""
     sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
     where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
+    if from_agent:
+        where += " AND agent_id = ?"
     marks = ", ".join("?" for _ in range(sources))
     return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
 
@@ -178,6 +182,8 @@ class Step(NamedTuple):
     in_branch: str | None = None
     #: columns set with the state
     fields: Mapping[str, Any] = {}
+    #: only a job sent to this agent changes (a reply counts only from the job's own agent)
+    from_agent: str | None = None
 
 
 class Store(abc.ABC):
@@ -291,13 +297,14 @@ class Store(abc.ABC):
         *,
         at: float | None = None,
         in_branch: str | None = None,
+        from_agent: str | None = None,
         **fields: Any,
     ) -> JobRecord | None:
         """:meth:`transition`, returning the job as the change left it (None: not changed).
 
         With ``in_branch``, only a job of that branch changes (a reply is applied in one
         statement, its branch checked by the same conditional update)."""
-        step = Step(to, frozenset(allowed_from), cause, in_branch, fields)
+        step = Step(to, frozenset(allowed_from), cause, in_branch, fields, from_agent)
         first, then = self._step_sql(job_id, step, time.time() if at is None else at)
         rows = await self._write(first, then, only_if_rows=True)
         return row_to_job(rows[0]) if rows else None
@@ -333,7 +340,11 @@ class Store(abc.ABC):
         sources = [s.value for s in step.allowed_from]
         fields = step.fields
         keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
-        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None)
+        if step.from_agent is not None:
+            keys.append(step.from_agent)
+        sql = _update_sql(
+            len(sources), tuple(fields), step.in_branch is not None, step.from_agent is not None
+        )
         return (
             (sql, [step.to.value, at, *fields.values(), *keys, *sources]),
             [self._event_sql(job_id, step.to, at, step.cause)],
