@@ -128,15 +128,16 @@ def client_command(
     }
 
 
-def agent_client_commands(role: Role, creds: Credentials) -> list[dict[str, Any]]:
+def agent_client_commands(
+    role: Role, creds: Credentials, *, doctor: bool = True
+) -> list[dict[str, Any]]:
     """An agent's role and its two logins, both pinned to their own client id: the agent's
     (client id = username) and ``agent doctor``'s companion (same password and role)."""
-    doctor = Credentials(doctor_username(creds.username), creds.password)
-    return [
-        role_command(role),
-        client_command(creds, [role.name], clientid=creds.username),
-        client_command(doctor, [role.name], clientid=doctor.username),
-    ]
+    commands = [role_command(role), client_command(creds, [role.name], clientid=creds.username)]
+    if doctor:
+        companion = Credentials(doctor_username(creds.username), creds.password)
+        commands.append(client_command(companion, [role.name], clientid=companion.username))
+    return commands
 
 
 class DynSecAdmin:
@@ -229,9 +230,12 @@ class DynSecAdmin:
                     for command, correlation in zip(commands, correlations, strict=True)
                 ]
             }
-            await self._client.publish(_CONTROL, json.dumps(payload), qos=1)
-            # The plugin answers a message's commands together; allow time per command.
-            async with asyncio.timeout(self._timeout + 0.01 * len(commands)):
+            # The plugin runs a message's commands before the broker acknowledges it and answers
+            # them together, rewriting its whole JSON file per command (slower as it grows):
+            # allow time per command, for the PUBACK as for the answers.
+            allowed = self._timeout + 0.05 * len(commands)
+            await self._client.publish(_CONTROL, json.dumps(payload), qos=1, timeout=allowed)
+            async with asyncio.timeout(allowed):
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
             raise DynSecError(str(commands[0]["command"]), "no response from the broker") from exc
@@ -242,11 +246,14 @@ class DynSecAdmin:
     async def create_role(self, role: Role) -> None:
         await self.batch([role_command(role)])
 
-    async def create_agents(self, agents: Iterable[tuple[Role, Credentials]]) -> None:
-        """Provision many agents at once: each its role (with ACLs) and its client."""
+    async def create_agents(
+        self, agents: Iterable[tuple[Role, Credentials]], *, doctor: bool = True
+    ) -> None:
+        """Provision many agents at once: each its role (with ACLs) and its client (and, with
+        ``doctor``, its doctor's login: simulated agents need none)."""
         commands: list[dict[str, Any]] = []
         for role, creds in agents:
-            commands.extend(agent_client_commands(role, creds))
+            commands.extend(agent_client_commands(role, creds, doctor=doctor))
         await self.batch(commands)
 
     async def delete_role(self, name: str) -> None:

@@ -20,6 +20,7 @@ from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
+from ._owners import OwnerBook
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
@@ -37,12 +38,13 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     registry = Registry()
+    owners = OwnerBook(registry)
     link = MqttLink(settings, registry, on_reply=lambda *args: None)
     readiness = Readiness()
     readiness.add("broker", link.check)
     metrics = Metrics(registry, link)
     holder: dict[str, JobService] = {}
-    provisioning_service = ProvisioningService(settings)
+    provisioning_service = ProvisioningService(settings, owners)
     key_store = (
         JsonFileApiKeyStore(settings.api_keys_file)
         if settings.api_keys_file
@@ -54,6 +56,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         store: Store = await open_store(settings.store_url)
+        # Every known printer before the first broker message: a restart while the broker is
+        # away still knows them (503 BROKER_UNAVAILABLE, jobs stored queued, not 404).
+        await owners.open(store)
 
         async def store_check() -> tuple[bool, str]:
             await store.ping()
@@ -64,6 +69,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         link.on_reply = jobs.on_reply
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
+        owners_task = asyncio.create_task(owners.run(), name="printer-owners")
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -74,9 +80,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         try:
             yield
         finally:
-            for task in (jobs_task, mqtt_task):
+            for task in (jobs_task, mqtt_task, owners_task):
                 task.cancel()
-            await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
+            await asyncio.gather(jobs_task, mqtt_task, owners_task, return_exceptions=True)
             await jobs.aclose()
             await store.close()
 

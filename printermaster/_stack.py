@@ -231,7 +231,8 @@ class Stack:
         creds = [Credentials(agent_username(b, a), new_password()) for b, a in ids]
         async with self.admin() as admin:
             await admin.create_agents(
-                (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
+                ((agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)),
+                doctor=False,
             )
         return creds
 
@@ -335,7 +336,10 @@ class Stack:
         settings.update(self.api_overrides)
         return settings
 
-    def start_api(self, timeout: float = 20.0) -> None:
+    def start_api(self, timeout: float = 20.0, *, ready: bool = True) -> None:
+        """Start the API and wait until ``/readyz`` says ready (or, with ``ready`` False, until
+        it serves at all: ``/healthz``, e.g. while the broker is down)."""
+        probe = "/readyz" if ready else "/healthz"
         path = self.state_dir / "api.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -348,7 +352,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.api.running():
             try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.api_url}{probe}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

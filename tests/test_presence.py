@@ -266,11 +266,13 @@ def test_a_late_will_of_an_older_session_does_not_mark_the_agent_offline(
             agent_id=agent.agent_id,
             reason="connection lost",
         )
+        # (every login is bound to its client id: the agent's doctor login, same password and
+        # role, plays the second connection)
         old = _Mqtt(
             stack.mqtt_port,
-            creds["username"],
+            f"{creds['username']}:doctor",
             creds["password"],
-            unique_id("old-session-"),
+            f"{creds['username']}:doctor",
             will=(presence_topic(agent.branch_id, agent.agent_id), encode(stale)),
         )
         old.crash()

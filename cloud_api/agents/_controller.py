@@ -26,6 +26,9 @@ class AgentView(msgspec.Struct, kw_only=True, frozen=True):
     printers: list[str]
     #: Printers the agent sees but has not configured (CUPS queues), to offer in the dashboard.
     discovered: list[str] = []
+    #: A problem: printers this agent claims that belong to another agent of the branch. The
+    #: claims are ignored (jobs go to the owner); revoke the owner to move a printer.
+    refused_printers: list[str] = []
 
 
 class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
@@ -54,6 +57,7 @@ def agent_view(record: AgentRecord, now: float) -> AgentView:
         last_seen=record.last_seen or None,
         printers=[p.name for p in status.printers] if status else [],
         discovered=list(status.discovered) if status else [],
+        refused_printers=sorted(record.refused),
     )
 
 
@@ -63,6 +67,8 @@ def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
     online = record.online(now)
     views = []
     for p in record.status.printers:
+        if p.name in record.refused:
+            continue  # another agent's printer: its owner's view counts
         problems = printer_problems(p, online)
         views.append(
             PrinterView(

@@ -49,10 +49,17 @@ class BranchSummary(msgspec.Struct, kw_only=True):
     agents_online: int = 0
     agents_offline: int = 0
     printers: PrinterCounts = msgspec.field(default_factory=PrinterCounts)
+    #: Claims to printers of another agent of the branch (ignored): a hijack attempt or a
+    #: printer moved without revoking its owner. See ``refused_printers`` in the agents view.
+    printer_conflicts: int = 0
 
     @property
     def healthy(self) -> bool:
-        return self.agents_offline == 0 and self.printers.ready == self.printers.total
+        return (
+            self.agents_offline == 0
+            and self.printers.ready == self.printers.total
+            and self.printer_conflicts == 0
+        )
 
 
 class FleetTotals(msgspec.Struct, kw_only=True):
@@ -82,9 +89,11 @@ def summarize_branch(registry: Registry, branch_id: str, now: float) -> BranchSu
             summary.agents_online += 1
         else:
             summary.agents_offline += 1
+        summary.printer_conflicts += len(record.refused)
         if record.status is not None:
             for printer in record.status.printers:
-                summary.printers.add(printer_problems(printer, online))
+                if printer.name not in record.refused:
+                    summary.printers.add(printer_problems(printer, online))
     return summary
 
 

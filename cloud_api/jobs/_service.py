@@ -476,6 +476,8 @@ class JobService:
         (without ``wait``: the job as sent, and no timeline)."""
         check_branch(principal, branch_id)
         agent = self._agent_for(branch_id, printer_id)
+        if not self.link.ready.is_set():  # what we know of the agent is stale or nothing
+            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         if not agent.online():
             raise ApiError(
                 ErrorCode.AGENT_OFFLINE,

@@ -28,6 +28,7 @@ from broker import (
 from protocol import TOPIC_PREFIX, ErrorCode, ProtocolError, reply_filter
 
 from .._errors import ApiError
+from .._owners import OwnerBook
 from .._settings import ApiSettings
 from ._render import BrokerEndpoint, Transport, render_agent_config
 
@@ -48,8 +49,10 @@ class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ProvisioningService:
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, owners: OwnerBook | None = None) -> None:
         self.settings = settings
+        #: who owns which printer (set once the store is open)
+        self.owners = owners
 
     @contextlib.asynccontextmanager
     async def _provisioner(self) -> AsyncIterator[Provisioner]:
@@ -110,21 +113,40 @@ class ProvisioningService:
         # Render once with a placeholder first: a bad printer table or transport fails before
         # the broker is touched.
         self._config(branch_id, agent_id, Credentials("check", "check"), printers, transport)
-        async with self._provisioner() as prov:
-            creds = await prov.add_agent(branch_id, agent_id)
+        # The printers first: a name another agent of the branch owns is refused (409) before
+        # the broker is touched.
+        await self._own(branch_id, agent_id, printers)
+        try:
+            async with self._provisioner() as prov:
+                creds = await prov.add_agent(branch_id, agent_id)
+        except ApiError as exc:
+            if exc.code is not ErrorCode.CONFLICT and self.owners is not None:
+                await self.owners.release(branch_id, agent_id)  # no such agent after all
+            raise
         return self._config(branch_id, agent_id, creds, printers, transport)
+
+    async def _own(
+        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None
+    ) -> None:
+        if self.owners is not None and printers:
+            await self.owners.provision(branch_id, agent_id, [p.name for p in printers])
 
     async def rotate_agent(
         self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None = None
     ) -> str:
         """New password (the broker drops the agent's live session); returns the new config."""
+        await self._own(branch_id, agent_id, printers)
         async with self._provisioner() as prov:
             creds = await prov.rotate_agent(branch_id, agent_id)
         return self._config(branch_id, agent_id, creds, printers)
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
-        async with self._provisioner() as prov:
-            await prov.revoke_agent(branch_id, agent_id)
+        try:
+            async with self._provisioner() as prov:
+                await prov.revoke_agent(branch_id, agent_id)
+        finally:
+            if self.owners is not None:
+                await self.owners.release(branch_id, agent_id)
 
     async def add_debug(self, branch_id: str, name: str) -> DebugLogin:
         async with self._provisioner() as prov:
