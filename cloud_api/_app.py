@@ -21,6 +21,7 @@ from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
 from ._owners import OwnerBook
+from ._ratelimit import RateLimiter, rate_limited
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
@@ -52,6 +53,12 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     )
     api_key_service = ApiKeyService(key_store)
     authenticator = Authenticator(settings.api_token, api_key_service)
+    per_key = RateLimiter(
+        settings.rate_limit_per_key, settings.rate_limit_key_burst, what="API key"
+    )
+    per_printer = RateLimiter(
+        settings.rate_limit_per_printer, settings.rate_limit_printer_burst, what="printer"
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -66,6 +73,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
 
         readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
+        jobs.admit = per_printer.check
         link.on_reply = jobs.on_reply
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
@@ -107,7 +115,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             ProvisioningController,
             ApiKeysController,
         ],
-        middleware=[authenticated(authenticator)],
+        middleware=[authenticated(authenticator), rate_limited(per_key)],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, metrics_endpoint, v1],

@@ -12,6 +12,7 @@ error, Litestar's own (404 route, 413 body, 400 validation) included.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Final
 
 import msgspec
@@ -43,6 +44,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.RATE_LIMITED: 429,
 }
 
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
@@ -52,6 +54,7 @@ _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.NOT_FOUND,
     409: ErrorCode.CONFLICT,
+    429: ErrorCode.RATE_LIMITED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     422: ErrorCode.INVALID_REQUEST,
 }
@@ -61,13 +64,21 @@ class ApiError(Exception):
     """A failure a caller should see, with its typed code."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, job_id: str | None = None, field: str | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        job_id: str | None = None,
+        field: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.job_id = job_id
         self.field = field
+        #: seconds the caller should wait (``Retry-After``), for RATE_LIMITED
+        self.retry_after = retry_after
 
     @property
     def status_code(self) -> int:
@@ -104,6 +115,8 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
         status, body = exc.status_code, _body(exc.code, exc.message, exc.job_id, exc.field)
         if exc.code is ErrorCode.UNAUTHORIZED:
             headers["WWW-Authenticate"] = "Bearer"
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         code = _CODE_FOR_STATUS.get(status, ErrorCode.INTERNAL)

@@ -82,6 +82,18 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     outcome_grace: float = 600.0
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
+    #: Requests per second one API key may make on /v1 (token bucket, bursts up to
+    #: ``rate_limit_key_burst``), per API process; 0 turns it off. The admin token is exempt.
+    rate_limit_per_key: float = 50.0
+    rate_limit_key_burst: int = 100
+    #: Jobs and test prints per second for one printer, whoever sends them; 0 turns it off.
+    #: A thermal printer prints a ticket or two a second: more is a runaway client.
+    rate_limit_per_printer: float = 10.0
+    rate_limit_printer_burst: int = 30
+    #: Largest HTTP request head: the request line and every header together (bytes), and
+    #: most header lines; larger heads are refused before they are read whole (431/400).
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
     log_level: str = "INFO"
 
 

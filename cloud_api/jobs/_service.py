@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
@@ -102,6 +102,9 @@ class JobService:
         self._resends: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         registry.on_online.append(self._agent_came_online)
+        #: called with (branch, printer) before a job or test print is created; raises to refuse
+        #: it (the per-printer rate limit)
+        self.admit: Callable[[str, str], None] | None = None
 
     # --- submission ------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class JobService:
         if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
             raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
         agent = self._agent_for(branch_id, printer_id)
+        if self.admit is not None:
+            self.admit(branch_id, printer_id)
         now = time.time()
         deadline = now + expire_after
         # An online agent gets the job at once: it is stored ``sent`` (its ``queued`` and
