@@ -21,7 +21,7 @@ from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
 from ._owners import OwnerBook
-from ._ratelimit import RateLimiter, rate_limited
+from ._ratelimit import RateLimiter, bound_logs, rate_limited
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
@@ -38,6 +38,8 @@ log = logging.getLogger("cloud_api")
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
+    # what arrives over MQTT is logged a bounded number of lines, whatever an agent sends
+    bound_logs("cloud_api.mqtt", "cloud_api.registry", "cloud_api.rpc", "cloud_api.jobs")
     registry = Registry()
     owners = OwnerBook(registry)
     link = MqttLink(settings, registry, on_reply=lambda *args: None)

@@ -29,6 +29,7 @@ from protocol import (
 )
 
 from ._errors import ApiError
+from ._ratelimit import RateLimiter
 from ._registry import Registry
 from ._settings import ApiSettings
 
@@ -74,6 +75,12 @@ class MqttLink:
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._handled = 0
+        #: messages per agent (a junk flood from one stolen login costs a bounded share)
+        self.limiter = RateLimiter(
+            settings.mqtt_rate_per_agent, settings.mqtt_burst_per_agent, what="agent"
+        )
+        #: messages dropped because their agent sent more than its rate
+        self.dropped = 0
 
     def _make_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -161,6 +168,15 @@ class MqttLink:
             topic = parse_topic(message.topic.value)
         except InvalidTopic:
             log.warning("ignoring message on unexpected topic %s", message.topic.value[:200])
+            return
+        if self.limiter.wait((topic.branch_id, topic.agent_id)) > 0:
+            self.dropped += 1
+            log.warning(
+                "dropping a message from agent %s/%s: over %g messages per second",
+                topic.branch_id,
+                topic.agent_id,
+                self.limiter.rate,
+            )
             return
         payload = message.payload if isinstance(message.payload, bytes) else b""
         props = message.properties

@@ -11,6 +11,7 @@ the operator's own); the per-printer limit applies to everyone.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -92,3 +93,56 @@ def rate_limited(limiter: RateLimiter) -> Callable[[ASGIApp], ASGIApp]:
         return limit
 
     return middleware
+
+
+class BoundedLog(logging.Filter):
+    """At most ``burst`` records per message template per ``interval`` seconds pass; the rest are
+    counted, and the next record of that template to pass says how many were held back.
+
+    Attached to the loggers that speak of what arrives over MQTT (a junk message, a forged or
+    late reply, a bad status), so a flood from one agent costs a few lines, not one per message.
+    """
+
+    def __init__(
+        self, burst: int = 20, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.interval = interval
+        self.clock = clock
+        #: (logger, template) -> [window start, passed in window, held back]
+        self._windows: dict[tuple[str, str], list[float]] = {}
+        #: records held back so far
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.interval:
+            held = int(window[2]) if window is not None else 0
+            window = self._windows[key] = [now, 0.0, 0.0]
+            if len(self._windows) > 10_000:  # templates are few; never grow without bound
+                self._windows.clear()
+                self._windows[key] = window
+            if held:
+                record.msg = f"{record.msg} [{held} more like this held back]"
+        if window[1] >= self.burst:
+            window[2] += 1
+            self.held += 1
+            return False
+        window[1] += 1
+        return True
+
+
+def bound_logs(*names: str, burst: int = 20, interval: float = 10.0) -> BoundedLog:
+    """One :class:`BoundedLog` on each of the named loggers."""
+    bounded = BoundedLog(burst, interval)
+    for name in names:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, BoundedLog)]:
+            logger.removeFilter(old)
+        logger.addFilter(bounded)
+    return bounded

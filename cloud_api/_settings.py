@@ -94,6 +94,10 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: most header lines; larger heads are refused before they are read whole (431/400).
     max_header_bytes: int = 32 * 1024
     max_header_count: int = 100
+    #: MQTT messages per second one agent may send the API (token bucket, bursts up to
+    #: ``mqtt_burst_per_agent``); beyond, they are dropped and counted; 0 turns it off.
+    mqtt_rate_per_agent: float = 1000.0
+    mqtt_burst_per_agent: int = 5000
     log_level: str = "INFO"
 
 

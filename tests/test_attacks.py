@@ -7,6 +7,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from pathlib import Path
+
+import httpx
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from broker import Credentials, Provisioner, agent_username
 from printermaster._stack import Stack
@@ -15,12 +20,14 @@ from protocol import (
     Done,
     PrintResult,
     encode,
+    presence_topic,
     reply_topic,
     request_topic,
+    status_topic,
 )
 
 from ._mqtt import NOT_AUTHORIZED, Probe
-from .conftest import AgentFactory, job_files, unique_id
+from .conftest import AgentFactory, job_files, make_stack, unique_id
 
 
 def provision(stack: Stack, *pairs: tuple[str, str]) -> list[Credentials]:
@@ -170,3 +177,53 @@ def test_the_forger_cannot_reach_the_agents_requests_either(stack: Stack) -> Non
         assert forger_creds.username == agent_username(b, bb)
     finally:
         forger.close()
+
+
+def test_a_junk_flood_from_one_agent_costs_a_bounded_number_of_log_lines(
+    tmp_path: Path,
+) -> None:
+    """15,000 junk messages from one stolen login (bad status and presence, replies with junk,
+    unknown jobs and no correlation): the API stays ready, serves the other branches, drops what
+    is over the agent's rate (counted in /metrics) and logs a few dozen lines, not thousands."""
+    with make_stack(tmp_path, mqtt_rate_per_agent=200.0, mqtt_burst_per_agent=500) as stack:
+        real = stack.add_agent("b-ok", "a-ok", ["POS-80C"])
+        stack.wait_agent("b-ok", "a-ok")
+        (creds,) = provision(stack, ("b-junk", "a-junk"))
+        flooder = Probe(stack.mqtt_port, creds)
+        assert flooder.connect() == 0
+        lines_before = len(api_log(stack).splitlines())
+        topics = [
+            status_topic("b-junk", "a-junk"),
+            presence_topic("b-junk", "a-junk"),
+            reply_topic("b-junk", "api-1", "a-junk"),
+        ]
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = b"no-such-job"
+        try:
+            for i in range(15_000):
+                topic = topics[i % 3]
+                payload = b"\xff junk %d" % i if i % 2 else b'{"stage":"done","v":1}'
+                flooder.client.publish(topic, payload, qos=0, properties=props)
+                if i % 1000 == 0:
+                    assert httpx.get(f"{stack.api_url}/readyz").status_code == 200
+            assert flooder.publish(topics[0], b"last") in (0, 16)  # all of it reached the broker
+            with stack.client(timeout=30) as http:
+                response = http.post("/v1/branches/b-ok/printers/POS-80C/test")
+                assert response.status_code == 200, response.text
+
+                def dropped() -> float:
+                    text = http.get("/metrics").text
+                    line = next(
+                        x for x in text.splitlines() if x.startswith("printermaster_mqtt_dropped")
+                    )
+                    return float(line.split()[-1])
+
+                wait_for(lambda: dropped() > 1000, what="the flood dropped and counted")
+                count = dropped()
+            assert httpx.get(f"{stack.api_url}/readyz").status_code == 200
+        finally:
+            flooder.close()
+            real.process.stop()
+        added = api_log(stack).splitlines()[lines_before:]
+        print(f"{len(added)} log lines for 15,000 junk messages; dropped {count:.0f}")
+        assert len(added) < 300, "\n".join(added[-20:])
