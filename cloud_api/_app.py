@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Router
+from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -126,6 +127,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         exception_handlers={Exception: error_response},
         openapi_config=OpenAPIConfig(title="PrinterMaster API", version=software_version()),
         request_max_body_size=settings.max_body_bytes,
+        # nothing the API answers may sit in a cache: keys, agent configs, debug passwords,
+        # job contents (Cache-Control: no-store on every route's response)
+        cache_control=CacheControlHeader(no_store=True),
         debug=False,
     )
     app.state.settings = settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ def _agent_run(args: argparse.Namespace) -> int:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
 
+    private_files()
+
     async def main() -> None:
         agent = Agent(config)
         loop = asyncio.get_running_loop()
@@ -36,6 +39,13 @@ def _agent_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def private_files() -> None:
+    """Every file the process creates is its user's alone (0600, directories 0700), whatever
+    umask it inherited: job stores and ledgers hold ticket contents, print files are tickets,
+    settings and configs hold passwords."""
+    os.umask(0o077)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -54,6 +64,7 @@ def _api(args: argparse.Namespace) -> int:
             print("printermaster api: --workers must be between 1 and 64", file=sys.stderr)
             return 2
         settings = msgspec.structs.replace(settings, workers=args.workers)
+    private_files()
     if args.worker is not None:
         serve_worker(settings, args.worker, args.fd)
         return 0

@@ -6,6 +6,8 @@ builders and parsers, the JSON codec, typed error codes and the protocol version
 
 from ._backoff import Backoff
 from ._codec import (
+    UnknownMethod,
+    UnsupportedVersion,
     decode_params,
     decode_presence,
     decode_reply,
@@ -159,6 +161,8 @@ __all__ = [
     "TextBlock",
     "Topic",
     "TopicKind",
+    "UnknownMethod",
+    "UnsupportedVersion",
     "Waiting",
     "agent_reply_pattern",
     "blocking_condition",

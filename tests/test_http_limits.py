@@ -3,6 +3,7 @@ Retry-After), and the request head bounded before it is read whole (431 at once)
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -129,3 +130,44 @@ def test_settings_name_the_limits(tmp_path: Path) -> None:
     settings = ApiSettings(api_token="t", mqtt=MqttClientSettings(username="u", password="p"))
     assert settings.rate_limit_per_key > 0 and settings.rate_limit_per_printer > 0
     assert settings.max_header_bytes == 32 * 1024 and settings.max_header_count == 100
+
+
+def test_responses_with_secrets_are_never_cached_and_invalid_branches_are_404(
+    stack: Stack,
+) -> None:
+    with stack.client(timeout=10) as http:
+        created = http.post("/v1/api-keys", json={"chain": "c-cache", "branches": ["b-cache"]})
+        assert created.status_code == 201, created.text
+        assert created.headers["Cache-Control"] == "no-store"
+        assert http.get("/v1/api-keys").headers["Cache-Control"] == "no-store"
+        assert http.get("/v1/fleet").headers["Cache-Control"] == "no-store"
+        for route in ("agents", "printers"):
+            response = http.get(f"/v1/branches/bad..id/{route}")
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_files_with_job_content_or_secrets_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0o002)  # a permissive umask the processes inherit
+    try:
+        with make_stack(tmp_path) as stack:
+            agent = stack.add_agent("b-files", "a1", ["POS-80C"])
+            stack.wait_agent("b-files", "a1")
+            with stack.client(timeout=30) as http:
+                assert http.post("/v1/branches/b-files/printers/POS-80C/test").status_code == 200
+            agent.process.stop()
+            stack.stop()
+            files = [
+                *[p for p in agent.data_dir.rglob("*") if p.is_file()],
+                *stack.state_dir.glob("jobs.db*"),
+            ]
+            kinds = {p.suffix or p.name for p in files}
+            assert ".prn" in kinds and ".db" in kinds, kinds  # print files, ledger, job store
+            loose = {
+                str(p): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o077
+            }
+            assert not loose, loose
+    finally:
+        os.umask(old)

@@ -196,3 +196,21 @@ def test_a_forked_child_makes_other_job_ids_than_its_parent() -> None:
 def test_retryable_follows_the_code() -> None:
     assert p.error_info(p.ErrorCode.AGENT_OFFLINE, "x").retryable
     assert not p.error_info(p.ErrorCode.PAPER_OUT, "x").retryable
+
+
+@pytest.mark.parametrize("v", [-1, 0, 2, 10**6])
+def test_unknown_protocol_versions_are_refused_both_ways(v: int) -> None:
+    with pytest.raises(p.UnsupportedVersion) as refused:
+        p.decode_request(b'{"v":%d,"method":"printer.test","params":{}}' % v)
+    assert refused.value.code is p.ErrorCode.UNSUPPORTED_VERSION
+    for decode, payload in [
+        (p.decode_reply, b'{"v":%d,"stage":"accepted"}' % v),
+        (
+            p.decode_presence,
+            b'{"v":%d,"state":"online","session":1,"branch_id":"b","agent_id":"a"}' % v,
+        ),
+        (p.decode_status, b'{"v":%d,"branch_id":"b","agent_id":"a","session":1}' % v),
+    ]:
+        with pytest.raises(p.UnsupportedVersion):
+            decode(payload)
+    assert p.decode_reply(b'{"v":1,"stage":"accepted"}').v == 1

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -257,3 +258,23 @@ def test_cli_add_list_rotate_revoke(stack: Stack, tmp_path: Path) -> None:
     assert Probe(stack.mqtt_port, new_creds, client_id="new").connect() != 0
     missing = _cli(stack, "revoke", *ids)
     assert missing.returncode == 1 and "no agent" in missing.stderr
+
+
+def test_provisioning_defaults_to_tls_outside_loopback() -> None:
+    from cloud_api._settings import ApiSettings, MqttClientSettings, ProvisioningSettings
+    from cloud_api.provisioning._render import BrokerEndpoint
+
+    def endpoint(**prov: Any) -> BrokerEndpoint:
+        settings = ApiSettings(
+            api_token="t",
+            mqtt=MqttClientSettings(username="u", password="p"),
+            provisioning=ProvisioningSettings(**prov),
+        )
+        return BrokerEndpoint.from_settings(settings)
+
+    assert not endpoint().tls  # the API's own loopback broker: plain is fine
+    remote = endpoint(host="mqtt.example.com", port=1883)
+    assert remote.tls and remote.port == 1883
+    with_listener = endpoint(host="203.0.113.7", tls_port=8883)
+    assert with_listener.tls and with_listener.port == 8883
+    assert not endpoint(host="mqtt.example.com", tls=False).tls  # only when asked for

@@ -204,6 +204,11 @@ def test_garbage_gets_typed_failed_replies_and_agent_keeps_serving(
                 "PRINTER_NOT_FOUND",
             ),
             (b'{"v":99,"method":"printer.test"}', b"g6", "UNSUPPORTED_VERSION"),
+            (
+                b'{"v":-1,"method":"printer.test","params":{"printer":"POS-80C"}}',
+                b"g7",
+                "UNSUPPORTED_VERSION",
+            ),
             (b"[]", b"../../etc/passwd", "INVALID_REQUEST"),
             (
                 b'{"v":1,"method":"printer.test","params":{"printer":"POS-80C"}}',

@@ -8,9 +8,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 
-from protocol import PrinterState
+from protocol import ErrorCode, PrinterState, is_valid_id
 
 from .._auth import check_branch, principal_of
+from .._errors import ApiError
 from .._registry import BLOCKING, AgentRecord, Liveness, Problem, Registry, printer_problems
 
 
@@ -85,6 +86,13 @@ def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
     return views
 
 
+def _known_branch(request: Request[Any, Any, Any], branch_id: str) -> None:
+    """404 for a branch the caller may not see and for an id no branch can have."""
+    check_branch(principal_of(request), branch_id)
+    if not is_valid_id(branch_id):
+        raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
+
+
 class AgentsController(Controller):
     path = "/v1/branches/{branch_id:str}"
     tags = ["agents"]
@@ -93,7 +101,7 @@ class AgentsController(Controller):
     async def list_agents(
         self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
     ) -> list[AgentView]:
-        check_branch(principal_of(request), branch_id)
+        _known_branch(request, branch_id)
         now = time.monotonic()
         return [agent_view(r, now) for r in registry.agents(branch_id)]
 
@@ -101,6 +109,6 @@ class AgentsController(Controller):
     async def list_printers(
         self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
     ) -> list[PrinterView]:
-        check_branch(principal_of(request), branch_id)
+        _known_branch(request, branch_id)
         now = time.monotonic()
         return [v for r in registry.agents(branch_id) for v in printer_views(r, now)]

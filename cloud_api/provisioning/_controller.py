@@ -16,7 +16,6 @@ from ._render import Transport
 from ._service import DebugLogin, ProvisioningService
 
 TOML = "application/toml"
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class ProvisionAgent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -73,7 +72,7 @@ class ProvisioningController(Controller):
         text = await provisioning_service.add_agent(
             branch_id, agent_id, data.printers, data.transport
         )
-        return Response(text, media_type=TOML, status_code=201, headers=_NO_STORE)
+        return Response(text, media_type=TOML, status_code=201)
 
     @post(
         "/agents/{agent_id:str}/rotate-credentials",
@@ -95,7 +94,7 @@ class ProvisioningController(Controller):
         text = await provisioning_service.rotate_agent(
             branch_id, _id(agent_id, "agent_id"), printers
         )
-        return Response(text, media_type=TOML, headers=_NO_STORE)
+        return Response(text, media_type=TOML)
 
     @delete("/agents/{agent_id:str}", status_code=204, summary="Revoke an agent")
     async def revoke(
@@ -124,7 +123,7 @@ class ProvisioningController(Controller):
         _admin_on_branch(request, branch_id)
         name = _id(data.name if data else "debug", "name")
         login = await provisioning_service.add_debug(branch_id, name)
-        return Response(login, status_code=201, headers=_NO_STORE)
+        return Response(login, status_code=201)
 
     @delete("/debug-access/{name:str}", status_code=204, summary="Revoke a debug login")
     async def revoke_debug(
