@@ -21,6 +21,7 @@ from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
+from ._openapi import complete_openapi
 from ._owners import OwnerBook
 from ._ratelimit import RateLimiter, bound_logs, rate_limited
 from ._registry import Registry
@@ -133,4 +134,5 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         debug=False,
     )
     app.state.settings = settings
+    complete_openapi(app.openapi_schema)  # built once here, served as completed
     return app
