@@ -107,7 +107,8 @@ PrinterMaster demo is running (agent online after {took:.2f} s).
   API token     {i["api_token"]}
   Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}   mqtts://{i["mqtt_host"]}:{i["mqtt_tls_port"]}
                 wss://localhost:{i["mqtt_websockets_port"]}/mqtt   (CA {i["ca_file"]})
-  Debug login   {i["debug_username"]} / {i["debug_password"]}
+  Debug login   {i["debug_username"]} / {i["debug_password"]}   (branch {i["branch_id"]} only;
+                client id = username; its twin {i["debug_username"]}:send sends)
   Printer       {i["printer_id"]} in branch {i["branch_id"]} (agent {i["agent_id"]})
   Paper         {i["virtual_printer_dir"]}  (one .prn file per printed job)
   Everything    {info_path}

@@ -227,3 +227,40 @@ def test_a_junk_flood_from_one_agent_costs_a_bounded_number_of_log_lines(
         added = api_log(stack).splitlines()[lines_before:]
         print(f"{len(added)} log lines for 15,000 junk messages; dropped {count:.0f}")
         assert len(added) < 300, "\n".join(added[-20:])
+
+
+def test_rotating_an_agent_of_an_older_release_binds_its_client_id(stack: Stack) -> None:
+    """An agent login made before client ids were bound (its role writing the whole branch's
+    reply/+, no clientid, no doctor login) is brought up to date by a rotation."""
+    from broker import Acl, Role, agent_role, agent_role_name
+
+    b, a = unique_id("b"), unique_id("a")
+    old_role = Role(
+        agent_role_name(b, a),
+        (
+            Acl("subscribePattern", f"{request_topic(b, a)}/#"),
+            Acl("publishClientReceive", f"{request_topic(b, a)}/#"),
+            Acl("publishClientSend", presence_topic(b, a)),
+            Acl("publishClientSend", status_topic(b, a)),
+            Acl("publishClientSend", f"pm/v1/{b}/reply/+"),
+        ),
+    )
+
+    async def go() -> tuple[Credentials, dict[str, object], dict[str, object]]:
+        async with stack.admin() as admin:
+            await admin.create_role(old_role)
+            await admin.create_client(Credentials(agent_username(b, a), "old"), [old_role.name])
+            creds = await Provisioner(admin).rotate_agent(b, a)
+            return (
+                creds,
+                await admin.get_client(creds.username),
+                await admin.get_role(old_role.name),
+            )
+
+    creds, client, role = asyncio.run(go())
+    assert client["clientid"] == creds.username
+    rules = {(acl["acltype"], acl["topic"]) for acl in role["acls"]}  # type: ignore[attr-defined]
+    assert rules == {(acl.acltype, acl.topic) for acl in agent_role(b, a).acls}
+    assert mosquitto_sub(stack, creds, "cloud-api-1")[0] == NOT_AUTHORIZED
+    doctor = Credentials(f"{creds.username}:doctor", creds.password)
+    assert mosquitto_sub(stack, doctor, doctor.username)[0] in (0, 27)
