@@ -13,6 +13,7 @@ import secrets
 import socket
 import ssl
 import stat
+import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -525,3 +526,18 @@ async def test_publish_qos1_waits_for_each_puback(
     # not connected: paho refuses at once
     with pytest.raises(aiomqtt.MqttCodeError):
         await publish_qos1(cloud, req, b"late", props)
+
+
+def test_every_listener_binds_where_configured(tls_broker: Broker) -> None:
+    """The WebSockets listener too (Mosquitto 2.0.11 bound it on every interface when given an
+    address): nothing of this broker listens beyond loopback."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    cfg = tls_broker.config
+    for port in (cfg.port, cfg.tls_port, cfg.websockets_port):
+        local = [
+            line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{port}")
+        ]
+        assert local, f"nothing listens on {port}"
+        for address in local:
+            host = address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+            assert host in ("127.0.0.1", "::1"), (port, local)
