@@ -94,7 +94,9 @@ async def service(store: Store) -> AsyncIterator[JobService]:
         result_timeout=5.0,
     )
     registry = Registry()
-    jobs = JobService(settings, store, Link(), registry, Correlator())  # type: ignore[arg-type]
+    link = Link()
+    link.ready.set()  # connected: a test print to an offline broker answers BROKER_UNAVAILABLE
+    jobs = JobService(settings, store, link, registry, Correlator())  # type: ignore[arg-type]
     for branch, agent in (("b1", "a1"), ("b2", "a2")):
         registry.on_presence(
             branch,
