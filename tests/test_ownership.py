@@ -13,6 +13,8 @@ import httpx
 
 from broker import Credentials, Provisioner
 from cloud_api._registry import Owner, Registry
+from cloud_api.store import Store
+from cloud_api.store._printers import PrinterTable
 from printermaster._stack import Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
@@ -192,3 +194,21 @@ def test_api_restarted_while_the_broker_is_down_knows_its_printers(
 
             wait_for(printed, timeout=60, what="the queued job printed")
         assert job_id in [f.stem for f in job_files(agent)]
+
+
+async def test_the_printer_table_on_both_backends(store: Store) -> None:
+    table = PrinterTable(store)
+    await table.create()
+    await table.create()  # a second instance starting finds it made
+    assert await table.learn("b1", "P1", "a1") == "a1"
+    assert await table.learn("b1", "P1", "a2") == "a1"  # the first claim stands
+    assert await table.provision("b1", "a2", ["P1", "P2"]) == {"P1": "a1"}
+    assert await table.owner("b1", "P2") is None  # all or nothing
+    assert await table.provision("b1", "a1", ["P1", "P2"]) == {}
+    rows = {(r.printer_id, r.agent_id, r.provisioned) for r in await table.all()}
+    assert rows == {("P1", "a1", True), ("P2", "a1", True)}
+    await table.release("b1", "a2")  # another agent's release frees nothing
+    assert len(await table.all()) == 2
+    await table.release("b1", "a1", "P2")
+    await table.release("b1", "a1")
+    assert await table.all() == []
