@@ -461,13 +461,15 @@ async def _swarm_run(stack: Stack, n: int) -> None:
     ids = [(f"f{i // per_branch:03d}", f"a{i:04d}") for i in range(n)]
     api = psutil.Process(stack.api.pid if stack.api else os.getpid())
     rss_before = api.memory_info().rss
-    swarm = Swarm(stack, ids)
+    # each agent its own printer: a printer name belongs to one agent of a branch
+    swarm = Swarm(stack, ids, printers=("P-{agent}",))
     t0 = time.monotonic()
     await swarm.provision()
     provisioned = time.monotonic() - t0
     paper_out = {key for i, key in enumerate(ids) if i % 100 == 3}  # one branch in ten
     for key in paper_out:
-        state = swarm.agents[key].printers[PRINTER].backend.directory / "state.json"  # type: ignore[attr-defined]
+        printer = swarm.agents[key].printers[f"P-{key[1]}"]
+        state = printer.backend.directory / "state.json"  # type: ignore[attr-defined]
         state.write_text('{"paper": "out"}')
     headers = {"Authorization": f"Bearer {stack.api_token}"}
     async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=30) as http:
