@@ -270,6 +270,26 @@ async def test_a_reply_from_another_agent_of_the_branch_changes_nothing(
     assert final.state is S.PRINTED
 
 
+async def test_a_reply_for_a_job_never_sent_changes_nothing(
+    service: JobService, store: Store
+) -> None:
+    """Even the job's own agent cannot answer a job that was never sent to it (queued while the
+    agent was offline): queued -> printed would report paper that never came out."""
+    service.registry.on_presence(
+        "b1", "a1", encode(Presence(state="offline", session=1, branch_id="b1", agent_id="a1"))
+    )
+    job, _ = await service.submit(
+        ADMIN, SubmitJob(branch_id="b1", printer_id=PRINTER, content=RawContent(data=b"hello"))
+    )
+    assert job.state is S.QUEUED and job.sent_by is None
+    for reply in replies():
+        service.on_reply("b1", "a1", job.id.encode(), encode(reply))
+    await settled(service)
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.state is S.QUEUED
+    assert await timeline(service, job.id) == [(S.QUEUED, "submitted")]
+
+
 async def test_a_failed_publish_puts_the_job_back_to_queued_and_the_sweeper_sends_it(
     service: JobService, store: Store
 ) -> None:

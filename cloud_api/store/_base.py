@@ -162,8 +162,8 @@ def _update_sql(
     """The conditional update of a transition: ``sources`` states allowed, ``fields`` set."""
     sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
     where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
-    if from_agent:
-        where += " AND agent_id = ?"
+    if from_agent:  # a reply: from the job's agent, and only for a job that was sent
+        where += " AND agent_id = ? AND sent_by IS NOT NULL"
     marks = ", ".join("?" for _ in range(sources))
     return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
 
@@ -182,7 +182,8 @@ class Step(NamedTuple):
     in_branch: str | None = None
     #: columns set with the state
     fields: Mapping[str, Any] = {}
-    #: only a job sent to this agent changes (a reply counts only from the job's own agent)
+    #: only a job sent to this agent changes (a reply counts only from the job's own agent,
+    #: and never for a job that was not sent)
     from_agent: str | None = None
 
 
