@@ -41,7 +41,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
     # what arrives over MQTT is logged a bounded number of lines, whatever an agent sends
-    bound_logs("cloud_api.mqtt", "cloud_api.registry", "cloud_api.rpc", "cloud_api.jobs")
+    # (and so are refused HTTP request heads)
+    bound_logs(
+        "cloud_api.mqtt", "cloud_api.registry", "cloud_api.rpc", "cloud_api.jobs", "cloud_api.http"
+    )
     registry = Registry()
     owners = OwnerBook(registry)
     link = MqttLink(settings, registry, on_reply=lambda *args: None)
