@@ -59,7 +59,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--broker-port", type=int, help="broker port as the branch sees it")
     g.add_argument("--transport", choices=("tcp", "websockets"), default="tcp")
     g.add_argument("--websocket-path", default="/mqtt")
-    g.add_argument("--tls", action="store_true", help="the agent connects with TLS")
+    g.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the agent connects with TLS (default: yes for a broker outside loopback)",
+    )
     g.add_argument("--ca-file", help="CA certificate (PEM) embedded into the config")
     g.add_argument(
         "--data-dir",
@@ -97,6 +102,7 @@ async def _run(
     from branch_agent._printers import VirtualPrinterConfig
     from broker import Credentials, DynSecAdmin, Provisioner
     from cloud_api.provisioning import BrokerEndpoint, render_agent_config
+    from cloud_api.provisioning._render import is_loopback
 
     host, port, user, password = target
     tls = ssl.create_default_context(cafile=args.admin_ca_file) if args.admin_tls else None
@@ -116,12 +122,13 @@ async def _run(
                 creds = await prov.add_agent(args.branch, args.agent)
             case _:
                 creds = await prov.rotate_agent(args.branch, args.agent)
+    broker_host = args.broker_host or host
     endpoint = BrokerEndpoint(
-        host=args.broker_host or host,
+        host=broker_host,
         port=args.broker_port or port,
         transport=args.transport,
         websocket_path=args.websocket_path,
-        tls=args.tls,
+        tls=args.tls if args.tls is not None else not is_loopback(broker_host),
         ca_pem=ca_pem,
     )
     return render_agent_config(

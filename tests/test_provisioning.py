@@ -278,3 +278,20 @@ def test_provisioning_defaults_to_tls_outside_loopback() -> None:
     with_listener = endpoint(host="203.0.113.7", tls_port=8883)
     assert with_listener.tls and with_listener.port == 8883
     assert not endpoint(host="mqtt.example.com", tls=False).tls  # only when asked for
+
+
+def test_cli_defaults_to_tls_for_a_remote_broker(stack: Stack, tmp_path: Path) -> None:
+    branch_id = unique_id("b")
+    remote, plain, local = unique_id("a"), unique_id("a"), unique_id("a")
+    configs = {}
+    for agent_id, extra in (
+        (remote, ["--broker-host", "mqtt.example.com"]),
+        (plain, ["--broker-host", "mqtt.example.com", "--no-tls"]),
+        (local, []),
+    ):
+        added = _cli(stack, "add", "--branch", branch_id, "--agent", agent_id, *extra)
+        assert added.returncode == 0, added.stderr
+        configs[agent_id] = parse_config(added.stdout)
+        assert _cli(stack, "revoke", "--branch", branch_id, "--agent", agent_id).returncode == 0
+    assert configs[remote].mqtt.tls and not configs[plain].mqtt.tls
+    assert not configs[local].mqtt.tls  # the state directory's own loopback broker

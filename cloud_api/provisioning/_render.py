@@ -56,7 +56,7 @@ class BrokerEndpoint:
         config for a remote broker (passwords and tickets would cross the network in clear)."""
         prov, mqtt = settings.provisioning, settings.mqtt
         host = prov.host or mqtt.host
-        if transport is None and prov.tls is None and not _loopback(host):
+        if transport is None and prov.tls is None and not is_loopback(host):
             if prov.tls_port is not None:
                 transport = "tls"
             else:
@@ -84,7 +84,8 @@ class BrokerEndpoint:
         )
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (plaintext MQTT is fine only there)."""
     if host == "localhost":
         return True
     try:
