@@ -1,4 +1,5 @@
-"""``printermaster broker provision add|rotate|revoke|list``: agent logins without the API.
+"""``printermaster broker provision add|rotate|revoke|list|upgrade``: agent logins without the
+API.
 
 The broker is reached with its admin login, from a stack's state directory (``--state-dir``:
 ``secrets.json`` and the generated ``mosquitto.conf``) or given directly (``--host``, ``--port``,
@@ -30,10 +31,15 @@ def add_parser(sub: Any) -> None:
         ("rotate", "new password for an agent (its live session is dropped); print the config"),
         ("revoke", "disconnect and delete an agent's login, clear its presence"),
         ("list", "list provisioned agents"),
+        (
+            "upgrade",
+            "bind every agent login to its client id and narrow its role to this release's "
+            "rules (own reply topics); passwords unchanged",
+        ),
     ):
         p = actions.add_parser(name, help=text)
         _connection_args(p)
-        if name == "list":
+        if name in ("list", "upgrade"):
             p.add_argument("--branch", help="only this branch")
         else:
             p.add_argument("--branch", required=True, help="branch id")
@@ -118,6 +124,12 @@ async def _run(
             case "revoke":
                 await prov.revoke_agent(args.branch, args.agent)
                 return ""
+            case "upgrade":
+                upgraded = []
+                for agent in await prov.list_agents(args.branch):
+                    await prov.upgrade_agent(agent.branch_id, agent.agent_id)
+                    upgraded.append(f"{agent.branch_id}\t{agent.agent_id}\tupgraded\n")
+                return "".join(upgraded)
             case "add":
                 creds = await prov.add_agent(args.branch, args.agent)
             case _:

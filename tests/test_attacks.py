@@ -264,3 +264,47 @@ def test_rotating_an_agent_of_an_older_release_binds_its_client_id(stack: Stack)
     assert mosquitto_sub(stack, creds, "cloud-api-1")[0] == NOT_AUTHORIZED
     doctor = Credentials(f"{creds.username}:doctor", creds.password)
     assert mosquitto_sub(stack, doctor, doctor.username)[0] in (0, 27)
+
+
+def test_the_upgrade_command_binds_older_logins_without_new_passwords(stack: Stack) -> None:
+    import sys
+
+    from broker import Acl, Role, agent_role, agent_role_name
+
+    b, a = unique_id("b"), unique_id("a")
+    old_role = Role(agent_role_name(b, a), (Acl("publishClientSend", f"pm/v1/{b}/reply/+"),))
+    old = Credentials(agent_username(b, a), "old-password")
+
+    async def create() -> None:
+        async with stack.admin() as admin:
+            await admin.create_role(old_role)
+            await admin.create_client(old, [old_role.name])
+
+    asyncio.run(create())
+    assert mosquitto_sub(stack, old, "cloud-api-1")[0] != NOT_AUTHORIZED  # the old hole
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "printermaster", "broker", "provision", "upgrade"),
+            *("--state-dir", str(stack.state_dir), "--branch", b),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [b, a, "upgraded"]
+
+    async def read() -> dict[str, object]:
+        async with stack.admin() as admin:
+            return await admin.get_role(old_role.name)
+
+    rules = {(acl["acltype"], acl["topic"]) for acl in read_acls(asyncio.run(read()))}
+    assert rules == {(acl.acltype, acl.topic) for acl in agent_role(b, a).acls}
+    assert mosquitto_sub(stack, old, "cloud-api-1")[0] == NOT_AUTHORIZED
+    assert mosquitto_sub(stack, old, old.username)[0] in (0, 27)  # same password, own id
+
+
+def read_acls(role: dict[str, object]) -> list[dict[str, str]]:
+    acls = role.get("acls", [])
+    assert isinstance(acls, list)
+    return acls
