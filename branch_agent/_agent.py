@@ -438,11 +438,15 @@ class Agent:
             parsed is None
             or parsed.kind is not TopicKind.REPLY
             or parsed.branch_id != self.branch_id
+            or parsed.agent_id != self.agent_id
         ):
+            # The broker lets this agent publish only on pm/v1/{branch}/reply/+/{agent}: a
+            # reply anywhere else would be refused (and its job would never be answered).
             log.warning(
-                "refusing to reply on %r: not a reply topic of branch %s",
+                "refusing to reply on %r: not a reply topic of agent %s/%s",
                 topic[:200],
                 self.branch_id,
+                self.agent_id,
             )
             return None, correlation
         return topic, correlation

@@ -250,7 +250,7 @@ _CONNACK = {
 class _Session:
     """A short paho session: every callback lands in one queue the steps read from."""
 
-    def __init__(self, config: AgentConfig, timeout: float) -> None:
+    def __init__(self, config: AgentConfig, timeout: float, username: str) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -260,12 +260,12 @@ class _Session:
         settings = config.mqtt
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{settings.username}:doctor",
+            client_id=doctor_login(settings.username),
             protocol=mqtt.MQTTv5,
             transport=settings.transport,
             reconnect_on_failure=False,
         )
-        client.username_pw_set(settings.username, settings.password)
+        client.username_pw_set(username, settings.password)
         if settings.tls:
             client.tls_set_context(tls_context(config))
         if settings.transport == "websockets":
@@ -308,19 +308,38 @@ class _Session:
         return None if answer is None else int(answer[1][0].value)
 
 
+def doctor_login(username: str) -> str:
+    """The doctor's own login and client id beside the agent's (provisioned with the agent,
+    same password and role): every login is bound to its client id, and the doctor must not
+    take the running agent's."""
+    return f"{username}:doctor"
+
+
+def _login(config: AgentConfig, timeout: float, username: str) -> tuple[_Session, Any]:
+    """Connect as ``username`` (client id: the doctor's); the session and its CONNACK code
+    (None without one). Raises what connecting raises."""
+    settings = config.mqtt
+    session = _Session(config, timeout, username)
+    session.client.connect(settings.host, settings.port, keepalive=30, clean_start=True)
+    session.client.loop_start()
+    return session, session.wait("connack")
+
+
 @contextlib.contextmanager
 def _connected(config: AgentConfig, timeout: float) -> Iterator[tuple[_Session | None, Step]]:
     name = "MQTT login"
     settings = config.mqtt
     try:
-        session = _Session(config, timeout)
-        session.client.connect(settings.host, settings.port, keepalive=30, clean_start=True)
+        session, rc = _login(config, timeout, doctor_login(settings.username))
+        if rc is not None and rc.value in (0x86, 0x87):
+            # A broker provisioned by an older release has no doctor login: the agent's own
+            # login, under the doctor's client id, tells the same about password and role.
+            session.client.loop_stop()
+            session, rc = _login(config, timeout, settings.username)
     except (OSError, ssl.SSLError, ValueError) as exc:
         yield None, fail(name, f"connecting failed: {exc}", "see the TCP and TLS steps")
         return
-    session.client.loop_start()
     try:
-        rc = session.wait("connack")
         if rc is None:
             yield (
                 None,

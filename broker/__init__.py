@@ -34,7 +34,9 @@ from ._roles import (
     cloud_role,
     debug_role,
     debug_role_name,
+    debug_send_username,
     debug_username,
+    doctor_username,
     parse_agent_username,
 )
 from ._tls import TlsMaterial, ensure_tls_material
@@ -64,7 +66,9 @@ __all__ = [
     "cloud_role",
     "debug_role",
     "debug_role_name",
+    "debug_send_username",
     "debug_username",
+    "doctor_username",
     "ensure_tls_material",
     "find_dynsec_plugin",
     "free_port",

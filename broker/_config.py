@@ -69,8 +69,11 @@ class BrokerConfig:
     #: MQTT over WebSockets with TLS, for branch networks that pass only 443; None leaves it off.
     websockets_port: int | None = None
     #: Where the TLS listeners bind; "" is every interface (agents connect from outside).
-    #: Mosquitto 2.0.11 ignores it for the WebSockets listener, which always binds every
-    #: interface (IPv4 and IPv6) - checked with ``ss -ltn``; ``bind_interface`` is ignored too.
+    #: Mosquitto 2.0.11 hands the WebSockets listener's address to libwebsockets, which takes
+    #: an interface name: given an address it binds every interface (checked with ``ss
+    #: -ltn``), and ``bind_interface`` is ignored. The WebSockets listener is therefore given
+    #: the name of the interface that holds this address (``lo`` for 127.0.0.1), and binds that
+    #: interface's addresses only.
     tls_bind_address: str = ""
     #: Names and addresses agents use to reach the broker, beyond localhost/127.0.0.1/::1; the
     #: server certificate carries them all.
@@ -156,12 +159,29 @@ def render_mosquitto_conf(config: BrokerConfig) -> str:
     return "\n".join(lines)
 
 
+def interface_of(address: str) -> str:
+    """The name of the network interface that holds ``address``; BrokerError when none does."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == address for a in addresses):
+            return str(name)
+    raise BrokerError(
+        f"no network interface has the address {address!r}: the WebSockets listener binds an "
+        "interface (Mosquitto 2.0 with libwebsockets), set tls_bind_address to one of its "
+        "addresses or to '' for every interface"
+    )
+
+
 def _tls_listener(config: BrokerConfig, port: int, protocol: str) -> list[str]:
     """A listener that speaks ``protocol`` inside TLS with the generated server certificate.
 
     No ``cafile``: agents authenticate with a password, not a client certificate.
     """
-    listener = f"listener {port} {config.tls_bind_address}".rstrip()
+    bind = config.tls_bind_address
+    if bind and protocol == "websockets":
+        bind = interface_of(bind)
+    listener = f"listener {port} {bind}".rstrip()
     return [
         listener,
         f"protocol {protocol}",

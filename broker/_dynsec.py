@@ -17,7 +17,7 @@ from typing import Any, Self
 import aiomqtt
 
 from ._errors import BrokerError
-from ._roles import ADMIN_ROLE, Acl, Role, admin_role
+from ._roles import ADMIN_ROLE, Acl, Role, admin_role, doctor_username
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,14 @@ def hash_password(password: str, *, salt: bytes | None = None) -> dict[str, Any]
     }
 
 
-def initial_dynsec_document(
-    clients: Iterable[tuple[Credentials, Sequence[str]]], roles: Iterable[Role]
-) -> dict[str, Any]:
-    """The plugin's JSON file for a new broker: default deny, the given clients and roles."""
+Client = tuple[Credentials, Sequence[str]] | tuple[Credentials, Sequence[str], str | None]
+
+
+def initial_dynsec_document(clients: Iterable[Client], roles: Iterable[Role]) -> dict[str, Any]:
+    """The plugin's JSON file for a new broker: default deny, the given clients and roles.
+
+    A client is ``(credentials, role names)`` or ``(credentials, role names, client id)``: with a
+    client id the login connects under that id only."""
     return {
         "defaultACLAccess": {
             "publishClientSend": False,
@@ -70,17 +74,21 @@ def initial_dynsec_document(
             "subscribe": False,
             "unsubscribe": True,
         },
-        "clients": [
-            {
-                "username": creds.username,
-                "textName": creds.username,
-                **hash_password(creds.password),
-                "roles": [{"rolename": name} for name in role_names],
-            }
-            for creds, role_names in clients
-        ],
+        "clients": [_client_json(*client) for client in clients],
         "groups": [],
         "roles": [role.as_json() for role in (admin_role(), *roles)],
+    }
+
+
+def _client_json(
+    creds: Credentials, role_names: Sequence[str], clientid: str | None = None
+) -> dict[str, Any]:
+    return {
+        "username": creds.username,
+        "textName": creds.username,
+        **({"clientid": clientid} if clientid else {}),
+        **hash_password(creds.password),
+        "roles": [{"rolename": name} for name in role_names],
     }
 
 
@@ -106,13 +114,30 @@ def role_command(role: Role) -> dict[str, Any]:
     }
 
 
-def client_command(creds: Credentials, roles: Sequence[str]) -> dict[str, Any]:
+def client_command(
+    creds: Credentials, roles: Sequence[str], *, clientid: str | None = None
+) -> dict[str, Any]:
+    """``createClient``; with ``clientid`` the login may connect under that client id only
+    (the broker refuses any other with CONNACK 0x87), so it cannot take over another session."""
     return {
         "command": "createClient",
         "username": creds.username,
         "password": creds.password,
+        **({"clientid": clientid} if clientid else {}),
         "roles": [{"rolename": name} for name in roles],
     }
+
+
+def agent_client_commands(
+    role: Role, creds: Credentials, *, doctor: bool = True
+) -> list[dict[str, Any]]:
+    """An agent's role and its two logins, both pinned to their own client id: the agent's
+    (client id = username) and ``agent doctor``'s companion (same password and role)."""
+    commands = [role_command(role), client_command(creds, [role.name], clientid=creds.username)]
+    if doctor:
+        companion = Credentials(doctor_username(creds.username), creds.password)
+        commands.append(client_command(companion, [role.name], clientid=companion.username))
+    return commands
 
 
 class DynSecAdmin:
@@ -169,6 +194,15 @@ class DynSecAdmin:
         (response,) = await self.batch([{"command": command, **fields}])
         return response
 
+    async def batch_results(
+        self, commands: Sequence[dict[str, Any]], *, chunk: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every command's response, refusals included (each response's ``error``)."""
+        responses: list[dict[str, Any]] = []
+        for start in range(0, len(commands), chunk):
+            responses.extend(await self._send(commands[start : start + chunk]))
+        return responses
+
     async def batch(
         self, commands: Sequence[dict[str, Any]], *, chunk: int = 500
     ) -> list[dict[str, Any]]:
@@ -178,9 +212,7 @@ class DynSecAdmin:
         commands each (``createRole`` carries its ACLs), so four messages instead of 2,000.
         Every command runs; the first refusal is raised afterwards as :class:`DynSecError`.
         """
-        responses: list[dict[str, Any]] = []
-        for start in range(0, len(commands), chunk):
-            responses.extend(await self._send(commands[start : start + chunk]))
+        responses = await self.batch_results(commands, chunk=chunk)
         for request, response in zip(commands, responses, strict=True):
             if response.get("error"):
                 raise DynSecError(str(request["command"]), str(response["error"]))
@@ -198,9 +230,12 @@ class DynSecAdmin:
                     for command, correlation in zip(commands, correlations, strict=True)
                 ]
             }
-            await self._client.publish(_CONTROL, json.dumps(payload), qos=1)
-            # The plugin answers a message's commands together; allow time per command.
-            async with asyncio.timeout(self._timeout + 0.01 * len(commands)):
+            # The plugin runs a message's commands before the broker acknowledges it and answers
+            # them together, rewriting its whole JSON file per command (slower as it grows):
+            # allow time per command, for the PUBACK as for the answers.
+            allowed = self._timeout + 0.05 * len(commands)
+            await self._client.publish(_CONTROL, json.dumps(payload), qos=1, timeout=allowed)
+            async with asyncio.timeout(allowed):
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
             raise DynSecError(str(commands[0]["command"]), "no response from the broker") from exc
@@ -211,19 +246,30 @@ class DynSecAdmin:
     async def create_role(self, role: Role) -> None:
         await self.batch([role_command(role)])
 
-    async def create_agents(self, agents: Iterable[tuple[Role, Credentials]]) -> None:
-        """Provision many agents at once: each its role (with ACLs) and its client."""
+    async def create_agents(
+        self, agents: Iterable[tuple[Role, Credentials]], *, doctor: bool = True
+    ) -> None:
+        """Provision many agents at once: each its role (with ACLs) and its client (and, with
+        ``doctor``, its doctor's login: simulated agents need none)."""
         commands: list[dict[str, Any]] = []
         for role, creds in agents:
-            commands.append(role_command(role))
-            commands.append(client_command(creds, [role.name]))
+            commands.extend(agent_client_commands(role, creds, doctor=doctor))
         await self.batch(commands)
 
     async def delete_role(self, name: str) -> None:
         await self.command("deleteRole", rolename=name)
 
-    async def create_client(self, creds: Credentials, roles: Sequence[str]) -> None:
-        await self.batch([client_command(creds, roles)])
+    async def create_client(
+        self, creds: Credentials, roles: Sequence[str], *, clientid: str | None = None
+    ) -> None:
+        await self.batch([client_command(creds, roles, clientid=clientid)])
+
+    async def set_client_id(self, username: str, clientid: str) -> None:
+        """Bind an existing login to one client id."""
+        await self.command("setClientId", username=username, clientid=clientid)
+
+    async def remove_role_acl(self, role: str, acltype: str, topic: str) -> None:
+        await self.command("removeRoleACL", rolename=role, acltype=acltype, topic=topic)
 
     async def delete_client(self, username: str) -> None:
         await self.command("deleteClient", username=username)

@@ -3,10 +3,19 @@ provisioning.
 
 Mosquitto 2.0's dynamic security has no ``%u``/``%c`` substitution, so every agent gets a role of
 its own that names exactly its topics: it may read its own ``req`` topic and write only its own
-presence/status and its branch's ``reply/+`` topics. It may also write (and read)
+presence/status and its own reply topics ``pm/v1/{branch}/reply/+/{agent}`` (the topic a reply
+arrives on proves which agent sent it). It may also write (and read)
 ``req/probe`` below its request topic, which nobody else reads or writes: ``printermaster agent
 doctor`` sends itself a message through the broker there, a round trip that touches no topic the
 cloud or the running agent acts on (the agent subscribes to ``req`` exactly, not ``req/#``).
+
+Every agent and debug login is bound to one client id (the plugin's ``clientid``): a stolen
+password cannot connect under another client's id, so it can neither take over another agent's
+session nor the API's. The agent's own id is its username; ``printermaster agent doctor`` runs
+next to a connected agent under a companion login ``{username}:doctor`` (same password, same
+role, its own client id) so it never kicks the agent off; a debug login has a twin
+``{username}:send`` for the same reason (``mosquitto_sub`` listens while ``mosquitto_pub``
+sends).
 
 Usernames join branch and agent ids with ``:``, a character ids may not hold: with ``.`` (which ids
 may hold) branch ``a.b``/agent ``c`` and branch ``a``/agent ``b.c`` would share one login.
@@ -21,6 +30,7 @@ from protocol import (
     ALL_STATUS,
     RELEASE_PREFIX,
     TOPIC_PREFIX,
+    agent_reply_pattern,
     branch_release_topic,
     is_valid_id,
     presence_topic,
@@ -63,6 +73,7 @@ def _write(topic: str) -> Acl:
 
 AGENT_USER_PREFIX: Final = "agent:"
 DEBUG_USER_PREFIX: Final = "debug:"
+DOCTOR_SUFFIX: Final = ":doctor"
 
 
 def agent_username(branch_id: str, agent_id: str) -> str:
@@ -70,6 +81,11 @@ def agent_username(branch_id: str, agent_id: str) -> str:
     validate_id(branch_id, "branch id")
     validate_id(agent_id, "agent id")
     return f"{AGENT_USER_PREFIX}{branch_id}:{agent_id}"
+
+
+def doctor_username(agent_login: str) -> str:
+    """The companion login (and client id) ``agent doctor`` uses beside a running agent."""
+    return f"{agent_login}{DOCTOR_SUFFIX}"
 
 
 def parse_agent_username(username: str) -> tuple[str, str] | None:
@@ -97,7 +113,7 @@ def agent_role(branch_id: str, agent_id: str) -> Role:
             *_read(f"{request_topic(branch_id, agent_id)}/#"),
             _write(presence_topic(branch_id, agent_id)),
             _write(status_topic(branch_id, agent_id)),
-            _write(f"{TOPIC_PREFIX}/{branch_id}/reply/+"),
+            _write(agent_reply_pattern(branch_id, agent_id)),
             _write(probe_topic(branch_id, agent_id)),
             # Signed releases (docs/updates.md): the branch's pin and the channels' manifests,
             # read-only. Its printer configuration (``req/config``) is covered by ``req/#``.
@@ -115,7 +131,7 @@ def cloud_role() -> Role:
             _write(f"{TOPIC_PREFIX}/+/agents/+/req"),
             *_read(ALL_PRESENCE),
             *_read(ALL_STATUS),
-            *_read(f"{TOPIC_PREFIX}/+/reply/+"),
+            *_read(f"{TOPIC_PREFIX}/+/reply/+/+"),
             _write(f"{TOPIC_PREFIX}/+/agents/+/req/config"),
             _write(f"{TOPIC_PREFIX}/+/release"),
             _write(f"{RELEASE_PREFIX}/+"),
@@ -128,13 +144,20 @@ def debug_username(branch_id: str, name: str) -> str:
     return f"{DEBUG_USER_PREFIX}{validate_id(branch_id, 'branch id')}:{validate_id(name, 'name')}"
 
 
+def debug_send_username(debug_login: str) -> str:
+    """A debug login's twin for sending (same password and role, its own client id): with every
+    login bound to one client id, ``mosquitto_sub`` and ``mosquitto_pub`` need one each."""
+    return f"{debug_login}:send"
+
+
 def debug_role_name(branch_id: str, name: str) -> str:
     return f"pm-{debug_username(branch_id, name)}"
 
 
 def debug_role(branch_id: str = "+", name: str = DEBUG_ROLE) -> Role:
     """Troubleshooting with ``mosquitto_pub``/``mosquitto_sub``: send requests in one branch (or
-    all), read that branch's presence and status and the replies addressed to ``debug``."""
+    all, for the test suite's own login only), read that branch's presence and status and the
+    replies addressed to ``debug`` (``reply/debug/{agent}``)."""
     if branch_id != "+":
         validate_id(branch_id, "branch id")
     base = f"{TOPIC_PREFIX}/{branch_id}"
@@ -144,7 +167,7 @@ def debug_role(branch_id: str = "+", name: str = DEBUG_ROLE) -> Role:
             _write(f"{base}/agents/+/req"),
             *_read(f"{base}/agents/+/presence"),
             *_read(f"{base}/agents/+/status"),
-            *_read(f"{base}/reply/debug"),
+            *_read(f"{base}/reply/debug/+"),
         ),
     )
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, Router
+from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 
 from protocol import software_version
@@ -21,6 +22,9 @@ from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
+from ._openapi import complete_openapi
+from ._owners import OwnerBook
+from ._ratelimit import RateLimiter, bound_logs, rate_limited
 from ._registry import Registry
 from ._settings import ApiSettings
 from .agents import AgentsController
@@ -47,7 +51,13 @@ log = logging.getLogger("cloud_api")
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
     correlator = Correlator()
+    # what arrives over MQTT is logged a bounded number of lines, whatever an agent sends
+    # (and so are refused HTTP request heads)
+    bound_logs(
+        "cloud_api.mqtt", "cloud_api.registry", "cloud_api.rpc", "cloud_api.jobs", "cloud_api.http"
+    )
     registry = Registry()
+    owners = OwnerBook(registry)
     several = len(settings.mqtt.endpoints()) > 1
     link = (BrokerLinks if several else MqttLink)(settings, registry, lambda *args: None)
     readiness = Readiness()
@@ -56,15 +66,24 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
     event_feed = EventFeed(registry)
     holder: dict[str, Any] = {}
     fleet: dict[str, PrinterConfigService | ReleaseService] = {}
-    provisioning_service = ProvisioningService(settings)
+    provisioning_service = ProvisioningService(settings, owners)
     # the database-backed key store replaces this one when the lifespan opens the store, before
     # the first request is served
     api_key_service = ApiKeyService(MemoryApiKeyStore())
     authenticator = Authenticator(settings.api_token, api_key_service)
+    per_key = RateLimiter(
+        settings.rate_limit_per_key, settings.rate_limit_key_burst, what="API key"
+    )
+    per_printer = RateLimiter(
+        settings.rate_limit_per_printer, settings.rate_limit_printer_burst, what="printer"
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         store: Store = await open_store(settings.store_url)
+        # Every known printer before the first broker message: a restart while the broker is
+        # away still knows them (503 BROKER_UNAVAILABLE, jobs stored queued, not 404).
+        await owners.open(store)
 
         async def store_check() -> tuple[bool, str]:
             await store.ping()
@@ -73,6 +92,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         readiness.add("store", store_check)
         api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
+        jobs.admit = per_printer.check
         link.on_reply = jobs.on_reply
         jobs.hub.listeners.append(event_feed.on_job)
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
@@ -83,6 +103,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         lease_task = asyncio.create_task(instances.run(), name="instance-lease")
+        owners_task = asyncio.create_task(owners.run(), name="printer-owners")
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -94,9 +115,11 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             yield
         finally:
             await event_feed.aclose()
-            for task in (lease_task, jobs_task, mqtt_task):
+            for task in (lease_task, jobs_task, mqtt_task, owners_task):
                 task.cancel()
-            await asyncio.gather(lease_task, jobs_task, mqtt_task, return_exceptions=True)
+            await asyncio.gather(
+                lease_task, jobs_task, mqtt_task, owners_task, return_exceptions=True
+            )
             await instances.release()
             await jobs.aclose()
             await store.close()
@@ -132,7 +155,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             AgentPrintersController,
             ReleasesController,
         ],
-        middleware=[authenticated(authenticator)],
+        middleware=[authenticated(authenticator), rate_limited(per_key)],
     )
     app = Litestar(
         route_handlers=[healthz, readyz, metrics_endpoint, v1, console_router()],
@@ -141,7 +164,11 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         exception_handlers={Exception: error_response},
         openapi_config=openapi_config("PrinterMaster API", software_version()),
         request_max_body_size=settings.max_body_bytes,
+        # nothing the API answers may sit in a cache: keys, agent configs, debug passwords,
+        # job contents (Cache-Control: no-store on every route's response)
+        cache_control=CacheControlHeader(no_store=True),
         debug=False,
     )
     app.state.settings = settings
+    complete_openapi(app.openapi_schema)  # built once here, served as completed
     return app

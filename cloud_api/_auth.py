@@ -86,6 +86,13 @@ def authenticated(authenticator: Authenticator) -> Callable[[ASGIApp], ASGIApp]:
 _PRINCIPAL: Final = "principal"
 
 
+def principal_of_scope(scope: Scope) -> Principal | None:
+    """The principal :func:`authenticated` stashed, if it ran."""
+    state = scope.get("state") or {}
+    principal = state.get(_PRINCIPAL)
+    return principal if isinstance(principal, Principal) else None
+
+
 def principal_of(connection: ASGIConnection) -> Principal:  # type: ignore[type-arg]
     return connection.scope["state"][_PRINCIPAL]  # type: ignore[no-any-return]
 

@@ -38,7 +38,8 @@ from ._settings import ApiSettings, MqttClientSettings
 
 log = logging.getLogger("cloud_api.mqtt")
 
-ReplyHandler = Callable[[str, bytes | None, bytes], None]
+#: (branch id, agent id, correlation data, payload) of each reply
+ReplyHandler = Callable[[str, str, bytes | None, bytes], None]
 
 
 class _Tap:

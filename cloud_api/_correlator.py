@@ -24,6 +24,8 @@ class Pending:
 
     job_id: str
     branch_id: str
+    #: the agent the request went to: only its replies count
+    agent_id: str
     accepted: asyncio.Future[Reply]
     final: asyncio.Future[Done | Failed]
 
@@ -39,18 +41,20 @@ class Correlator:
         return correlation in self._pending
 
     @contextlib.contextmanager
-    def expect(self, job_id: str, branch_id: str) -> Iterator[Pending]:
+    def expect(self, job_id: str, branch_id: str, agent_id: str) -> Iterator[Pending]:
         """Register a pending request for the duration of the ``with`` block."""
         key = job_id.encode("ascii")
         loop = asyncio.get_running_loop()
-        pending = Pending(job_id, branch_id, loop.create_future(), loop.create_future())
+        pending = Pending(job_id, branch_id, agent_id, loop.create_future(), loop.create_future())
         self._pending[key] = pending
         try:
             yield pending
         finally:
             del self._pending[key]
 
-    def deliver(self, branch_id: str, correlation: bytes | None, payload: bytes) -> None:
+    def deliver(
+        self, branch_id: str, agent_id: str, correlation: bytes | None, payload: bytes
+    ) -> None:
         """Route one reply; anything that matches no pending request is dropped with a log."""
         pending = self._pending.get(correlation) if correlation is not None else None
         if pending is None:
@@ -64,6 +68,16 @@ class Correlator:
                 pending.job_id,
                 branch_id,
                 pending.branch_id,
+            )
+            return
+        if agent_id != pending.agent_id:
+            # The broker lets each agent publish only on its own reply topics: another agent
+            # of the branch answering this request is a forgery.
+            log.warning(
+                "dropping reply for job %s from agent %s: the request went to agent %s",
+                pending.job_id,
+                agent_id,
+                pending.agent_id,
             )
             return
         try:

@@ -12,6 +12,7 @@ error, Litestar's own (404 route, 413 body, 400 validation) included.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Final
 
 import msgspec
@@ -46,6 +47,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.CONFLICT: 409,
     ErrorCode.CANCELLED: 409,
+    ErrorCode.RATE_LIMITED: 429,
 }
 
 _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
@@ -55,6 +57,7 @@ _CODE_FOR_STATUS: Final[dict[int, ErrorCode]] = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.NOT_FOUND,
     409: ErrorCode.CONFLICT,
+    429: ErrorCode.RATE_LIMITED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     422: ErrorCode.INVALID_REQUEST,
 }
@@ -71,6 +74,7 @@ class ApiError(Exception):
         job_id: str | None = None,
         field: str | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -81,6 +85,8 @@ class ApiError(Exception):
         #: code says (protocol.RETRYABLE), overridden where this case knows better (a 504 that
         #: cannot rule out that the job still prints is not retryable)
         self.retryable = code in RETRYABLE if retryable is None else retryable
+        #: seconds the caller should wait (``Retry-After``), for RATE_LIMITED
+        self.retry_after = retry_after
 
     @property
     def status_code(self) -> int:
@@ -126,6 +132,8 @@ def error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
         body = _body(exc.code, exc.message, exc.job_id, exc.field, exc.retryable)
         if exc.code is ErrorCode.UNAUTHORIZED:
             headers["WWW-Authenticate"] = "Bearer"
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         code = _CODE_FOR_STATUS.get(status, ErrorCode.INTERNAL)

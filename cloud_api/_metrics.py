@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from litestar import Response, get
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._mqtt import MqttLink
@@ -76,6 +76,11 @@ class _FleetCollector(Collector):
             "printermaster_broker_connected",
             "1 while the API holds its broker session",
             value=1 if self.link.ready.is_set() else 0,
+        )
+        yield CounterMetricFamily(
+            "printermaster_mqtt_dropped",
+            "MQTT messages dropped because their agent sent more than mqtt_rate_per_agent",
+            value=self.link.dropped,
         )
         yield GaugeMetricFamily(
             "printermaster_store_up",

@@ -29,6 +29,7 @@ from protocol import (
 )
 
 from ._errors import ApiError
+from ._ratelimit import RateLimiter
 from ._registry import Registry
 from ._settings import ApiSettings
 
@@ -64,11 +65,12 @@ class MqttLink:
         self,
         settings: ApiSettings,
         registry: Registry,
-        on_reply: Callable[[str, bytes | None, bytes], None],
+        on_reply: Callable[[str, str, bytes | None, bytes], None],
     ) -> None:
         self.settings = settings
         self.registry = registry
-        #: called with (branch id, correlation data, payload) for every reply
+        #: called with (branch id, agent id, correlation data, payload) for every reply; the
+        #: agent id comes from the topic, which the broker lets only that agent publish on
         self.on_reply = on_reply
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -76,6 +78,12 @@ class MqttLink:
         #: reply filters of other instances this one adopted (:mod:`cloud_api.instances`),
         #: subscribed again after every reconnect
         self.adopted_filters: set[str] = set()
+        #: messages per agent (a junk flood from one stolen login costs a bounded share)
+        self.limiter = RateLimiter(
+            settings.mqtt_rate_per_agent, settings.mqtt_burst_per_agent, what="agent"
+        )
+        #: messages dropped because their agent sent more than its rate
+        self.dropped = 0
 
     def _make_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -166,6 +174,15 @@ class MqttLink:
         except InvalidTopic:
             log.warning("ignoring message on unexpected topic %s", message.topic.value[:200])
             return
+        if self.limiter.wait((topic.branch_id, topic.agent_id)) > 0:
+            self.dropped += 1
+            log.warning(
+                "dropping a message from agent %s/%s: over %g messages per second",
+                topic.branch_id,
+                topic.agent_id,
+                self.limiter.rate,
+            )
+            return
         payload = message.payload if isinstance(message.payload, bytes) else b""
         props = message.properties
         # A message is a clock sample only when it is live: not retained (old news), and not
@@ -174,7 +191,12 @@ class MqttLink:
         live = not message.retain and self.ready.is_set()
         match topic.kind:
             case TopicKind.REPLY:
-                self.on_reply(topic.branch_id, getattr(props, "CorrelationData", None), payload)
+                self.on_reply(
+                    topic.branch_id,
+                    topic.agent_id,
+                    getattr(props, "CorrelationData", None),
+                    payload,
+                )
             case TopicKind.PRESENCE:
                 self.registry.on_presence(topic.branch_id, topic.name, payload, live=live)
             case TopicKind.STATUS:

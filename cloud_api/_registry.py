@@ -10,6 +10,13 @@ The rules, evaluated whenever someone asks (so a stale "online" ages out by itse
   late will, the newer session's live status still counts: an agent publishes status only while
   connected, and its own will carries its own session.
 * Without a presence (never born, or the agent was removed) an agent is not online.
+
+Printers belong to agents: by provisioning (the API's provisioning routes) or, for an agent
+provisioned otherwise, by its first claim. Owners are persisted in the store and loaded before
+the first message (:meth:`Registry.load_owners`), so a restarted API knows every printer even
+while the broker is away. An agent that lists a printer owned by another agent of its branch
+(in its presence or status) is not believed: the claim is ignored, logged once per agent and
+printer, and shown as a problem (:attr:`AgentRecord.refused`); jobs keep going to the owner.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from protocol import (
@@ -65,6 +72,9 @@ class AgentRecord:
         agent's clock (:mod:`cloud_api._clock` says how it is measured and how wrong it can be)."""
         return self.clock.value()
 
+    #: printers this agent claims that another agent of its branch owns (ignored claims)
+    refused: set[str] = field(default_factory=set)
+
     @property
     def session(self) -> int:
         """The newest session heard of, from the birth/will or the status."""
@@ -102,14 +112,80 @@ class AgentRecord:
         return None
 
 
+@dataclass(slots=True, frozen=True)
+class Owner:
+    agent_id: str
+    #: given by provisioning (else learned from the agent's first claim)
+    provisioned: bool = False
+
+
 class Registry:
     def __init__(self) -> None:
         #: branch -> agent -> record; branch-first so per-branch views never scan the fleet
         self._branches: dict[str, dict[str, AgentRecord]] = {}
-        #: (branch, printer) -> agent id, from the newest presence or status that lists it
-        self._printers: dict[tuple[str, str], str] = {}
+        #: (branch, printer) -> its owner: provisioned, loaded from the store, or learned
+        self._owners: dict[tuple[str, str], Owner] = {}
         #: called with the record whenever an agent announces a new online session
         self.on_online: list[Callable[[AgentRecord], None]] = []
+        #: called with (branch, printer, agent, True) when an owner is learned, and with
+        #: (..., False) when an agent gives up a printer: the store keeps them
+        self.on_owner: list[Callable[[str, str, str, bool], None]] = []
+
+    # --- printer ownership -----------------------------------------------------------------
+
+    def load_owners(self, owners: Iterable[tuple[str, str, Owner]]) -> None:
+        """Owners as the store has them (at start, before any message)."""
+        for branch_id, printer_id, owner in owners:
+            self._owners[(branch_id, printer_id)] = owner
+
+    def set_owner(self, branch_id: str, printer_id: str, owner: Owner | None) -> None:
+        """Provisioning's word (``None``: the printer is free again)."""
+        key = (branch_id, printer_id)
+        if owner is None:
+            self._owners.pop(key, None)
+        else:
+            self._owners[key] = owner
+        for record in self.branch_agents(branch_id):
+            record.refused.discard(printer_id)
+
+    def owner(self, branch_id: str, printer_id: str) -> Owner | None:
+        return self._owners.get((branch_id, printer_id))
+
+    def owned_by(self, branch_id: str, agent_id: str) -> list[str]:
+        return [
+            p for (b, p), o in self._owners.items() if b == branch_id and o.agent_id == agent_id
+        ]
+
+    def _claim(self, record: AgentRecord, names: Iterable[str]) -> None:
+        """``record``'s agent says it serves ``names``: learn free printers, refuse the others'."""
+        branch_id, agent_id = record.branch_id, record.agent_id
+        for name in names:
+            owner = self._owners.get((branch_id, name))
+            if owner is None:
+                owner = self._owners[(branch_id, name)] = Owner(agent_id)
+                for listener in self.on_owner:
+                    listener(branch_id, name, agent_id, True)
+            if owner.agent_id == agent_id:
+                continue
+            if name not in record.refused:
+                record.refused.add(name)
+                log.warning(
+                    "ignoring agent %s/%s's claim to printer %s: it belongs to agent %s",
+                    branch_id,
+                    agent_id,
+                    name,
+                    owner.agent_id,
+                )
+
+    def _release_dropped(self, record: AgentRecord, dropped: Iterable[str]) -> None:
+        """Printers the agent no longer lists: a learned one is free for another agent."""
+        for name in dropped:
+            key = (record.branch_id, name)
+            owner = self._owners.get(key)
+            if owner is not None and owner.agent_id == record.agent_id and not owner.provisioned:
+                del self._owners[key]
+                for listener in self.on_owner:
+                    listener(record.branch_id, name, record.agent_id, False)
 
     def _record(self, branch_id: str, agent_id: str) -> AgentRecord:
         agents = self._branches.setdefault(branch_id, {})
@@ -156,8 +232,7 @@ class Registry:
             )
         record.presence = presence
         record.last_seen = time.time()
-        for name in presence.printers:
-            self._printers[(branch_id, name)] = agent_id
+        self._claim(record, presence.printers)
         if new_session:
             for listener in self.on_online:
                 listener(record)
@@ -196,32 +271,33 @@ class Registry:
         record.status_expires = expires
         record.last_seen = time.time()
         record.clock.observe(status.at, record.last_seen, live=live)
-        old_names = {p.name for p in old.printers} if old else set()
-        for name in old_names - {p.name for p in status.printers}:
-            if self._printers.get((branch_id, name)) == agent_id:
-                del self._printers[(branch_id, name)]
-        for printer in status.printers:
-            self._printers[(branch_id, printer.name)] = agent_id
+        names = [p.name for p in status.printers]
+        if old is not None:
+            self._release_dropped(record, {p.name for p in old.printers} - set(names))
+        record.refused.intersection_update(names)
+        self._claim(record, names)
 
     def _forget(self, branch_id: str, agent_id: str) -> None:
         agents = self._branches.get(branch_id, {})
-        record = agents.pop(agent_id, None)
+        agents.pop(agent_id, None)
         if not agents:
             self._branches.pop(branch_id, None)
-        if record is not None:
-            names = set(record.presence.printers) if record.presence else set()
-            names |= {p.name for p in record.status.printers} if record.status else set()
-            for name in names:
-                if self._printers.get((branch_id, name)) == agent_id:
-                    del self._printers[(branch_id, name)]
+        # a removed (revoked) agent's printers are free again
+        for key, owner in list(self._owners.items()):
+            if key[0] == branch_id and owner.agent_id == agent_id:
+                del self._owners[key]
+                for listener in self.on_owner:
+                    listener(branch_id, key[1], agent_id, False)
 
     def agent(self, branch_id: str, agent_id: str) -> AgentRecord | None:
         return self._branches.get(branch_id, {}).get(agent_id)
 
     def find_printer(self, branch_id: str, printer: str) -> AgentRecord | None:
-        """The agent that serves ``printer`` in ``branch_id``, if any agent ever reported it."""
-        agent_id = self._printers.get((branch_id, printer))
-        return self.agent(branch_id, agent_id) if agent_id else None
+        """The agent that owns ``printer`` in ``branch_id``: by provisioning, from the store, or
+        the first to report it. An owner not heard from yet (the broker is away) is a record
+        without presence: it counts as not online."""
+        owner = self._owners.get((branch_id, printer))
+        return self._record(branch_id, owner.agent_id) if owner else None
 
     def agents(self, branch_id: str | None = None) -> list[AgentRecord]:
         if branch_id is not None:

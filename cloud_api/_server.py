@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -28,6 +29,7 @@ import uvicorn
 from protocol import Backoff
 
 from ._app import create_app
+from ._httplimits import limited_httptools
 from ._settings import ApiSettings
 
 log = logging.getLogger("cloud_api.server")
@@ -55,12 +57,17 @@ def serve(settings: ApiSettings, *, sock: socket.socket | None = None) -> None:
     """Run one API instance until SIGTERM/SIGINT; on ``sock`` when given (a worker)."""
     _configure_logging(settings)
     fast = sys.platform != "win32"
+    http: Any = (
+        limited_httptools(settings.max_header_bytes, settings.max_header_count) if fast else "h11"
+    )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop" if fast else "asyncio",
-        http="httptools" if fast else "h11",
+        http=http,
+        # h11's own bound on the request head (the httptools protocol counts for itself)
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),

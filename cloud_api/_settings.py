@@ -123,6 +123,22 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     lease_renew: float = 1.0
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
+    #: Requests per second one API key may make on /v1 (token bucket, bursts up to
+    #: ``rate_limit_key_burst``), per API process; 0 turns it off. The admin token is exempt.
+    rate_limit_per_key: float = 50.0
+    rate_limit_key_burst: int = 100
+    #: Jobs and test prints per second for one printer, whoever sends them; 0 turns it off.
+    #: A thermal printer prints a ticket or two a second: more is a runaway client.
+    rate_limit_per_printer: float = 10.0
+    rate_limit_printer_burst: int = 30
+    #: Largest HTTP request head: the request line and every header together (bytes), and
+    #: most header lines; larger heads are refused before they are read whole (431/400).
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    #: MQTT messages per second one agent may send the API (token bucket, bursts up to
+    #: ``mqtt_burst_per_agent``); beyond, they are dropped and counted; 0 turns it off.
+    mqtt_rate_per_agent: float = 1000.0
+    mqtt_burst_per_agent: int = 5000
     log_level: str = "INFO"
     #: Base64 Ed25519 public key of the release signers: a release whose signature does not
     #: verify is refused at ``POST /v1/releases`` (the agents check it again with their copy).

@@ -145,7 +145,7 @@ class FloorRequester:
         self._pending[key] = future
         try:
             props = request_properties(
-                response_topic=reply_topic(branch_id, FLOOR_REQUESTER),
+                response_topic=reply_topic(branch_id, FLOOR_REQUESTER, agent_id),
                 correlation_id=job_id,
                 expiry_s=33,
             )

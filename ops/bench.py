@@ -108,6 +108,7 @@ async def provision(stack: Stack, count: int, batch: int = 100) -> list[Branch]:
                         "command": "createClient",
                         "username": b.creds.username,
                         "password": b.creds.password,
+                        "clientid": b.creds.username,  # bound to its id, as provisioned
                         "roles": [{"rolename": role.name}],
                     }
                 )

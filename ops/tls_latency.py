@@ -82,7 +82,7 @@ async def round_trips(
     rounds: int,
     payload: bytes,
 ) -> tuple[list[float], int, int]:
-    req, rep = request_topic(BRANCH, AGENT), reply_topic(BRANCH, "bench")
+    req, rep = request_topic(BRANCH, AGENT), reply_topic(BRANCH, "bench", AGENT)
     async with (
         client(cfg, ca_pem, cloud_creds, "plain", nodelay) as cloud,
         client(cfg, ca_pem, agent_creds, transport, nodelay) as agent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +23,17 @@ def _agent_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"printermaster agent: {exc}", file=sys.stderr)
         return 2
+    private_files()
     # SIGTERM (systemd), Ctrl+C (WinSW on Windows, a terminal) and Ctrl+Break: offline first;
     # exit code 75 asks the supervisor to restart into the version just installed
     return run_service(config)
+
+
+def private_files() -> None:
+    """Every file the process creates is its user's alone (0600, directories 0700), whatever
+    umask it inherited: job stores and ledgers hold ticket contents, print files are tickets,
+    settings and configs hold passwords."""
+    os.umask(0o077)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -47,6 +56,7 @@ def _api(args: argparse.Namespace) -> int:
         from ._api_check import run_check
 
         return run_check(settings)
+    private_files()
     if args.worker is not None:
         serve_worker(settings, args.worker, args.fd)
         return 0

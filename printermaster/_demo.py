@@ -30,7 +30,10 @@ def _port(wanted: int | None, default: int) -> int:
 
 def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) -> int:
     stack = Stack(
-        Path(state_dir), mqtt_port=_port(mqtt_port, 1883), http_port=_port(http_port, 8000)
+        Path(state_dir),
+        mqtt_port=_port(mqtt_port, 1883),
+        http_port=_port(http_port, 8000),
+        debug_login=False,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -48,6 +51,7 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
             stack.add_agent(BRANCH_ID, AGENT_ID, [PRINTER_ID])
         took = stack.wait_agent(BRANCH_ID, AGENT_ID)
         handle = stack.agents[key]
+        debug = stack.branch_debug_creds(BRANCH_ID)
         info = {
             "api_url": stack.api_url,
             "api_token": stack.api_token,
@@ -56,8 +60,8 @@ def run_demo(state_dir: str, *, http_port: int | None, mqtt_port: int | None) ->
             "branch_id": BRANCH_ID,
             "agent_id": AGENT_ID,
             "printer_id": PRINTER_ID,
-            "debug_username": stack.creds("debug").username,
-            "debug_password": stack.creds("debug").password,
+            "debug_username": debug.username,
+            "debug_password": debug.password,
             "virtual_printer_dir": str(handle.printer_dir(PRINTER_ID)),
             "mqtt_tls_port": stack.tls_port,
             "mqtt_websockets_port": stack.websockets_port,
@@ -137,7 +141,8 @@ PrinterMaster demo is running (agent online after {took:.2f} s).
   Console       {i["api_url"]}/console   (sign in with the API token)
   Broker        mqtt://{i["mqtt_host"]}:{i["mqtt_port"]}   mqtts://{i["mqtt_host"]}:{i["mqtt_tls_port"]}
                 wss://localhost:{i["mqtt_websockets_port"]}/mqtt   (CA {i["ca_file"]})
-  Debug login   {i["debug_username"]} / {i["debug_password"]}
+  Debug login   {i["debug_username"]} / {i["debug_password"]}   (branch {i["branch_id"]} only;
+                client id = username; its twin {i["debug_username"]}:send sends)
   Printer       {i["printer_id"]} in branch {i["branch_id"]} (agent {i["agent_id"]})
   Paper         {i["virtual_printer_dir"]}  (one .prn file per printed job)
   Everything    {info_path}

@@ -1,4 +1,5 @@
-"""``printermaster broker provision add|rotate|revoke|list``: agent logins without the API.
+"""``printermaster broker provision add|rotate|revoke|list|upgrade``: agent logins without the
+API.
 
 The broker is reached with its admin login, from a stack's state directory (``--state-dir``:
 ``secrets.json`` and the generated ``mosquitto.conf``) or given directly (``--host``, ``--port``,
@@ -33,10 +34,15 @@ def add_parser(sub: Any) -> None:
         ("rotate", "new password for an agent (its live session is dropped); print the config"),
         ("revoke", "disconnect and delete an agent's login, clear its presence"),
         ("list", "list provisioned agents"),
+        (
+            "upgrade",
+            "bind every agent login to its client id and narrow its role to this release's "
+            "rules (own reply topics); passwords unchanged",
+        ),
     ):
         p = actions.add_parser(name, help=text)
         _connection_args(p)
-        if name == "list":
+        if name in ("list", "upgrade"):
             p.add_argument("--branch", help="only this branch")
         else:
             p.add_argument("--branch", required=True, help="branch id")
@@ -70,7 +76,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--broker-port", type=int, help="broker port as the branch sees it")
     g.add_argument("--transport", choices=("tcp", "websockets"), default="tcp")
     g.add_argument("--websocket-path", default="/mqtt")
-    g.add_argument("--tls", action="store_true", help="the agent connects with TLS")
+    g.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the agent connects with TLS (default: yes for a broker outside loopback)",
+    )
     g.add_argument("--ca-file", help="CA certificate (PEM) embedded into the config")
     g.add_argument(
         "--platform",
@@ -129,7 +140,7 @@ async def _run(
     from branch_agent._printers import VirtualPrinterConfig
     from broker import Credentials, DynSecAdmin, Provisioner
     from cloud_api.provisioning import BrokerEndpoint, render_agent_config
-    from cloud_api.provisioning._render import WINDOWS_DATA_DIR
+    from cloud_api.provisioning._render import WINDOWS_DATA_DIR, is_loopback
 
     host, port, user, password = target
     also = [_host_port(a) for a in args.also]
@@ -145,6 +156,12 @@ async def _run(
                 )
             case "revoke":
                 await prov.revoke_agent(args.branch, args.agent)
+            case "upgrade":
+                upgraded = []
+                for agent in await prov.list_agents(args.branch):
+                    await prov.upgrade_agent(agent.branch_id, agent.agent_id)
+                    upgraded.append(f"{agent.branch_id}\t{agent.agent_id}\tupgraded\n")
+                return "".join(upgraded)
             case "add":
                 creds = await prov.add_agent(args.branch, args.agent)
             case _:
@@ -171,7 +188,7 @@ async def _run(
         port=first[1],
         transport=args.transport,
         websocket_path=args.websocket_path,
-        tls=args.tls,
+        tls=args.tls if args.tls is not None else not is_loopback(first[0]),
         ca_pem=ca_pem,
         brokers=(first, *seen) if seen else (),
     )

@@ -136,11 +136,15 @@ class Stack:
         api_overrides: dict[str, Any] | None = None,
         tls: bool = True,
         brokers: int = 1,
+        debug_login: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.mqtt_port = mqtt_port
         self.http_port = http_port
         self.api_overrides = api_overrides or {}
+        #: the test suite's own ``debug`` login for every branch (not bound to a client id);
+        #: the demo has none and gets a login for its one branch (:meth:`branch_debug_creds`)
+        self.debug_login = debug_login
         # Like production: a plain listener (loopback only), MQTT over TLS and MQTT over
         # WebSockets+TLS, with a CA of the stack's own that provisioned agents verify.
         self.tls_port = free_port() if tls else None
@@ -202,14 +206,13 @@ class Stack:
             cfg = broker.config
             cfg.state_dir.mkdir(parents=True, exist_ok=True)
             if not cfg.dynsec_path.exists():
+                clients: list[Any] = [(self.creds("cloud"), [CLOUD_ROLE])]
+                roles = [cloud_role()]
+                if self.debug_login:
+                    clients.append((self.creds("debug"), [DEBUG_ROLE]))
+                    roles.append(debug_role())
                 write_initial_dynsec(
-                    cfg.dynsec_path,
-                    self.creds("admin"),
-                    clients=[
-                        (self.creds("cloud"), [CLOUD_ROLE]),
-                        (self.creds("debug"), [DEBUG_ROLE]),
-                    ],
-                    roles=[cloud_role(), debug_role()],
+                    cfg.dynsec_path, self.creds("admin"), clients=clients, roles=roles
                 )
             broker.start()
 
@@ -220,6 +223,26 @@ class Stack:
     @property
     def broker_ports(self) -> list[int]:
         return [b.config.port for b in self.brokers]
+
+    def branch_debug_creds(self, branch_id: str, name: str = "debug") -> Credentials:
+        """A debug login for one branch (bound to its client id), made once and kept in
+        ``secrets.json`` with the stack's other secrets."""
+        key = f"debug:{branch_id}:{name}"
+        if key not in self.secrets:
+
+            async def add() -> Credentials:
+                async with self.admin() as admin:
+                    return await Provisioner(admin).add_debug(branch_id, name)
+
+            creds = asyncio.run(add())
+            self.secrets[key] = {"username": creds.username, "password": creds.password}
+            path = self.state_dir / "secrets.json"
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.secrets, fh, indent=2)
+            os.replace(tmp, path)
+        return self.creds(key)
 
     # --- agents ----------------------------------------------------------------------------
 
@@ -237,7 +260,8 @@ class Stack:
         for broker in self.brokers:
             async with self.admin(broker) as admin:
                 await admin.create_agents(
-                    (agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)
+                    ((agent_role(b, a), c) for (b, a), c in zip(ids, creds, strict=True)),
+                    doctor=False,
                 )
         return creds
 
@@ -345,12 +369,19 @@ class Stack:
                     else {}
                 ),
             },
+            # virtual printers take hundreds of tickets a second (the suite, the benchmark and
+            # the chaos run drive them so); real ones a ticket or two: no per-printer limit here
+            "rate_limit_per_printer": 0.0,
         }
         settings.update(self.api_overrides)
         return settings
 
-    def start_api(self, timeout: float = 20.0) -> None:
-        self.api = self._start_api_process("api", self.api_settings(), self.api_url, timeout)
+    def start_api(self, timeout: float = 20.0, *, ready: bool = True) -> None:
+        """Start the API and wait until ``/readyz`` says ready (or, with ``ready`` False, until
+        it serves at all: ``/healthz``, e.g. while the broker is down)."""
+        self.api = self._start_api_process(
+            "api", self.api_settings(), self.api_url, timeout, ready=ready
+        )
 
     def add_api(self, instance_id: str, timeout: float = 20.0) -> ApiHandle:
         """Another API instance (its own process, port, instance id and MQTT session) on the
@@ -365,8 +396,9 @@ class Stack:
         return handle
 
     def _start_api_process(
-        self, name: str, settings: dict[str, Any], url: str, timeout: float
+        self, name: str, settings: dict[str, Any], url: str, timeout: float, *, ready: bool = True
     ) -> ChildProcess:
+        probe = "/readyz" if ready else "/healthz"
         path = self.state_dir / f"{name}.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -379,7 +411,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.running():
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{probe}", timeout=2).status_code == 200:
                     return process
             except httpx.TransportError:
                 pass

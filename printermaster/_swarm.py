@@ -38,7 +38,9 @@ class Swarm:
     async def provision(self) -> None:
         creds = await self.stack.provision_agents(self.ids)
         for key, cred in zip(self.ids, creds, strict=True):
-            raw = self.stack.agent_config(*key, cred, list(self.printers), **self.config)
+            # printer names may name their agent ("P-{agent}"): a printer belongs to one agent
+            names = [p.format(branch=key[0], agent=key[1]) for p in self.printers]
+            raw = self.stack.agent_config(*key, cred, list(names), **self.config)
             self.agents[key] = Agent(msgspec.convert(raw, AgentConfig))
 
     async def start(self) -> None:

@@ -6,6 +6,8 @@ builders and parsers, the JSON codec, typed error codes and the protocol version
 
 from ._backoff import Backoff
 from ._codec import (
+    UnknownMethod,
+    UnsupportedVersion,
     decode_params,
     decode_presence,
     decode_reply,
@@ -105,6 +107,7 @@ from ._topics import (
     TOPIC_PREFIX,
     Topic,
     TopicKind,
+    agent_reply_pattern,
     branch_release_topic,
     channel_release_topic,
     config_topic,
@@ -181,8 +184,11 @@ __all__ = [
     "TextBlock",
     "Topic",
     "TopicKind",
+    "UnknownMethod",
+    "UnsupportedVersion",
     "UpdateInfo",
     "Waiting",
+    "agent_reply_pattern",
     "blocking_condition",
     "branch_release_topic",
     "channel_release_topic",

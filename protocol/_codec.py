@@ -27,8 +27,9 @@ class UnknownMethod(ProtocolError):
     code = ErrorCode.UNKNOWN_METHOD
 
 
-class UnsupportedVersion(ProtocolError):
-    """The payload speaks a newer protocol version than this side."""
+class UnsupportedVersion(DecodeError):
+    """The payload speaks a protocol version this side does not (newer, or no version at all:
+    zero or negative). A :class:`DecodeError`: whoever drops malformed messages drops these."""
 
     code = ErrorCode.UNSUPPORTED_VERSION
 
@@ -47,13 +48,17 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
         raise decode_error(f"malformed {what}", exc) from exc
 
 
+def _check_version(v: int, what: str) -> None:
+    if not 1 <= v <= PROTOCOL_VERSION:
+        raise UnsupportedVersion(
+            f"{what} speaks protocol v{v}; this side speaks v1 to v{PROTOCOL_VERSION}"
+        )
+
+
 def decode_request(data: bytes) -> Request:
     """Decode a request envelope; raises :class:`DecodeError` or :class:`UnsupportedVersion`."""
     request = _decode(_request, data, "request")
-    if request.v > PROTOCOL_VERSION:
-        raise UnsupportedVersion(
-            f"request speaks protocol v{request.v}; this agent speaks v{PROTOCOL_VERSION}"
-        )
+    _check_version(request.v, "request")
     return request
 
 
@@ -66,15 +71,22 @@ def decode_params(request: Request) -> Any:
 
 
 def decode_reply(data: bytes) -> Reply:
-    """Decode a reply (accepted, done or failed)."""
-    return _decode(_reply, data, "reply")
+    """Decode a reply (accepted, done or failed); a version this side does not speak raises
+    :class:`UnsupportedVersion`, a :class:`DecodeError`."""
+    reply = _decode(_reply, data, "reply")
+    _check_version(reply.v, "reply")
+    return reply
 
 
 def decode_presence(data: bytes) -> Presence:
     """Decode a presence message (birth or will)."""
-    return _decode(_presence, data, "presence")
+    presence = _decode(_presence, data, "presence")
+    _check_version(presence.v, "presence")
+    return presence
 
 
 def decode_status(data: bytes) -> AgentStatus:
     """Decode an agent status snapshot."""
-    return _decode(_status, data, "status")
+    status = _decode(_status, data, "status")
+    _check_version(status.v, "status")
+    return status

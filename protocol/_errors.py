@@ -46,6 +46,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "NOT_FOUND"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     CONFLICT = "CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 #: Codes where sending the same request again may succeed without anyone fixing anything.
@@ -56,6 +57,7 @@ RETRYABLE: Final[frozenset[ErrorCode]] = frozenset(
         ErrorCode.AGENT_UNREACHABLE,
         ErrorCode.BROKER_UNAVAILABLE,
         ErrorCode.INTERNAL,
+        ErrorCode.RATE_LIMITED,
     }
 )
 

@@ -3,10 +3,13 @@
 ::
 
     pm/v1/{branch}/agents/{agent}/req        cloud -> agent   RPC requests (QoS 1)
-    pm/v1/{branch}/reply/{requester}         agent -> cloud   RPC replies (QoS 1)
+    pm/v1/{branch}/reply/{requester}/{agent} agent -> cloud   RPC replies (QoS 1)
     pm/v1/{branch}/agents/{agent}/presence   retained birth / Last Will
     pm/v1/{branch}/agents/{agent}/status     retained status snapshot and heartbeat
     pm/v1/{branch}/agents/{agent}/req/probe  agent -> itself  ``agent doctor``'s loopback check
+
+A reply topic names the agent that answers: each agent's broker role may publish only on
+``pm/v1/{branch}/reply/+/{agent}``, so the topic a reply arrives on proves which agent sent it.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ class TopicKind(enum.StrEnum):
 
 
 class Topic(NamedTuple):
-    """A parsed topic. ``name`` is the agent id, or the requester id for replies."""
+    """A parsed topic. ``name`` is the agent id, or the requester id for replies;
+    ``agent_id`` is the agent id of every kind (the answering agent for replies)."""
 
     kind: TopicKind
     branch_id: str
     name: str
+    agent_id: str = ""
 
 
 #: Topics built and parsed are cached: the same few thousand (a few per agent) come back on
@@ -71,18 +76,31 @@ def probe_topic(branch_id: str, agent_id: str) -> str:
 
 
 @functools.lru_cache(maxsize=_CACHED)
-def reply_topic(branch_id: str, requester: str) -> str:
+def reply_topic(branch_id: str, requester: str, agent_id: str) -> str:
+    """Where ``agent_id`` answers ``requester``: the response topic of a request to that agent.
+    The broker lets only that agent publish here."""
     validate_id(branch_id, "branch id")
     validate_id(requester, "requester id")
-    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}"
+    validate_id(agent_id, "agent id")
+    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}/{agent_id}"
 
 
-def reply_filter(requester: str, branch_id: str = "+") -> str:
-    """Subscription filter for one requester's replies from every branch (or one)."""
+def reply_filter(requester: str, branch_id: str = "+", agent_id: str = "+") -> str:
+    """Subscription filter for one requester's replies from every branch (or one) and every
+    agent (or one)."""
     validate_id(requester, "requester id")
     if branch_id != "+":
         validate_id(branch_id, "branch id")
-    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}"
+    if agent_id != "+":
+        validate_id(agent_id, "agent id")
+    return f"{TOPIC_PREFIX}/{branch_id}/reply/{requester}/{agent_id}"
+
+
+def agent_reply_pattern(branch_id: str, agent_id: str) -> str:
+    """Every reply topic of one agent (any requester): what its broker role may publish."""
+    validate_id(branch_id, "branch id")
+    validate_id(agent_id, "agent id")
+    return f"{TOPIC_PREFIX}/{branch_id}/reply/+/{agent_id}"
 
 
 _AGENT_LEAVES: Final = {
@@ -98,16 +116,23 @@ def parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) >= 3 and f"{parts[0]}/{parts[1]}" == TOPIC_PREFIX:
         rest = parts[2:]
-        if len(rest) == 3 and rest[1] == "reply":
+        agent_id = ""
+        if len(rest) == 4 and rest[1] == "reply":
             kind: TopicKind | None = TopicKind.REPLY
-            branch_id, name = rest[0], rest[2]
+            branch_id, name, agent_id = rest[0], rest[2], rest[3]
         elif len(rest) == 4 and rest[1] == "agents":
             kind = _AGENT_LEAVES.get(rest[3])
             branch_id, name = rest[0], rest[2]
+            agent_id = name
         else:
             kind = None
-        if kind is not None and is_valid_id(branch_id) and is_valid_id(name):
-            return Topic(kind, branch_id, name)
+        if (
+            kind is not None
+            and is_valid_id(branch_id)
+            and is_valid_id(name)
+            and is_valid_id(agent_id)
+        ):
+            return Topic(kind, branch_id, name, agent_id)
     raise InvalidTopic(f"not a PrinterMaster topic: {topic[:200]!r}")
 
 

@@ -27,6 +27,7 @@ from printermaster._stack import AgentHandle, Stack
 from protocol import (
     decode_content,
     new_job_id,
+    reply_filter,
     reply_topic,
     request_properties,
     request_topic,
@@ -58,7 +59,7 @@ class Cloud:
     def __init__(self, stack: Stack, branch_id: str, *, persistent: bool = False) -> None:
         creds = stack.creds("debug")
         self.branch_id = branch_id
-        self.reply_topic = reply_topic(branch_id, "debug")
+        self.reply_topic = reply_filter("debug", branch_id)
         self._lock = threading.Lock()
         self.replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.status: list[dict[str, Any]] = []
@@ -89,7 +90,7 @@ class Cloud:
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         data = json.loads(msg.payload)
         with self._lock:
-            if msg.topic == self.reply_topic:
+            if "/reply/" in msg.topic:
                 correlation = msg.properties.CorrelationData.decode()  # type: ignore[union-attr]
                 assert data["job_id"] in (correlation, None)
                 self.replies[correlation].append(data)
@@ -117,7 +118,10 @@ class Cloud:
             request_topic(agent.branch_id, agent.agent_id),
             json.dumps(payload).encode(),
             qos=1,
-            properties=request_properties(response_topic=self.reply_topic, correlation_id=job_id),
+            properties=request_properties(
+                response_topic=reply_topic(agent.branch_id, "debug", agent.agent_id),
+                correlation_id=job_id,
+            ),
         )
         if wait:
             info.wait_for_publish(5)

@@ -13,6 +13,7 @@ import secrets
 import socket
 import ssl
 import stat
+import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ async def _request_reply(
 ) -> bytes:
     """Cloud (plain loopback) -> agent (listener under test) -> cloud; the reply payload."""
     req = request_topic(agent.branch_id, agent.agent_id)
-    reply = reply_topic(agent.branch_id, "api-test")
+    reply = reply_topic(agent.branch_id, "api-test", agent.agent_id)
     await cloud.publish(req, payload, qos=1)
     got = await _next_payload(agent_client)
     await agent_client.publish(reply, got[::-1], qos=1)
@@ -314,7 +315,7 @@ async def test_round_trip_with_only_the_ca(
         _client(tls_broker, agent.creds, transport, host=host) as agent_client,
     ):
         await agent_client.subscribe(request_topic(agent.branch_id, agent.agent_id), qos=1)
-        await cloud.subscribe(reply_topic(agent.branch_id, "api-test"), qos=1)
+        await cloud.subscribe(reply_topic(agent.branch_id, "api-test", agent.agent_id), qos=1)
         assert await _request_reply(cloud, agent_client, agent, b"ping-1") == b"1-gnip"
         # The largest payload the protocol allows crosses both listeners whole.
         big = secrets.token_bytes(MAX_PAYLOAD_BYTES)
@@ -504,7 +505,7 @@ async def test_publish_qos1_waits_for_each_puback(
 ) -> None:
     req = request_topic(agent.branch_id, agent.agent_id)
     props = request_properties(
-        response_topic=reply_topic(agent.branch_id, "api-1"), correlation_id="j"
+        response_topic=reply_topic(agent.branch_id, "api-1", agent.agent_id), correlation_id="j"
     )
     async with _client(tls_broker, agent.creds, "plain") as agent_client:
         await agent_client.subscribe(req, qos=1)
@@ -525,3 +526,18 @@ async def test_publish_qos1_waits_for_each_puback(
     # not connected: paho refuses at once
     with pytest.raises(aiomqtt.MqttCodeError):
         await publish_qos1(cloud, req, b"late", props)
+
+
+def test_every_listener_binds_where_configured(tls_broker: Broker) -> None:
+    """The WebSockets listener too (Mosquitto 2.0.11 bound it on every interface when given an
+    address): nothing of this broker listens beyond loopback."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    cfg = tls_broker.config
+    for port in (cfg.port, cfg.tls_port, cfg.websockets_port):
+        local = [
+            line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{port}")
+        ]
+        assert local, f"nothing listens on {port}"
+        for address in local:
+            host = address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+            assert host in ("127.0.0.1", "::1"), (port, local)

@@ -91,9 +91,10 @@ def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, obser
         )
     }
     sub_topics |= {
-        "cloud reply, own branch": reply_topic(b1, "api-1"),
-        "cloud reply, branch 2": reply_topic(b2, "api-1"),
-        "every reply": "pm/v1/+/reply/+",
+        "cloud reply, own": reply_topic(b1, "api-1", a1),
+        "cloud reply, B": reply_topic(b1, "api-1", a2),
+        "cloud reply, branch 2": reply_topic(b2, "api-1", a3),
+        "every reply": "pm/v1/+/reply/+/+",
         "own branch #": f"pm/v1/{b1}/#",
         "every request": "pm/v1/+/agents/+/req",
         "all presence": "pm/v1/+/agents/+/presence",
@@ -119,7 +120,10 @@ def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, obser
         )
     } | {
         "own req (inject a job)": request_topic(b1, a1),
-        "reply, branch 2": reply_topic(b2, "api-1"),
+        "reply, branch 2": reply_topic(b2, "api-1", a3),
+        "reply as B (same branch)": reply_topic(b1, "api-1", a2),
+        "reply, own id in branch 2": reply_topic(b2, "api-1", a1),
+        "reply without agent": f"pm/v1/{b1}/reply/api-1",
         "own agent, unknown leaf": f"pm/v1/{b1}/agents/{a1}/x",
         "outside the tree": "foo/bar",
         "$CONTROL createClient": "$CONTROL/dynamic-security/v1",
@@ -142,7 +146,7 @@ def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, obser
             rows.append(("PUB", what, topic, str(code), code == NOT_AUTHORIZED))
         for what, topic in (
             ("own presence", presence_topic(b1, a1)),
-            ("reply, own branch", reply_topic(b1, "api-1")),
+            ("own reply topic", reply_topic(b1, "api-1", a1)),
         ):
             code = agent.publish(topic, b"{}")
             rows.append(("PUB", what, topic, str(code), code in (0, 16)))
@@ -150,7 +154,7 @@ def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, obser
         delivered = {m.topic for m in observer.messages if not m.retain and m.at >= started}
         for what, topic in pub_topics.items():
             rows.append(("SEEN", what, topic, str(topic in delivered), topic not in delivered))
-        for topic in (presence_topic(b1, a1), reply_topic(b1, "api-1")):
+        for topic in (presence_topic(b1, a1), reply_topic(b1, "api-1", a1)):
             rows.append(("SEEN", "control", topic, str(topic in delivered), topic in delivered))
 
         # the refused $CONTROL command did not run
@@ -208,7 +212,7 @@ def test_forged_reply_from_another_branch_is_ignored(
         )
         forged_fail = Failed(job_id=job_id, at=time.time(), error=error_info(E.PAPER_OUT, "forged"))
         codes = [
-            forger.publish(reply_topic(b2, "api-1"), encode(r), correlation=correlation)
+            forger.publish(reply_topic(b2, "api-1", a2), encode(r), correlation=correlation)
             for r in (forged_fail, forged_done)
         ]
         # its own branch's reply topic is allowed (that is how it answers its own jobs) ...
@@ -216,7 +220,9 @@ def test_forged_reply_from_another_branch_is_ignored(
         # ... branch 1's is not
         assert (
             forger.publish(
-                reply_topic(real.branch_id, "api-1"), encode(forged_fail), correlation=correlation
+                reply_topic(real.branch_id, "api-1", real.agent_id),
+                encode(forged_fail),
+                correlation=correlation,
             )
             == NOT_AUTHORIZED
         )

@@ -41,6 +41,7 @@ from protocol import (
 S = JobState
 PRINTER = "POS-80C"
 ADMIN = Principal(name="admin", admin=True)
+AGENT_OF = {"b1": "a1", "b2": "a2"}
 
 
 @dataclass
@@ -93,7 +94,9 @@ async def service(store: Store) -> AsyncIterator[JobService]:
         result_timeout=5.0,
     )
     registry = Registry()
-    jobs = JobService(settings, store, Link(), registry, Correlator())  # type: ignore[arg-type]
+    link = Link()
+    link.ready.set()  # connected: a test print to an offline broker answers BROKER_UNAVAILABLE
+    jobs = JobService(settings, store, link, registry, Correlator())  # type: ignore[arg-type]
     for branch, agent in (("b1", "a1"), ("b2", "a2")):
         registry.on_presence(
             branch,
@@ -170,7 +173,7 @@ async def test_a_test_print_is_one_write_to_create_and_one_per_reply(
     assert job is not None and job.state is S.SENT and job.sent_by == "api-1"
     counts.reads = 0
     for reply in replies():  # one at a time, each applied before the next arrives
-        service.on_reply("b1", correlation, encode(reply))
+        service.on_reply("b1", "a1", correlation, encode(reply))
         await settled(service)
     final, events = await call
     assert final.state is S.PRINTED and final.result is not None
@@ -193,7 +196,7 @@ async def test_replies_waiting_together_are_one_store_operation(
     call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER))
     correlation = await published(service)
     for reply in replies():  # all three arrive before the first is applied
-        service.on_reply("b1", correlation, encode(reply))
+        service.on_reply("b1", "a1", correlation, encode(reply))
     final, events = await call
     assert final.state is S.PRINTED
     assert (counts.writes, counts.reads) == (2, 0)
@@ -214,7 +217,7 @@ async def test_a_reply_from_another_branch_changes_nothing(
     correlation = await published(service)
     job_id = correlation.decode()
     counts = count_operations(store)
-    service.on_reply("b2", correlation, encode(printed()))  # forged: b2 answers a b1 job
+    service.on_reply("b2", "a2", correlation, encode(printed()))  # forged: b2 answers a b1 job
     await settled(service)
     # the conditional update (which found no job of b2), then a read to say why in the log
     assert (counts.writes, counts.reads) == (1, 1)
@@ -228,11 +231,11 @@ async def test_a_reply_from_another_branch_changes_nothing(
         ("b2", printed()),
         ("b1", Printing(at=time.time())),
     ]:
-        service.on_reply(branch, correlation, encode(reply))
+        service.on_reply(branch, AGENT_OF[branch], correlation, encode(reply))
     await settled(service)
     job = await store.get_job(job_id)
     assert job is not None and job.state is S.PRINTING
-    service.on_reply("b1", correlation, encode(printed()))
+    service.on_reply("b1", "a1", correlation, encode(printed()))
     final, _ = await call
     assert final.state is S.PRINTED
     assert [state for state, _ in await timeline(service, job_id)] == [
@@ -242,6 +245,49 @@ async def test_a_reply_from_another_branch_changes_nothing(
         S.PRINTING,
         S.PRINTED,
     ]
+
+
+async def test_a_reply_from_another_agent_of_the_branch_changes_nothing(
+    service: JobService, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Agent a3 of branch b1 answers a job sent to a1 on its own reply topic (the only one the
+    broker lets it use): nothing changes, one line says why, and a1's replies still count."""
+    call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER))
+    correlation = await published(service)
+    job_id = correlation.decode()
+    for reply in [Accepted(at=time.time()), printed()]:
+        service.on_reply("b1", "a3", correlation, encode(reply))
+    await settled(service)
+    job = await store.get_job(job_id)
+    assert job is not None and job.state is S.SENT
+    assert [state for state, _ in await timeline(service, job_id)] == [S.QUEUED, S.SENT]
+    forged = [r for r in caplog.records if "from agent a3" in r.getMessage()]
+    assert len(forged) == 2  # one line per forged reply, no more
+    assert "it was sent to agent a1" in forged[0].getMessage()
+    for reply in replies():
+        service.on_reply("b1", "a1", correlation, encode(reply))
+    final, _ = await call
+    assert final.state is S.PRINTED
+
+
+async def test_a_reply_for_a_job_never_sent_changes_nothing(
+    service: JobService, store: Store
+) -> None:
+    """Even the job's own agent cannot answer a job that was never sent to it (queued while the
+    agent was offline): queued -> printed would report paper that never came out."""
+    service.registry.on_presence(
+        "b1", "a1", encode(Presence(state="offline", session=1, branch_id="b1", agent_id="a1"))
+    )
+    job, _ = await service.submit(
+        ADMIN, SubmitJob(branch_id="b1", printer_id=PRINTER, content=RawContent(data=b"hello"))
+    )
+    assert job.state is S.QUEUED and job.sent_by is None
+    for reply in replies():
+        service.on_reply("b1", "a1", job.id.encode(), encode(reply))
+    await settled(service)
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.state is S.QUEUED
+    assert await timeline(service, job.id) == [(S.QUEUED, "submitted")]
 
 
 async def test_a_failed_publish_puts_the_job_back_to_queued_and_the_sweeper_sends_it(
@@ -264,7 +310,7 @@ async def test_a_failed_publish_puts_the_job_back_to_queued_and_the_sweeper_send
     correlation = await published(service)
     assert correlation == job.id.encode()
     for reply in replies():
-        service.on_reply("b1", correlation, encode(reply))
+        service.on_reply("b1", "a1", correlation, encode(reply))
     await settled(service)
     done: JobRecord | None = await store.get_job(job.id)
     assert done is not None and done.state is S.PRINTED
@@ -300,7 +346,7 @@ async def test_a_test_print_finished_by_another_instance_reads_its_timeline(
     on its once-a-second read and answers with the timeline from the store."""
     call = asyncio.create_task(service.test_print(ADMIN, "b1", PRINTER))
     job_id = (await published(service)).decode()
-    service.on_reply("b1", job_id.encode(), encode(Accepted(at=time.time())))
+    service.on_reply("b1", "a1", job_id.encode(), encode(Accepted(at=time.time())))
     await settled(service)
     # another instance's sweeper gives up on it (this instance is not told)
     assert await store.transition(

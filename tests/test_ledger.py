@@ -23,7 +23,7 @@ from groupcommit import Writer
 from protocol import ErrorCode, decode_reply, encode
 from protocol._messages import Done, Failed, PrintResult
 
-TOPIC = "pm/v1/b1/reply/debug"
+TOPIC = "pm/v1/b1/reply/debug/a1"
 
 
 def _record(job_id: str, state: JobState = JobState.RECEIVED, **kw: object) -> JobRecord:

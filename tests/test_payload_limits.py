@@ -29,7 +29,7 @@ def test_oversized_mqtt_payload_is_refused_and_nothing_prints(
     agent = start_agent()
     debug = Probe(stack.mqtt_port, stack.creds("debug"), client_id="size-debug")
     assert debug.connect() == 0
-    assert debug.subscribe(reply_topic(agent.branch_id, "debug")) == 1
+    assert debug.subscribe(reply_topic(agent.branch_id, "debug", agent.agent_id)) == 1
     topic = request_topic(agent.branch_id, agent.agent_id)
     try:
         code = raw_publish_qos1(
@@ -40,7 +40,7 @@ def test_oversized_mqtt_payload_is_refused_and_nothing_prints(
         time.sleep(0.5)
         assert debug.messages == []  # the agent never saw it, so it never answered
         # one byte under the limit is delivered (and answered: no correlation data)
-        replies = reply_topic(agent.branch_id, "debug")
+        replies = reply_topic(agent.branch_id, "debug", agent.agent_id)
         assert debug.publish(topic, _request(MAX_PAYLOAD_BYTES), response_topic=replies) in (0, 16)
         deadline = time.monotonic() + 5
         while not debug.messages and time.monotonic() < deadline:

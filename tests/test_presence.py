@@ -266,11 +266,13 @@ def test_a_late_will_of_an_older_session_does_not_mark_the_agent_offline(
             agent_id=agent.agent_id,
             reason="connection lost",
         )
+        # (every login is bound to its client id: the agent's doctor login, same password and
+        # role, plays the second connection)
         old = _Mqtt(
             stack.mqtt_port,
-            creds["username"],
+            f"{creds['username']}:doctor",
             creds["password"],
-            unique_id("old-session-"),
+            f"{creds['username']}:doctor",
             will=(presence_topic(agent.branch_id, agent.agent_id), encode(stale)),
         )
         old.crash()
@@ -460,13 +462,15 @@ async def _swarm_run(stack: Stack, n: int) -> None:
     ids = [(f"f{i // per_branch:03d}", f"a{i:04d}") for i in range(n)]
     api = psutil.Process(stack.api.pid if stack.api else os.getpid())
     rss_before = api.memory_info().rss
-    swarm = Swarm(stack, ids)
+    # each agent its own printer: a printer name belongs to one agent of a branch
+    swarm = Swarm(stack, ids, printers=("P-{agent}",))
     t0 = time.monotonic()
     await swarm.provision()
     provisioned = time.monotonic() - t0
     paper_out = {key for i, key in enumerate(ids) if i % 100 == 3}  # one branch in ten
     for key in paper_out:
-        state = swarm.agents[key].printers[PRINTER].backend.directory / "state.json"  # type: ignore[attr-defined]
+        printer = swarm.agents[key].printers[f"P-{key[1]}"]
+        state = printer.backend.directory / "state.json"  # type: ignore[attr-defined]
         state.write_text('{"paper": "out"}')
     headers = {"Authorization": f"Bearer {stack.api_token}"}
     async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=30) as http:

@@ -135,9 +135,18 @@ def test_topics_build_and_parse(branch: str, agent: str) -> None:
         (p.request_topic, p.TopicKind.REQUEST),
         (p.presence_topic, p.TopicKind.PRESENCE),
         (p.status_topic, p.TopicKind.STATUS),
-        (p.reply_topic, p.TopicKind.REPLY),
     ]:
-        assert p.parse_topic(build(branch, agent)) == p.Topic(kind, branch, agent)
+        assert p.parse_topic(build(branch, agent)) == p.Topic(kind, branch, agent, agent)
+
+
+@given(branch=ids, requester=ids, agent=ids)
+def test_reply_topics_name_the_answering_agent(branch: str, requester: str, agent: str) -> None:
+    topic = p.reply_topic(branch, requester, agent)
+    assert p.parse_topic(topic) == p.Topic(p.TopicKind.REPLY, branch, requester, agent)
+    assert p.reply_filter(requester) == f"pm/v1/+/reply/{requester}/+"
+    # the old form without the agent is no reply topic any more
+    with pytest.raises(p.InvalidTopic):
+        p.parse_topic(f"pm/v1/{branch}/reply/{requester}")
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "a b", "..", "x" * 65, "-lead", "a\x00"])
@@ -187,3 +196,21 @@ def test_a_forked_child_makes_other_job_ids_than_its_parent() -> None:
 def test_retryable_follows_the_code() -> None:
     assert p.error_info(p.ErrorCode.AGENT_OFFLINE, "x").retryable
     assert not p.error_info(p.ErrorCode.PAPER_OUT, "x").retryable
+
+
+@pytest.mark.parametrize("v", [-1, 0, 2, 10**6])
+def test_unknown_protocol_versions_are_refused_both_ways(v: int) -> None:
+    with pytest.raises(p.UnsupportedVersion) as refused:
+        p.decode_request(b'{"v":%d,"method":"printer.test","params":{}}' % v)
+    assert refused.value.code is p.ErrorCode.UNSUPPORTED_VERSION
+    for decode, payload in [
+        (p.decode_reply, b'{"v":%d,"stage":"accepted"}' % v),
+        (
+            p.decode_presence,
+            b'{"v":%d,"state":"online","session":1,"branch_id":"b","agent_id":"a"}' % v,
+        ),
+        (p.decode_status, b'{"v":%d,"branch_id":"b","agent_id":"a","session":1}' % v),
+    ]:
+        with pytest.raises(p.UnsupportedVersion):
+            decode(payload)
+    assert p.decode_reply(b'{"v":1,"stage":"accepted"}').v == 1

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -190,7 +191,14 @@ def test_debug_access_is_limited_to_its_branch(stack: Stack) -> None:
         assert probe.connect() == 0
         try:
             assert probe.subscribe(f"pm/v1/{branch_id}/agents/+/presence") == 1
-            assert probe.subscribe(login["reply_topic"]) == 1
+            assert probe.subscribe(login["reply_filter"]) == 1
+            assert login["reply_topic"] == f"pm/v1/{branch_id}/reply/debug/{{agent_id}}"
+            # the login and its sending twin: each under its own client id, and no other
+            assert Probe(stack.mqtt_port, creds, client_id="other-id").connect() == 0x87
+            sender = Probe(stack.mqtt_port, Credentials(login["send_username"], creds.password))
+            assert sender.connect() == 0
+            sender.close()
+            assert not probe._gone.is_set()
             assert probe.subscribe(f"pm/v1/{other}/agents/+/presence") == NOT_AUTHORIZED
             assert probe.subscribe("pm/v1/+/agents/+/presence") == NOT_AUTHORIZED
             assert probe.publish(f"pm/v1/{other}/agents/x/req", b"{}") == NOT_AUTHORIZED
@@ -299,3 +307,40 @@ def test_render_places_windows_data_under_programdata() -> None:
     )
     assert parse_config(text, "rendered").data_dir == WINDOWS_DATA_DIR
     assert "C:\\ProgramData\\printermaster\\agent.toml" in text  # where to save it
+
+
+def test_provisioning_defaults_to_tls_outside_loopback() -> None:
+    from cloud_api._settings import ApiSettings, MqttClientSettings, ProvisioningSettings
+    from cloud_api.provisioning._render import BrokerEndpoint
+
+    def endpoint(**prov: Any) -> BrokerEndpoint:
+        settings = ApiSettings(
+            api_token="t",
+            mqtt=MqttClientSettings(username="u", password="p"),
+            provisioning=ProvisioningSettings(**prov),
+        )
+        return BrokerEndpoint.from_settings(settings)
+
+    assert not endpoint().tls  # the API's own loopback broker: plain is fine
+    remote = endpoint(host="mqtt.example.com", port=1883)
+    assert remote.tls and remote.port == 1883
+    with_listener = endpoint(host="203.0.113.7", tls_port=8883)
+    assert with_listener.tls and with_listener.port == 8883
+    assert not endpoint(host="mqtt.example.com", tls=False).tls  # only when asked for
+
+
+def test_cli_defaults_to_tls_for_a_remote_broker(stack: Stack, tmp_path: Path) -> None:
+    branch_id = unique_id("b")
+    remote, plain, local = unique_id("a"), unique_id("a"), unique_id("a")
+    configs = {}
+    for agent_id, extra in (
+        (remote, ["--broker-host", "mqtt.example.com"]),
+        (plain, ["--broker-host", "mqtt.example.com", "--no-tls"]),
+        (local, []),
+    ):
+        added = _cli(stack, "add", "--branch", branch_id, "--agent", agent_id, *extra)
+        assert added.returncode == 0, added.stderr
+        configs[agent_id] = parse_config(added.stdout)
+        assert _cli(stack, "revoke", "--branch", branch_id, "--agent", agent_id).returncode == 0
+    assert configs[remote].mqtt.tls and not configs[plain].mqtt.tls
+    assert not configs[local].mqtt.tls  # the state directory's own loopback broker

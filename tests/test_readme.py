@@ -24,6 +24,7 @@ def test_mosquitto_recipe_gets_the_reply_with_its_correlation_data(
     stack: Stack, start_agent: AgentFactory, tmp_path: Path
 ) -> None:
     agent = start_agent()
+    debug = stack.branch_debug_creds(agent.branch_id)  # as the demo's: one branch only
     demo = {
         "api_url": stack.api_url,
         "api_token": stack.api_token,
@@ -32,8 +33,8 @@ def test_mosquitto_recipe_gets_the_reply_with_its_correlation_data(
         "branch_id": agent.branch_id,
         "agent_id": agent.agent_id,
         "printer_id": "POS-80C",
-        "debug_username": stack.creds("debug").username,
-        "debug_password": stack.creds("debug").password,
+        "debug_username": debug.username,
+        "debug_password": debug.password,
         "virtual_printer_dir": str(agent.printer_dir("POS-80C")),
     }
     (tmp_path / "demo.json").write_text(json.dumps(demo))
@@ -50,7 +51,7 @@ def test_mosquitto_recipe_gets_the_reply_with_its_correlation_data(
     replies = []
     for line in lines:
         topic, correlation, payload = line.split(" ", 2)
-        assert topic == f"pm/v1/{agent.branch_id}/reply/debug"
+        assert topic == f"pm/v1/{agent.branch_id}/reply/debug/{agent.agent_id}"
         assert correlation == "by-hand-1"
         replies.append(json.loads(payload))
     assert [r["stage"] for r in replies] == ["accepted", "printing", "done"]

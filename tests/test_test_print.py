@@ -150,7 +150,7 @@ def test_paper_out_is_a_typed_422(stack: Stack, start_agent: AgentFactory) -> No
 class _DebugClient:
     """A bare MQTT 5 client with the debug login, like mosquitto_pub/sub by hand."""
 
-    def __init__(self, stack: Stack, branch_id: str) -> None:
+    def __init__(self, stack: Stack, branch_id: str, agent_id: str) -> None:
         creds = stack.creds("debug")
         self.replies: list[mqtt.MQTTMessage] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
@@ -158,7 +158,7 @@ class _DebugClient:
         self.client.on_message = lambda _c, _u, msg: self.replies.append(msg)
         self.client.connect("127.0.0.1", stack.mqtt_port)
         self.client.loop_start()
-        self.reply_topic = reply_topic(branch_id, "debug")
+        self.reply_topic = reply_topic(branch_id, "debug", agent_id)
         self.client.subscribe(self.reply_topic, qos=1)
         time.sleep(0.2)
 
@@ -191,7 +191,7 @@ def test_garbage_gets_typed_failed_replies_and_agent_keeps_serving(
 ) -> None:
     agent = start_agent()
     topic = request_topic(agent.branch_id, agent.agent_id)
-    debug = _DebugClient(stack, agent.branch_id)
+    debug = _DebugClient(stack, agent.branch_id, agent.agent_id)
     try:
         cases: list[tuple[bytes, bytes | None, str]] = [
             (b"\xff\xfe not json", b"g1", "INVALID_REQUEST"),
@@ -204,6 +204,11 @@ def test_garbage_gets_typed_failed_replies_and_agent_keeps_serving(
                 "PRINTER_NOT_FOUND",
             ),
             (b'{"v":99,"method":"printer.test"}', b"g6", "UNSUPPORTED_VERSION"),
+            (
+                b'{"v":-1,"method":"printer.test","params":{"printer":"POS-80C"}}',
+                b"g7",
+                "UNSUPPORTED_VERSION",
+            ),
             (b"[]", b"../../etc/passwd", "INVALID_REQUEST"),
             (
                 b'{"v":1,"method":"printer.test","params":{"printer":"POS-80C"}}',
@@ -218,7 +223,13 @@ def test_garbage_gets_typed_failed_replies_and_agent_keeps_serving(
         assert [r["stage"] for r in replies] == ["failed"] * len(cases)
         assert sorted(r["error"]["code"] for r in replies) == sorted(c for *_, c in cases)
         # a response topic outside the agent's branch is never used (ACLs would refuse it too)
-        debug.send(topic, cases[0][0], b"g9", response_topic="pm/v1/other/reply/debug")
+        debug.send(
+            topic, cases[0][0], b"g9", response_topic=f"pm/v1/other/reply/debug/{agent.agent_id}"
+        )
+        # nor one of another agent of its branch (each agent answers on its own topics only)
+        debug.send(
+            topic, cases[0][0], b"g10", response_topic=f"pm/v1/{agent.branch_id}/reply/debug/other"
+        )
         time.sleep(0.3)
         assert len(debug.replies) == len(cases)
     finally:

@@ -8,9 +8,17 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 
-from protocol import ConfigRejection, DiscoveredPrinter, PrinterState, UpdateInfo
+from protocol import (
+    ConfigRejection,
+    DiscoveredPrinter,
+    ErrorCode,
+    PrinterState,
+    UpdateInfo,
+    is_valid_id,
+)
 
 from .._auth import check_branch, principal_of
+from .._errors import ApiError
 from .._registry import BLOCKING, AgentRecord, Liveness, Problem, Registry, printer_problems
 
 
@@ -34,6 +42,9 @@ class AgentView(msgspec.Struct, kw_only=True, frozen=True):
     config_error: ConfigRejection | None = None
     #: Where the agent stands with signed updates (channel, state, target version).
     update: UpdateInfo = UpdateInfo()
+    #: A problem: printers this agent claims that belong to another agent of the branch. The
+    #: claims are ignored (jobs go to the owner); revoke the owner to move a printer.
+    refused_printers: list[str] = []
 
 
 class PrinterView(msgspec.Struct, kw_only=True, frozen=True):
@@ -70,6 +81,7 @@ def agent_view(record: AgentRecord, now: float) -> AgentView:
         config_version=status.config_version if status else 0,
         config_error=status.config_error if status else None,
         update=status.update if status else UpdateInfo(),
+        refused_printers=sorted(record.refused),
     )
 
 
@@ -79,6 +91,8 @@ def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
     online = record.online(now)
     views = []
     for p in record.status.printers:
+        if p.name in record.refused:
+            continue  # another agent's printer: its owner's view counts
         problems = printer_problems(p, online)
         views.append(
             PrinterView(
@@ -95,6 +109,13 @@ def printer_views(record: AgentRecord, now: float) -> list[PrinterView]:
     return views
 
 
+def _known_branch(request: Request[Any, Any, Any], branch_id: str) -> None:
+    """404 for a branch the caller may not see and for an id no branch can have."""
+    check_branch(principal_of(request), branch_id)
+    if not is_valid_id(branch_id):
+        raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
+
+
 class AgentsController(Controller):
     path = "/v1/branches/{branch_id:str}"
     tags = ["agents"]
@@ -103,7 +124,7 @@ class AgentsController(Controller):
     async def list_agents(
         self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
     ) -> list[AgentView]:
-        check_branch(principal_of(request), branch_id)
+        _known_branch(request, branch_id)
         now = time.monotonic()
         return [agent_view(r, now) for r in registry.agents(branch_id)]
 
@@ -111,6 +132,6 @@ class AgentsController(Controller):
     async def list_printers(
         self, request: Request[Any, Any, Any], branch_id: str, registry: Registry
     ) -> list[PrinterView]:
-        check_branch(principal_of(request), branch_id)
+        _known_branch(request, branch_id)
         now = time.monotonic()
         return [v for r in registry.agents(branch_id) for v in printer_views(r, now)]

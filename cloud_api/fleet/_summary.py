@@ -51,10 +51,17 @@ class BranchSummary(msgspec.Struct, kw_only=True):
     printers: PrinterCounts = msgspec.field(default_factory=PrinterCounts)
     #: Agents per software version they run ("" when not known yet): how far a rollout got.
     versions: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Claims to printers of another agent of the branch (ignored): a hijack attempt or a
+    #: printer moved without revoking its owner. See ``refused_printers`` in the agents view.
+    printer_conflicts: int = 0
 
     @property
     def healthy(self) -> bool:
-        return self.agents_offline == 0 and self.printers.ready == self.printers.total
+        return (
+            self.agents_offline == 0
+            and self.printers.ready == self.printers.total
+            and self.printer_conflicts == 0
+        )
 
 
 class FleetTotals(msgspec.Struct, kw_only=True):
@@ -87,9 +94,11 @@ def summarize_branch(registry: Registry, branch_id: str, now: float) -> BranchSu
             summary.agents_offline += 1
         version = record.status.version if record.status else ""
         summary.versions[version] = summary.versions.get(version, 0) + 1
+        summary.printer_conflicts += len(record.refused)
         if record.status is not None:
             for printer in record.status.printers:
-                summary.printers.add(printer_problems(printer, online))
+                if printer.name not in record.refused:
+                    summary.printers.add(printer_problems(printer, online))
     return summary
 
 

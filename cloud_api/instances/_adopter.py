@@ -45,7 +45,7 @@ FORGET_ADOPTED_S = 24 * 3600.0
 class Link(Protocol):
     """What adoption needs of an MQTT session (:class:`cloud_api.MqttLink`)."""
 
-    on_reply: Callable[[str, bytes | None, bytes], None]
+    on_reply: Callable[[str, str, bytes | None, bytes], None]
 
     async def follow(self, topic_filter: str) -> None: ...
 

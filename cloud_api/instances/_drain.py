@@ -37,14 +37,14 @@ def client_id(instance_id: str) -> str:
 async def drain_session(
     mqtt: MqttClientSettings,
     instance_id: str,
-    on_reply: Callable[[str, bytes | None, bytes], None],
+    on_reply: Callable[[str, str, bytes | None, bytes], None],
     *,
     quiet: float = 0.3,
     limit: float = 2.0,
 ) -> int:
     """Resume ``instance_id``'s session on the broker of ``mqtt``, hand each reply queued there
-    to ``on_reply(branch, correlation, payload)`` until none came for ``quiet`` seconds (at most
-    ``limit``), then end the session. Returns the number of replies handed over.
+    to ``on_reply(branch, agent, correlation, payload)`` until none came for ``quiet`` seconds
+    (at most ``limit``), then end the session. Returns the number of replies handed over.
 
     ``limit`` keeps the drain short while agents still answer on the dead instance's topic:
     the caller subscribed to that topic before, so what arrives after the session ended
@@ -84,7 +84,7 @@ async def drain_session(
                 continue  # queued presence/status is old news: the live view comes elsewhere
             payload = message.payload if isinstance(message.payload, bytes) else b""
             correlation = getattr(message.properties, "CorrelationData", None)
-            on_reply(topic.branch_id, correlation, payload)
+            on_reply(topic.branch_id, topic.agent_id, correlation, payload)
             replies += 1
     log.info(
         "drained the session of %s on %s:%s: %d replies", instance_id, mqtt.host, mqtt.port, replies

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -71,7 +71,7 @@ log = logging.getLogger("cloud_api.jobs")
 S = JobState
 _IN_FLIGHT = frozenset({S.SENT, S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING})
 #: replies to apply: (branch the reply came from, the reply, cloud time it was received)
-_Inbox = collections.deque[tuple[str, Reply, float | None]]
+_Inbox = collections.deque[tuple[str, str, Reply, float | None]]
 
 
 class JobService:
@@ -98,6 +98,9 @@ class JobService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tests = TestPrints(self)
         registry.on_online.append(self._agent_came_online)
+        #: called with (branch, printer) before a job or test print is created; raises to refuse
+        #: it (the per-printer rate limit)
+        self.admit: Callable[[str, str], None] | None = None
 
     # --- submission ------------------------------------------------------------------------
 
@@ -145,6 +148,8 @@ class JobService:
         if not (is_valid_id(branch_id) and principal.may_see(branch_id)):
             raise ApiError(ErrorCode.NOT_FOUND, f"branch {branch_id[:64]!r} not found")
         agent = self._agent_for(branch_id, printer_id)
+        if self.admit is not None:
+            self.admit(branch_id, printer_id)
         now = time.time()
         deadline = now + expire_after
         # An online agent gets the job at once: it is stored ``sent`` (its ``queued`` and
@@ -247,7 +252,7 @@ class JobService:
             )
         )
         props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=job.id,
             expiry_s=remaining,
         )
@@ -278,10 +283,14 @@ class JobService:
 
     # --- replies ---------------------------------------------------------------------------
 
-    def on_reply(self, branch_id: str, correlation: bytes | None, payload: bytes) -> None:
-        """Route a reply: RPCs waited on in memory (cancel) first, then jobs from the store."""
+    def on_reply(
+        self, branch_id: str, agent_id: str, correlation: bytes | None, payload: bytes
+    ) -> None:
+        """Route a reply from ``agent_id`` (its reply topic says so, and the broker lets only
+        that agent publish there): RPCs waited on in memory (cancel) first, then jobs from the
+        store."""
         if correlation is not None and self.correlator.has(correlation):
-            self.correlator.deliver(branch_id, correlation, payload)
+            self.correlator.deliver(branch_id, agent_id, correlation, payload)
             return
         try:
             job_id = (correlation or b"").decode("ascii")
@@ -300,9 +309,9 @@ class JobService:
         received = time.time() if self.link.ready.is_set() else None
         inbox = self._inbox.get(job_id)
         if inbox is not None:  # the job's task applies it after those before it
-            inbox.append((branch_id, reply, received))
+            inbox.append((branch_id, agent_id, reply, received))
             return
-        self._inbox[job_id] = collections.deque([(branch_id, reply, received)])
+        self._inbox[job_id] = collections.deque([(branch_id, agent_id, reply, received)])
         self._spawn(self._apply_replies(job_id), f"replies:{job_id}")
 
     async def _apply_replies(self, job_id: str) -> None:
@@ -321,11 +330,16 @@ class JobService:
         finally:
             del self._inbox[job_id]
 
-    async def _apply(self, job_id: str, replies: list[tuple[str, Reply, float | None]]) -> None:
+    async def _apply(
+        self, job_id: str, replies: list[tuple[str, str, Reply, float | None]]
+    ) -> None:
         """Each reply is one conditional update: the job must exist, be in a state the reply may
-        move, and belong to the branch the reply came from (only the job's own branch may answer
-        it: anything else is forged)."""
-        steps = [reply_step(branch_id, reply) for branch_id, reply, _ in replies]
+        move, and belong to the branch and the agent the reply came from (only the agent the job
+        was sent to may answer it: anything else is forged)."""
+        steps = [
+            reply_step(branch_id, reply)._replace(from_agent=agent_id)
+            for branch_id, agent_id, reply, _ in replies
+        ]
         timeline: list[JobEvent] | None = None
         if any(step.to in FINAL_STATES for step in steps) and self.hub.wants_timeline(job_id):
             # a test print waits to answer with the timeline: read it in the same operation
@@ -339,6 +353,8 @@ class JobService:
                     step.allowed_from,
                     step.cause,
                     in_branch=step.in_branch,
+                    from_agent=step.from_agent,
+                    sent_only=step.sent_only,
                     **step.fields,
                 )
             ]
@@ -348,9 +364,9 @@ class JobService:
         for i, (step, job) in enumerate(zip(steps, changed, strict=True)):
             if job is not None:  # the timeline read belongs to the last change
                 self._changed(job_id, step.to, job, timeline if i == last else None)
-        for (branch_id, reply, received), job in zip(replies, changed, strict=True):
+        for (branch_id, agent_id, reply, received), job in zip(replies, changed, strict=True):
             if job is None:
-                await self._dropped(job_id, branch_id, reply, received)
+                await self._dropped(job_id, branch_id, agent_id, reply, received)
             elif job.agent_id is not None and reply.at and received is not None:
                 # a reply is a live message of its agent: one more sample of its clock
                 agent = self.registry.agent(job.branch_id, job.agent_id)
@@ -358,10 +374,11 @@ class JobService:
                     agent.clock.observe(reply.at, received, live=True)
 
     async def _dropped(
-        self, job_id: str, branch_id: str, reply: Reply, received: float | None
+        self, job_id: str, branch_id: str, agent_id: str, reply: Reply, received: float | None
     ) -> None:
         """A reply that changed nothing: log why, and keep one that came after the job was
-        final as a ``late_reply`` event and the job's ``late_result`` (see ``_late.py``)."""
+        final, from the agent it was sent to, as a ``late_reply`` event and the job's
+        ``late_result`` (see ``_late.py``)."""
         job = await self.store.get_job(job_id)
         if job is None:
             log.info("dropping reply for unknown job %s", job_id)
@@ -371,6 +388,13 @@ class JobService:
                 job_id,
                 branch_id,
                 job.branch_id,
+            )
+        elif job.agent_id != agent_id:
+            log.warning(
+                "dropping reply for job %s from agent %s: it was sent to agent %s",
+                job_id,
+                agent_id,
+                job.agent_id,
             )
         elif job.state in FINAL_STATES:
             late = late_result(job.state, reply, received or time.time())
@@ -527,11 +551,11 @@ class JobService:
             )
         )
         props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id),
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=cancel_id,
             expiry_s=self.settings.accept_timeout,
         )
-        with self.correlator.expect(cancel_id, job.branch_id) as pending:
+        with self.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
             await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
             try:
                 async with asyncio.timeout(self.settings.accept_timeout + 2):

@@ -64,6 +64,8 @@ class TestPrints:
         that may be retried (:func:`may_retry`)."""
         check_branch(principal, branch_id)
         agent = self.jobs._agent_for(branch_id, printer_id)
+        if not self.jobs.link.ready.is_set():  # what we know of the agent is stale or nothing
+            raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         if not agent.online():
             raise ApiError(
                 ErrorCode.AGENT_OFFLINE,
@@ -198,11 +200,13 @@ class TestPrints:
             )
         )
         props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.jobs.settings.instance_id),
+            response_topic=reply_topic(
+                job.branch_id, self.jobs.settings.instance_id, agent.agent_id
+            ),
             correlation_id=cancel_id,
             expiry_s=within,
         )
-        with self.jobs.correlator.expect(cancel_id, job.branch_id) as pending:
+        with self.jobs.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
             try:
                 await self.jobs.link.publish(
                     request_topic(job.branch_id, agent.agent_id), payload, props

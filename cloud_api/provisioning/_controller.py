@@ -16,7 +16,6 @@ from ._render import AgentPlatform, Transport
 from ._service import DebugLogin, ProvisioningService
 
 TOML = "application/toml"
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class ProvisionAgent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -77,7 +76,7 @@ class ProvisioningController(Controller):
         text = await provisioning_service.add_agent(
             branch_id, agent_id, data.printers, data.transport, data.platform
         )
-        return Response(text, media_type=TOML, status_code=201, headers=_NO_STORE)
+        return Response(text, media_type=TOML, status_code=201)
 
     @post(
         "/agents/{agent_id:str}/rotate-credentials",
@@ -99,7 +98,7 @@ class ProvisioningController(Controller):
         text = await provisioning_service.rotate_agent(
             branch_id, _id(agent_id, "agent_id"), printers, data.platform if data else None
         )
-        return Response(text, media_type=TOML, headers=_NO_STORE)
+        return Response(text, media_type=TOML)
 
     @delete("/agents/{agent_id:str}", status_code=204, summary="Revoke an agent")
     async def revoke(
@@ -128,7 +127,7 @@ class ProvisioningController(Controller):
         _admin_on_branch(request, branch_id)
         name = _id(data.name if data else "debug", "name")
         login = await provisioning_service.add_debug(branch_id, name)
-        return Response(login, status_code=201, headers=_NO_STORE)
+        return Response(login, status_code=201)
 
     @delete("/debug-access/{name:str}", status_code=204, summary="Revoke a debug login")
     async def revoke_debug(

@@ -3,10 +3,13 @@ as it is, with the broker address as the branches see it and the CA certificate 
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import msgspec
 
 from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
 from branch_agent._config import BrokerAddress, dump_config
@@ -68,8 +71,18 @@ class BrokerEndpoint:
 
         ``transport`` picks one of the broker's listeners: ``tcp`` (the default endpoint),
         ``tls`` (MQTT over TLS) or ``websockets`` (MQTT over WebSockets+TLS, for branch networks
-        that pass only port 443). Raises :class:`ConfigError` for a listener not configured."""
+        that pass only port 443). Raises :class:`ConfigError` for a listener not configured.
+
+        Outside loopback the default is TLS: the TLS listener when one is configured, else TLS
+        on the configured port. Only ``tls = false`` in ``[provisioning]`` hands out a plaintext
+        config for a remote broker (passwords and tickets would cross the network in clear)."""
         prov, mqtt = settings.provisioning, settings.mqtt
+        host = prov.host or mqtt.host
+        if transport is None and prov.tls is None and not is_loopback(host):
+            if prov.tls_port is not None:
+                transport = "tls"
+            else:
+                prov = msgspec.structs.replace(prov, tls=True)
         tls = prov.tls if prov.tls is not None else mqtt.tls
         ca_file = prov.ca_file or (mqtt.ca_file if prov.tls is None else None)
         port, kind = prov.port or mqtt.port, prov.transport
@@ -88,7 +101,7 @@ class BrokerEndpoint:
         elif mqtt.brokers and not (prov.host or prov.port) and transport in (None, "tcp"):
             brokers = tuple((b.host, b.port or mqtt.port) for b in mqtt.brokers)
         return cls(
-            host=brokers[0][0] if brokers else prov.host or mqtt.host,
+            host=brokers[0][0] if brokers else host,
             port=brokers[0][1] if brokers else port,
             brokers=brokers,
             transport=kind,
@@ -97,6 +110,16 @@ class BrokerEndpoint:
             ca_pem=Path(ca_file).read_text() if tls and ca_file else None,
             keepalive=prov.keepalive,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (plaintext MQTT is fine only there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def render_agent_config(

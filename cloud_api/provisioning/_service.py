@@ -23,10 +23,12 @@ from broker import (
     DynSecAdmin,
     NotProvisioned,
     Provisioner,
+    debug_send_username,
 )
-from protocol import ErrorCode, ProtocolError, reply_topic
+from protocol import TOPIC_PREFIX, ErrorCode, ProtocolError, reply_filter
 
 from .._errors import ApiError
+from .._owners import OwnerBook
 from .._settings import ApiSettings
 from ._render import AgentPlatform, BrokerEndpoint, Transport, agent_platform, render_agent_config
 
@@ -36,13 +38,21 @@ class DebugLogin(msgspec.Struct, kw_only=True, frozen=True):
     username: str
     password: str
     broker_url: str
-    #: Requests sent with this login should name this as their response topic.
+    #: The response topic of a request to agent A: ``{agent_id}`` replaced by A (each agent may
+    #: answer only on its own reply topics).
     reply_topic: str
+    #: Subscribe here for the replies of every agent of the branch.
+    reply_filter: str
+    #: Every login connects under its username as client id only (the broker refuses any
+    #: other): ``username`` listens, its twin ``send_username`` (same password) sends.
+    send_username: str
 
 
 class ProvisioningService:
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, owners: OwnerBook | None = None) -> None:
         self.settings = settings
+        #: who owns which printer (set once the store is open)
+        self.owners = owners
 
     @contextlib.asynccontextmanager
     async def _provisioner(self) -> AsyncIterator[list[Provisioner]]:
@@ -118,15 +128,30 @@ class ProvisioningService:
         self._config(
             branch_id, agent_id, Credentials("check", "check"), printers, transport, platform
         )
-        async with self._provisioner() as (first, *others):
-            creds = await first.add_agent(branch_id, agent_id)
-            for prov in others:
-                try:
-                    await prov.add_agent(branch_id, agent_id, password=creds.password)
-                except AlreadyProvisioned:
-                    # left over from a change that failed half-way: same password as the first
-                    await prov.rotate_agent(branch_id, agent_id, password=creds.password)
+        # The printers first: a name another agent of the branch owns is refused (409) before
+        # the broker is touched.
+        await self._own(branch_id, agent_id, printers)
+        try:
+            async with self._provisioner() as (first, *others):
+                creds = await first.add_agent(branch_id, agent_id)
+                for prov in others:
+                    try:
+                        await prov.add_agent(branch_id, agent_id, password=creds.password)
+                    except AlreadyProvisioned:
+                        # left over from a change that failed half-way: same password as the
+                        # first broker's
+                        await prov.rotate_agent(branch_id, agent_id, password=creds.password)
+        except ApiError as exc:
+            if exc.code is not ErrorCode.CONFLICT and self.owners is not None:
+                await self.owners.release(branch_id, agent_id)  # no such agent after all
+            raise
         return self._config(branch_id, agent_id, creds, printers, transport, platform)
+
+    async def _own(
+        self, branch_id: str, agent_id: str, printers: list[PrinterConfig] | None
+    ) -> None:
+        if self.owners is not None and printers:
+            await self.owners.provision(branch_id, agent_id, [p.name for p in printers])
 
     async def rotate_agent(
         self,
@@ -136,6 +161,7 @@ class ProvisioningService:
         platform: AgentPlatform | None = None,
     ) -> str:
         """New password (the broker drops the agent's live session); returns the new config."""
+        await self._own(branch_id, agent_id, printers)
         async with self._provisioner() as (first, *others):
             creds = await first.rotate_agent(branch_id, agent_id)
             for prov in others:
@@ -144,16 +170,21 @@ class ProvisioningService:
 
     async def revoke_agent(self, branch_id: str, agent_id: str) -> None:
         """Revoke on every broker; NOT_FOUND only when no broker had the login (a login made on
-        some brokers only, by a change that failed half-way, is removed where it is)."""
-        async with self._provisioner() as provisioners:
-            missing = 0
-            for prov in provisioners:
-                try:
-                    await prov.revoke_agent(branch_id, agent_id)
-                except NotProvisioned:
-                    missing += 1
-            if missing == len(provisioners):
-                raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}")
+        some brokers only, by a change that failed half-way, is removed where it is). The
+        agent's printers are free for others afterwards."""
+        try:
+            async with self._provisioner() as provisioners:
+                missing = 0
+                for prov in provisioners:
+                    try:
+                        await prov.revoke_agent(branch_id, agent_id)
+                    except NotProvisioned:
+                        missing += 1
+                if missing == len(provisioners):
+                    raise NotProvisioned(f"no agent {agent_id!r} in branch {branch_id!r}")
+        finally:
+            if self.owners is not None:
+                await self.owners.release(branch_id, agent_id)
 
     async def add_debug(self, branch_id: str, name: str) -> DebugLogin:
         async with self._provisioner() as (first, *others):
@@ -165,7 +196,9 @@ class ProvisioningService:
             username=creds.username,
             password=creds.password,
             broker_url=BrokerEndpoint.from_settings(self.settings).url,
-            reply_topic=reply_topic(branch_id, "debug"),
+            reply_topic=f"{TOPIC_PREFIX}/{branch_id}/reply/debug/{{agent_id}}",
+            reply_filter=reply_filter("debug", branch_id),
+            send_username=debug_send_username(creds.username),
         )
 
     async def revoke_debug(self, branch_id: str, name: str) -> None:

@@ -49,12 +49,20 @@ _INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for 
 
 
 @functools.lru_cache(maxsize=256)
-def _update_sql(sources: int, fields: tuple[str, ...], in_branch: bool, sent: bool = False) -> str:
+def _update_sql(
+    sources: int,
+    fields: tuple[str, ...],
+    in_branch: bool,
+    sent: bool = False,
+    from_agent: bool = False,
+) -> str:
     """The conditional update of a transition: ``sources`` states allowed, ``fields`` set; with
     ``sent``, a ``queued`` job moves only if it was sent once (a reply to a job never sent is
-    refused)."""
+    refused); with ``from_agent``, only a job sent to that agent moves."""
     sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
     where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
+    if from_agent:  # a reply: from the job's agent, and only for a job that was sent
+        where += " AND agent_id = ? AND sent_by IS NOT NULL"
     marks = ", ".join("?" for _ in range(sources))
     if sent:
         where += " AND (state <> 'queued' OR sent_by IS NOT NULL)"
@@ -77,6 +85,9 @@ class Step(NamedTuple):
     fields: Mapping[str, Any] = {}
     #: only a job that was sent once changes (a reply: never to a job that was never sent)
     sent_only: bool = False
+    #: only a job sent to this agent changes (a reply counts only from the job's own agent,
+    #: and never for a job that was not sent)
+    from_agent: str | None = None
 
 
 class Store(abc.ABC):
@@ -226,13 +237,23 @@ class Store(abc.ABC):
         *,
         at: float | None = None,
         in_branch: str | None = None,
+        from_agent: str | None = None,
+        sent_only: bool = False,
         **fields: Any,
     ) -> JobRecord | None:
         """:meth:`transition`, returning the job as the change left it (None: not changed).
 
         With ``in_branch``, only a job of that branch changes (a reply is applied in one
         statement, its branch checked by the same conditional update)."""
-        step = Step(to, frozenset(allowed_from), cause, in_branch, fields)
+        step = Step(
+            to,
+            frozenset(allowed_from),
+            cause,
+            in_branch,
+            fields,
+            sent_only=sent_only,
+            from_agent=from_agent,
+        )
         first, then = self._step_sql(job_id, step, time.time() if at is None else at)
         rows = await self._write(first, then, only_if_rows=True)
         return row_to_job(rows[0]) if rows else None
@@ -268,7 +289,15 @@ class Store(abc.ABC):
         sources = [s.value for s in step.allowed_from]
         fields = step.fields
         keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
-        sql = _update_sql(len(sources), tuple(fields), step.in_branch is not None, step.sent_only)
+        if step.from_agent is not None:
+            keys.append(step.from_agent)
+        sql = _update_sql(
+            len(sources),
+            tuple(fields),
+            step.in_branch is not None,
+            step.sent_only,
+            step.from_agent is not None,
+        )
         return (
             (sql, [step.to.value, at, *fields.values(), *keys, *sources]),
             [self._event_sql(job_id, step.to, at, step.cause)],
