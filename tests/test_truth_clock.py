@@ -28,10 +28,12 @@ def _message(topic: str, payload: bytes, *, retain: bool, expiry: int | None = N
 
 
 def _bare_link(registry: Registry) -> MqttLink:
-    link = object.__new__(MqttLink)
-    link.registry = registry
-    link.on_reply = lambda *_: None
-    link.ready = asyncio.Event()
+    """A link that was never connected: its dispatch is called by hand, as paho would."""
+    from cloud_api import ApiSettings
+    from cloud_api._settings import MqttClientSettings
+
+    settings = ApiSettings(api_token="t", mqtt=MqttClientSettings(username="u", password="p"))
+    link = MqttLink(settings, registry, lambda *_: None)
     link.ready.set()
     return link
 

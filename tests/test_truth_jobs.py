@@ -58,7 +58,7 @@ async def _sent_job(service: JobService, expire_after: float = 60.0) -> JobRecor
 
 async def _reply(service: JobService, job_id: str, *replies: object) -> None:
     for reply in replies:
-        service.on_reply("b1", job_id.encode(), encode(reply))  # type: ignore[arg-type]
+        service.on_reply("b1", "a1", job_id.encode(), encode(reply))  # type: ignore[arg-type]
     await settled(service)
 
 
@@ -204,8 +204,8 @@ async def test_504_after_a_confirmed_cancel_is_retryable_and_the_key_retries(
     # no accepted in time: the API cancels the request at the agent before it answers
     _, cancel = await _request_published(service, 2)
     assert cancel != job_id.encode()
-    service.on_reply("b1", cancel, encode(Accepted(at=time.time())))
-    service.on_reply("b1", cancel, encode(Done(at=time.time())))
+    service.on_reply("b1", "a1", cancel, encode(Accepted(at=time.time())))
+    service.on_reply("b1", "a1", cancel, encode(Done(at=time.time())))
     with pytest.raises(ApiError) as caught:
         await call
     assert caught.value.code is ErrorCode.AGENT_UNREACHABLE
@@ -249,7 +249,7 @@ async def test_a_test_print_answered_conflict_to_the_cancel_waits_for_its_result
     job_id = (await published(service, 1)).decode()
     _, cancel = await _request_published(service, 2)
     conflict = error_info(ErrorCode.CONFLICT, "job is printing: too late to cancel")
-    service.on_reply("b1", cancel, encode(Failed(at=time.time(), error=conflict)))
+    service.on_reply("b1", "a1", cancel, encode(Failed(at=time.time(), error=conflict)))
     await _reply(service, job_id, Accepted(at=time.time()), Printing(at=time.time()), printed())
     final, _ = await call
     assert final.state is S.PRINTED
@@ -266,7 +266,7 @@ async def test_504_when_the_agents_cancelled_reply_comes_first_is_still_retryabl
     _, cancel = await _request_published(service, 2)
     cancelled = error_info(ErrorCode.CANCELLED, "cancelled by job.cancel")
     await _reply(service, job_id, Failed(at=time.time(), error=cancelled))
-    service.on_reply("b1", cancel, encode(Done(at=time.time())))
+    service.on_reply("b1", "a1", cancel, encode(Done(at=time.time())))
     with pytest.raises(ApiError) as caught:
         await call
     assert caught.value.code is ErrorCode.AGENT_UNREACHABLE and caught.value.retryable

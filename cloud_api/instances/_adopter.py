@@ -88,8 +88,11 @@ class InstanceLeases:
         self.leases = leases = await Leases.open(self.store)
         started = True
         while True:
-            now = time.time()
             try:
+                # Look before renewing: a twin's renewal since ours is seen whatever the order
+                # in which the two processes read and write.
+                await self._look_around(leases, time.time())
+                now = time.time()
                 await leases.renew(
                     self.instance_id,
                     now,
@@ -100,7 +103,6 @@ class InstanceLeases:
                 self._last_write = now
                 self.renewed = time.monotonic()
                 started = False
-                await self._look_around(leases, time.time())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -157,7 +159,11 @@ class InstanceLeases:
     def _check_twin(self, lease: Lease) -> None:
         """Another process renewed this instance's lease since our own renewal: two processes
         run under one ``instance_id`` (each instance needs its own)."""
-        if lease.owner == self.owner or lease.renewed_at < self._last_write:
+        if (
+            not self._last_write  # not renewed yet: the row is an earlier life's
+            or lease.owner == self.owner
+            or lease.renewed_at < self._last_write
+        ):
             return
         if time.monotonic() - self._warned_twin > 60:
             self._warned_twin = time.monotonic()
