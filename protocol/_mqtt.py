@@ -16,6 +16,8 @@ from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
+from ._trace import TRACEPARENT
+
 CONTENT_TYPE_JSON: Final = "application/json"
 
 
@@ -208,19 +210,23 @@ def request_properties(
         + _binary(correlation)
     )
     if traceparent:
-        values["UserProperty"] = [("traceparent", traceparent)]
-        body += _USER_PROPERTY + _utf8("traceparent") + _utf8(traceparent)
+        values["UserProperty"] = [(TRACEPARENT, traceparent)]
+        body += _USER_PROPERTY + _utf8(TRACEPARENT) + _utf8(traceparent)
     return _built(values, body)
 
 
-def reply_properties(correlation_data: bytes | None) -> Properties:
-    """Properties of an RPC reply PUBLISH: the request's correlation data, echoed."""
-    if correlation_data is None:
-        return _built({"ContentType": CONTENT_TYPE_JSON}, _CONTENT_TYPE)
-    return _built(
-        {"ContentType": CONTENT_TYPE_JSON, "CorrelationData": correlation_data},
-        _CONTENT_TYPE + _CORRELATION_DATA + _binary(correlation_data),
-    )
+def reply_properties(correlation_data: bytes | None, traceparent: str | None = None) -> Properties:
+    """Properties of an RPC reply PUBLISH: the request's correlation data, echoed, and its
+    ``traceparent`` user property when it had one."""
+    values: dict[str, Any] = {"ContentType": CONTENT_TYPE_JSON}
+    body = _CONTENT_TYPE
+    if correlation_data is not None:
+        values["CorrelationData"] = correlation_data
+        body += _CORRELATION_DATA + _binary(correlation_data)
+    if traceparent:
+        values["UserProperty"] = [(TRACEPARENT, traceparent)]
+        body += _USER_PROPERTY + _utf8(TRACEPARENT) + _utf8(traceparent)
+    return _built(values, body)
 
 
 def nodelay_socket_options() -> list[tuple[int, int, int]]:

@@ -51,12 +51,16 @@ def test_request_properties_pack_like_paho(
     assert fast.json() == reference.json()
 
 
-@given(correlation=st.none() | st.binary(max_size=300))
-def test_reply_properties_pack_like_paho(correlation: bytes | None) -> None:
+@given(correlation=st.none() | st.binary(max_size=300), traceparent=traceparents)
+def test_reply_properties_pack_like_paho(
+    correlation: bytes | None, traceparent: str | None
+) -> None:
     values: dict[str, Any] = {"ContentType": "application/json"}
     if correlation is not None:
         values["CorrelationData"] = correlation
-    fast = p.reply_properties(correlation)
+    if traceparent:
+        values["UserProperty"] = [("traceparent", traceparent)]
+    fast = p.reply_properties(correlation, traceparent)
     reference = slow(**values)
     assert fast.pack() == reference.pack()
     assert str(fast) == str(reference)

@@ -1,0 +1,124 @@
+"""The log format of the API and the agent, configured in one place: :func:`configure_logging`.
+
+One event per line. Services (stderr not a terminal: systemd, containers, files) write JSON
+lines; a terminal gets the same events as readable text::
+
+    {"ts":"2026-12-03T06:40:01.123Z","level":"info","logger":"cloud_api.jobs","msg":"job accepted",
+     "job_id":"…","branch_id":"demo","agent_id":"agent-1","state":"accepted","trace_id":"…"}
+    06:40:01.123 INFO  cloud_api.jobs: job accepted job_id=… branch_id=demo … trace_id=…
+
+Fields beyond ``ts level logger msg`` are the ``extra={...}`` of the log call; ``trace_id`` is
+added from the current trace context (:mod:`._trace`) when the call names none, so every line
+written while serving a request or a reply carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Final, Literal, TextIO
+
+import msgspec
+
+from ._trace import current_trace_id
+
+LogFormat = Literal["auto", "json", "text"]
+
+#: Attributes every LogRecord has: anything else on a record came from ``extra``.
+_STANDARD: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+)
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+class _Clock:
+    """``time.gmtime`` formatting cached per second (most lines share their second)."""
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = pattern
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime(self._pattern, time.gmtime(second))
+        return self._text
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    if fields.get("trace_id") is None:
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
+        else:
+            fields.pop("trace_id", None)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, ms), ``level``, ``logger``, ``msg``, then the
+    event's fields; ``exc`` holds a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock("%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        ms = int((record.created % 1) * 1000)
+        out: dict[str, Any] = {
+            "ts": f"{self._clock(record.created)}.{ms:03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(_extras(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        return _encoder.encode(out).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL logger: message key=value …`` for a person at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock("%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        ms = int((record.created % 1) * 1000)
+        line = (
+            f"{self._clock(record.created)}.{ms:03d} {record.levelname:<5} {record.name}: "
+            f"{record.getMessage()}"
+        )
+        fields = _extras(record)
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(
+    level: str | int = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
+) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) in ``fmt``: ``auto`` is text on a
+    terminal, JSON lines otherwise. Replaces the root logger's handlers; returns the new one."""
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        isatty = getattr(stream, "isatty", None)
+        fmt = "text" if isatty is not None and isatty() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
