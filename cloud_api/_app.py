@@ -1,5 +1,5 @@
-"""The Litestar application: routes, dependencies, lifespan (store, MQTT session, job sweeper),
-error handling."""
+"""The Litestar application: routes, dependencies, lifespan (store, MQTT session, job sweeper,
+retention), error handling, access log and metrics."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
+from ._observe import JobObserver, access_logged, instrument_store
 from ._registry import Registry
+from ._retention import run_retention
 from ._settings import ApiSettings
 from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, JsonFileApiKeyStore, MemoryApiKeyStore
@@ -53,7 +55,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        store: Store = await open_store(settings.store_url)
+        store: Store = instrument_store(await open_store(settings.store_url), metrics)
 
         async def store_check() -> tuple[bool, str]:
             await store.ping()
@@ -61,9 +63,13 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
 
         readiness.add("store", store_check)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
+        jobs.observer = JobObserver(metrics)
         link.on_reply = jobs.on_reply
         mqtt_task = asyncio.create_task(link.run(), name="mqtt-link")
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
+        retention_task = asyncio.create_task(
+            run_retention(store, settings, metrics), name="job-retention"
+        )
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -74,9 +80,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         try:
             yield
         finally:
-            for task in (jobs_task, mqtt_task):
+            for task in (retention_task, jobs_task, mqtt_task):
                 task.cancel()
-            await asyncio.gather(jobs_task, mqtt_task, return_exceptions=True)
+            await asyncio.gather(retention_task, jobs_task, mqtt_task, return_exceptions=True)
             await jobs.aclose()
             await store.close()
 
@@ -111,6 +117,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         openapi_config=OpenAPIConfig(title="PrinterMaster API", version=software_version()),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        # logging is configured once per process (protocol.configure_logging), not by Litestar
+        logging_config=None,
     )
     app.state.settings = settings
+    # outermost: the access log sees every response, 404s and errors of the middleware too
+    app.asgi_handler = access_logged(app.asgi_handler, metrics)
     return app

@@ -26,6 +26,7 @@ from protocol import (
     parse_topic,
     publish_qos1,
     reply_filter,
+    run_traced,
 )
 
 from ._errors import ApiError
@@ -73,6 +74,8 @@ class MqttLink:
         self.ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._handled = 0
+        #: broker sessions opened (``/metrics``: more than one means it reconnected)
+        self.sessions = 0
 
     def _make_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -114,6 +117,7 @@ class MqttLink:
                         await client.subscribe(reply_filter(self.settings.instance_id), qos=1)
                         await self._settle()
                         self._client = client
+                        self.sessions += 1
                         self.ready.set()
                         backoff.reset()
                         log.info(
@@ -165,7 +169,9 @@ class MqttLink:
         props = message.properties
         match topic.kind:
             case TopicKind.REPLY:
-                self.on_reply(topic.branch_id, getattr(props, "CorrelationData", None), payload)
+                # under the trace the agent sent back: the job's log lines carry its trace id
+                correlation = getattr(props, "CorrelationData", None)
+                run_traced(props, self.on_reply, topic.branch_id, correlation, payload)
             case TopicKind.PRESENCE:
                 self.registry.on_presence(
                     topic.branch_id, topic.name, payload, live=not message.retain

@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import uvicorn
 
-from protocol import Backoff
+from protocol import Backoff, configure_logging
 
 from ._app import create_app
 from ._settings import ApiSettings
@@ -44,11 +44,7 @@ def worker_settings(settings: ApiSettings, index: int) -> ApiSettings:
 
 
 def _configure_logging(settings: ApiSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: ApiSettings, *, sock: socket.socket | None = None) -> None:
@@ -62,7 +58,10 @@ def serve(settings: ApiSettings, *, sock: socket.socket | None = None) -> None:
         loop="uvloop" if fast else "asyncio",
         http="httptools" if fast else "h11",
         lifespan="on",
+        # our own access log (cloud_api.access) has the route, trace id and principal; and
+        # uvicorn's records go through the one log format instead of its own
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
         # longer than a load balancer's idle timeout (60 s on most), so the balancer closes an

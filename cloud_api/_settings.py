@@ -83,6 +83,15 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Largest HTTP request body accepted.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    #: ``json`` (one JSON object per line), ``text`` (for people), or ``auto``: text when
+    #: stderr is a terminal, JSON otherwise (docs/operations.md shows both).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    #: Finished jobs older than this are deleted (s; default 30 days; 0 keeps them forever).
+    #: Keep it longer than the 24 h idempotency window.
+    job_retention_s: float = 30 * 86400.0
+    #: Seconds between two retention rounds; and jobs deleted per batch within a round.
+    retention_interval: float = 600.0
+    retention_batch: int = 500
 
 
 class SettingsError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,10 +12,9 @@ from pathlib import Path
 
 def _agent_run(args: argparse.Namespace) -> int:
     from branch_agent import Agent, ConfigError, load_config
+    from protocol import configure_logging
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -114,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = agent_sub.add_parser("run", help="run the agent")
     add_config_arg(run)
     run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default="auto",
+        help="json lines, readable text, or auto: text on a terminal, json otherwise",
+    )
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
 
