@@ -54,9 +54,20 @@ T = TypeVar("T")
 
 def access_logged(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     """``app`` with a trace per HTTP request, an access-log event and the HTTP metrics."""
-    http_seconds = metrics.http_seconds
-    http_responses = metrics.http_responses
-    test_print = metrics.test_print_seconds
+    # labelled children looked up once per route (``labels()`` costs a lock and a dict each)
+    children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def series(method: str, route: str, status: int) -> tuple[Any, Any, Any]:
+        key = (method, route, status)
+        found = children.get(key)
+        if found is None:
+            test_print = route == TEST_PRINT_ROUTE and method == "POST"
+            found = children[key] = (
+                metrics.http_seconds.labels(method, route),
+                metrics.http_responses.labels(method, route, str(status)),
+                metrics.test_print_seconds.labels(str(status)) if test_print else None,
+            )
+        return found
 
     async def observed(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -84,10 +95,11 @@ def access_logged(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             seconds = time.perf_counter() - started
             method = scope["method"]
             route = scope.get("path_template") or "unmatched"
-            http_seconds.labels(method, route).observe(seconds)
-            http_responses.labels(method, route, str(status)).inc()
-            if route == TEST_PRINT_ROUTE and method == "POST":
-                test_print.labels(str(status)).observe(seconds)
+            duration, responses, test_print = series(method, route, status)
+            duration.observe(seconds)
+            responses.inc()
+            if test_print is not None:
+                test_print.observe(seconds)
             level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
             if access_log.isEnabledFor(level):
                 principal = scope.get("state", {}).get("principal")
@@ -128,6 +140,7 @@ class JobObserver:
         self._traces: dict[str, str] = {}
         #: job id -> monotonic time its current stage began (sent, accepted), while unfinished
         self._since: dict[str, float] = {}
+        self._outcomes: dict[tuple[str, str], Any] = {}
         if metrics is not None:
             stage = metrics.stage_seconds
             self._stage = {s: stage.labels(s) for s in ("queued", "sent", "accepted")}
@@ -170,7 +183,11 @@ class JobObserver:
             self._since.pop(job.id, None)
             self._traces.pop(job.id, None)
             if metrics is not None:
-                metrics.outcomes.labels(to.value, self._code(job)).inc()
+                key = (to.value, self._code(job))
+                counter = self._outcomes.get(key)
+                if counter is None:
+                    counter = self._outcomes[key] = metrics.outcomes.labels(*key)
+                counter.inc()
 
     @staticmethod
     def _code(job: JobRecord) -> str:

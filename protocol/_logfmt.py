@@ -14,6 +14,8 @@ written while serving a request or a reply carries it.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import sys
 import time
@@ -27,8 +29,11 @@ LogFormat = Literal["auto", "json", "text"]
 
 #: Attributes every LogRecord has: anything else on a record came from ``extra``.
 _STANDARD: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "taskName", "color_message"}  # uvicorn's colour copy of msg
 )
+#: A record's own attributes come first in its ``__dict__``; ``extra`` is added after them.
+_OWN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -49,7 +54,8 @@ class _Clock:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    extra = itertools.islice(record.__dict__.items(), _OWN, None)
+    fields = {k: v for k, v in extra if k not in _STANDARD}
     if fields.get("trace_id") is None:
         trace_id = current_trace_id()
         if trace_id is not None:
@@ -104,6 +110,45 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes formatted lines to a stream; on an event loop, the lines of one loop iteration
+    go out together in one write, at the end of the iteration (a service logs several events
+    per request: one system call for all of them). Elsewhere (threads, no loop), each line is
+    written at once. :meth:`flush` (called at exit) writes whatever is pending."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._write([line])
+                return
+            if not self._pending:
+                loop.call_soon(self.flush)
+            self._pending.append(line)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._pending = self._pending, []
+        if lines:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        stream = self.stream
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except (OSError, ValueError):  # stream gone (closed at exit): nothing to do
+            pass
+
+
 def configure_logging(
     level: str | int = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> logging.Handler:
@@ -113,7 +158,13 @@ def configure_logging(
     if fmt == "auto":
         isatty = getattr(stream, "isatty", None)
         fmt = "text" if isatty is not None and isatty() else "json"
-    handler = logging.StreamHandler(stream)
+    # Records carry no caller, thread or process details: nothing here writes them, and finding
+    # the caller walks the stack on every call (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = LineHandler(stream)
     handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

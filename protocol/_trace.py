@@ -14,7 +14,7 @@ it, tasks started from there inherit it, and the log formatter (:mod:`._logfmt`)
 from __future__ import annotations
 
 import contextvars
-import os
+import random
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -31,27 +31,34 @@ _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id"
 
 def parse_traceparent(value: str | None) -> str | None:
     """The trace id of a valid ``traceparent``; None for a missing or malformed one."""
-    if not value or len(value) < 55:
+    if not value:
         return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None:
+    value = value.strip()
+    # version 00 is exactly 55 characters; a later version may append fields after a dash
+    if len(value) < 55 or (len(value) > 55 and value[55] != "-"):
         return None
-    version, trace_id, parent_id, _ = match.groups()
+    head = value[:55]
+    if _TRACEPARENT.fullmatch(head) is None:
+        return None
+    version, trace_id, parent_id = head[:2], head[3:35], head[36:52]
     if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_PARENT:
         return None
-    if version == "00" and len(value.strip()) != 55:
+    if version == "00" and len(value) != 55:
         return None
     return trace_id
 
 
 def new_trace_id() -> str:
-    """A fresh random trace id (32 hex digits)."""
-    return os.urandom(16).hex()
+    """A fresh random trace id (32 hex digits, never all zeros).
+
+    From :mod:`random`, not :func:`os.urandom`: a trace id needs to be unique, not secret, and
+    ``os.urandom`` releases the GIL on every call (a hand-over to any other busy thread)."""
+    return f"{random.getrandbits(128) | 1:032x}"
 
 
 def traceparent(trace_id: str) -> str:
     """A ``traceparent`` of ``trace_id`` with a fresh parent (span) id, sampled."""
-    return f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    return f"00-{trace_id}-{random.getrandbits(64) | 1:016x}-01"
 
 
 def traceparent_of(properties: Any) -> str | None:

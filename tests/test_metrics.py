@@ -53,3 +53,22 @@ def test_metrics_follow_jobs_agents_and_printers(stack: Stack, start_agent: Agen
     assert gauge(text, "printermaster_broker_connected") == 1
     assert gauge(text, "printermaster_store_up") == 1
     assert agent.branch_id not in text  # no tenant ids in labels
+
+
+def test_failures_are_counted_by_error_code(stack: Stack, start_agent: AgentFactory) -> None:
+    agent = start_agent()
+    (agent.printer_dir("POS-80C") / "state.json").write_text('{"paper": "out"}')
+    before = httpx.get(f"{stack.api_url}/metrics").text
+    url = f"/v1/branches/{agent.branch_id}/printers/POS-80C/test"
+    with stack.client() as http:
+        # force: past the API's own check, so the agent refuses it and the job fails
+        forced = http.post(url, params={"force": "true"})
+    assert forced.status_code == 422 and forced.json()["error"]["code"] == "PAPER_OUT"
+    after = httpx.get(f"{stack.api_url}/metrics").text
+    labels = {"state": "failed", "code": "PAPER_OUT"}
+    assert sample(after, "printermaster_job_outcomes_total", **labels) == (
+        sample(before, "printermaster_job_outcomes_total", **labels) + 1
+    )
+    assert sample(after, "printermaster_test_print_seconds_count", status="422") == (
+        sample(before, "printermaster_test_print_seconds_count", status="422") + 1
+    )

@@ -161,3 +161,43 @@ def test_a_request_without_traceparent_gets_a_new_trace(
         ],
     )
     assert events[0]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "trace_id"),
+    [
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        (
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        # a later version may add fields; its first four are read as version 00's
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", None),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", None),  # uppercase
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_traceparent_is_read_as_w3c_says(value: str | None, trace_id: str | None) -> None:
+    assert parse_traceparent(value) == trace_id
+
+
+def test_new_traces_are_valid_traceparents() -> None:
+    from protocol import new_trace_id, traceparent
+
+    ids = {new_trace_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for trace_id in list(ids)[:50]:
+        assert parse_traceparent(traceparent(trace_id)) == trace_id
