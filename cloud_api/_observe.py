@@ -116,6 +116,8 @@ def access_logged(app: ASGIApp, metrics: Metrics) -> ASGIApp:
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "principal": principal.name if principal is not None else None,
+                        # the ids in the path (branch_id, printer_id, job_id, agent_id)
+                        **scope.get("path_params", {}),
                         "trace_id": trace_id,
                     },
                 )

@@ -110,6 +110,7 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
     assert access[0]["route"] == "/v1/branches/{branch_id}/printers/{printer_id}/test"
     assert access[0]["method"] == "POST" and access[0]["status"] == 200
     assert access[0]["principal"] == "admin" and access[0]["duration_ms"] > 0
+    assert access[0]["branch_id"] == agent.branch_id and access[0]["printer_id"] == "POS-80C"
     assert stack.api_token not in json.dumps(events)
     job_events = [e for e in events if e["logger"] == "cloud_api.jobs"]
     assert [e["state"] for e in job_events] == ["sent", "accepted", "printing", "printed"]
