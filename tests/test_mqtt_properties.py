@@ -217,3 +217,27 @@ def test_decoded_reply_properties_read_as_paho_reads_them() -> None:
     props.UserProperty = ("a", "1")
     props.unpack(block)  # a reused object forgets what it held
     assert not hasattr(props, "UserProperty") and props.pack() == block
+
+
+@given(
+    text=st.text(max_size=80) | st.sampled_from(["a\x00b", "\ufeffx", "x\ud800"]),
+    cut=st.integers(0, 3),
+)
+def test_strings_are_read_as_paho_reads_them(text: str, cut: int) -> None:
+    """The UTF-8 reader behind the fast ``unpack``: paho's result, or paho's error."""
+    from paho.mqtt.properties import readUTF
+
+    from protocol._mqtt import _read_utf
+
+    encoded = text.encode("utf-8", "surrogatepass")
+    buffer = struct.pack("!H", len(encoded)) + encoded
+    maxlen = len(buffer) - cut
+    try:
+        expected: object = readUTF(buffer, maxlen)
+    except Exception as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: object = _read_utf(buffer, maxlen)
+    except Exception as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
