@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from protocol import parse_traceparent, traceparent_of
+from protocol import log_event, parse_traceparent, traceparent_of
 
 from ._jobs import CancelRequest, Intake, JobRequest, Refusal
 from ._ledger import OutboxEntry
@@ -138,7 +138,7 @@ class AgentObserver:
                 fields |= {"method": "job.cancel", "target": target}
             case Refusal(code=code):
                 fields["code"] = str(code)
-        log.info("request received", extra=fields)
+        log_event(log, logging.INFO, "request received", fields)
 
     def reply(self, entry: OutboxEntry) -> str | None:
         """A reply is being published: log it; returns the ``traceparent`` it carries."""
@@ -163,7 +163,7 @@ class AgentObserver:
             }
             if code:
                 fields["code"] = code
-            log.info("reply %s", head.stage, extra=fields)
+            log_event(log, logging.INFO, f"reply {head.stage}", fields)
         return traceparent
 
     def _measure(self, job_id: str, head: _Head, code: str) -> None:

@@ -27,6 +27,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from protocol import (
     TRACEPARENT,
     current_trace_id,
+    log_event,
     new_trace_id,
     parse_traceparent,
     reset_trace_id,
@@ -103,14 +104,11 @@ def access_logged(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
             if access_log.isEnabledFor(level):
                 principal = scope.get("state", {}).get("principal")
-                access_log.log(
+                log_event(
+                    access_log,
                     level,
-                    "%s %s %d %.1f ms",
-                    method,
-                    scope["path"],
-                    status,
-                    seconds * 1000,
-                    extra={
+                    f"{method} {scope['path']} {status} {seconds * 1000:.1f} ms",
+                    {
                         "method": method,
                         "route": route,
                         "status": status,
@@ -214,7 +212,7 @@ class JobObserver:
         }
         if job.error is not None:
             fields["code"] = self._code(job)
-        jobs_log.info(message, extra=fields)
+        log_event(jobs_log, logging.INFO, message, fields)
 
     @staticmethod
     def _remember(table: dict[str, T], job_id: str, value: T) -> None:

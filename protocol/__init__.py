@@ -53,7 +53,7 @@ from ._errors import (
     error_info,
 )
 from ._ids import is_valid_id, new_job_id, validate_id
-from ._logfmt import JsonFormatter, LogFormat, TextFormatter, configure_logging
+from ._logfmt import JsonFormatter, LogFormat, TextFormatter, configure_logging, log_event
 from ._messages import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
@@ -192,6 +192,7 @@ __all__ = [
     "error_info",
     "gtin_check_digit",
     "is_valid_id",
+    "log_event",
     "new_job_id",
     "new_trace_id",
     "nodelay_socket_options",

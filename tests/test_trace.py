@@ -102,7 +102,9 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
     # the API's log: the access event and each job transition, all with the trace id
     def api_events() -> list[dict[str, Any]]:
         events = [e for e in json_lines(stack.api.log_path) if e.get("trace_id") == trace_id]
-        return events if any(e.get("state") == "printed" for e in events) else []
+        # the access event is written once the response has gone out: possibly after we read
+        done = {e.get("state") for e in events} | {e["logger"] for e in events}
+        return events if {"printed", "cloud_api.access"} <= done else []
 
     events = wait_for("the API's job events", api_events)
     access = [e for e in events if e["logger"] == "cloud_api.access"]
