@@ -134,3 +134,33 @@ def test_the_agent_serves_no_metrics_unless_configured(
         if c.status == psutil.CONN_LISTEN
     ]
     assert listening == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_fast_event_is_the_line_an_ordinary_call_writes(fmt: str, restore_logging: None) -> None:
+    from protocol import log_event
+
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out)  # type: ignore[arg-type]
+    log = logging.getLogger("cloud_api.jobs")
+    fields = {"job_id": "j1", "state": "printed", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    log.info("job printed", extra=dict(fields))
+    log_event(log, logging.INFO, "job printed", dict(fields))
+    log_event(log, logging.DEBUG, "not shown", dict(fields))
+    ordinary, fast = (
+        re.sub(r"\d\d:\d\d:\d\d\.\d{3}", "T", line) for line in out.getvalue().splitlines()
+    )
+    assert fast == ordinary
+
+    # with another handler listening (a test's capture, say), it is an ordinary record
+    seen: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = seen.append  # type: ignore[method-assign]
+    log.addHandler(capture)
+    try:
+        log_event(log, logging.INFO, "job printed", dict(fields))
+    finally:
+        log.removeHandler(capture)
+    assert [r.getMessage() for r in seen] == ["job printed"]
+    assert seen[0].job_id == "j1"  # type: ignore[attr-defined]
+    assert len(out.getvalue().splitlines()) == 3
