@@ -17,16 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from litestar import Response, get
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._loopmetrics import LoopCounter, LoopHistogram
 from ._mqtt import MqttLink
 from ._registry import Registry
 from .fleet._summary import summarize
@@ -163,27 +158,27 @@ class Metrics:
         self.collector = _FleetCollector(registry, link)
         self.prometheus.register(self.collector)
         reg = self.prometheus
-        self.http_seconds = Histogram(
+        self.http_seconds = LoopHistogram(
             "printermaster_http_request_duration_seconds",
             "HTTP requests: time from the request to the end of the response, by route",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self.http_responses = Counter(
+        self.http_responses = LoopCounter(
             "printermaster_http_responses",
             "HTTP responses by route and status",
             ["method", "route", "status"],
             registry=reg,
         )
-        self.test_print_seconds = Histogram(
+        self.test_print_seconds = LoopHistogram(
             "printermaster_test_print_seconds",
             "POST …/printers/{printer}/test: the whole HTTP test print, by status",
             ["status"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self.stage_seconds = Histogram(
+        self.stage_seconds = LoopHistogram(
             "printermaster_job_stage_seconds",
             "Time a job spent in each stage this API instance saw begin and end: "
             "queued (waiting for its agent, until sent), sent (until the agent accepted), "
@@ -192,20 +187,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self.outcomes = Counter(
+        self.outcomes = LoopCounter(
             "printermaster_job_outcomes",
             "Jobs that reached a final state in this API instance, by state and error code",
             ["state", "code"],
             registry=reg,
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = LoopHistogram(
             "printermaster_store_operation_seconds",
             "Job store operations by name",
             ["operation"],
             buckets=STORE_BUCKETS,
             registry=reg,
         )
-        self.purged = Counter(
+        self.purged = LoopCounter(
             "printermaster_jobs_purged",
             "Finished jobs deleted by the retention task",
             registry=reg,

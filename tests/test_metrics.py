@@ -72,3 +72,31 @@ def test_failures_are_counted_by_error_code(stack: Stack, start_agent: AgentFact
     assert sample(after, "printermaster_test_print_seconds_count", status="422") == (
         sample(before, "printermaster_test_print_seconds_count", status="422") + 1
     )
+
+
+def test_loop_metrics_export_what_prometheus_client_exports() -> None:
+    """The API's lock-free histograms and counters write the same text as prometheus_client's
+    for the same observations (bounds included: a value on a bound counts in its bucket)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cloud_api._loopmetrics import LoopCounter, LoopHistogram
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    mine = LoopHistogram("h", "doc", ["a"], buckets=buckets, registry=ours)
+    ref = Histogram("h", "doc", ["a"], buckets=buckets, registry=theirs)
+    count = LoopCounter("c", "doc", ["a", "b"], registry=ours)
+    ref_count = Counter("c", "doc", ["a", "b"], registry=theirs)
+    plain = LoopCounter("p", "doc", registry=ours)
+    ref_plain = Counter("p", "doc", registry=theirs)
+    for value in (0.0005, 0.001, 0.002, 0.01, 0.5, 1.0, 3.0, 0.1):
+        for label in ("x", "y"):
+            mine.labels(label).observe(value)
+            ref.labels(label).observe(value)
+    count.labels("1", "").inc()
+    ref_count.labels("1", "").inc()
+    count.labels("1", "").inc(2)
+    ref_count.labels("1", "").inc(2)
+    plain.inc(3)
+    ref_plain.inc(3)
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
