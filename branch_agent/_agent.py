@@ -56,6 +56,7 @@ from ._fleet import Fleet
 from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
 from ._mqtt import BrokerRotation, ManualAckClient, reachable
+from ._observe import AgentObserver, agent_gauges, metrics_server
 from ._outbox import Outbox
 from ._printers import PrinterReading, open_backend
 
@@ -116,6 +117,12 @@ class Agent:
             on_change=self._status_changed,
         )
         self._workers: list[asyncio.Task[None]] = []
+        #: request and reply log events, traces, and the optional local /metrics
+        self.observer = AgentObserver(self.branch_id, self.agent_id)
+        #: broker sessions opened since start (more than one: it reconnected)
+        self.sessions = 0
+        #: the local /metrics port while running (``metrics_port`` in the config)
+        self.metrics_port: int | None = None
         self._process = psutil.Process()
         self._process.cpu_percent()
         self.fleet.attach(self)
@@ -136,6 +143,12 @@ class Agent:
         Before the first connect, the ledger settles what a previous run left behind (see
         :meth:`Jobs.recover`) and the outbox takes over its undelivered replies.
         """
+        gauges = agent_gauges(self)
+        with metrics_server(self.observer, self.config.metrics_port, gauges) as port:
+            self.metrics_port = port
+            await self._run()
+
+    async def _run(self) -> None:
         async with self.ledger:
             await self.outbox.load()
             await self.jobs.recover()
@@ -247,6 +260,7 @@ class Agent:
                     self._connected.set()
                     brokers.connected()
                     self.fleet.on_connected()
+                    self.sessions += 1
                     log.info(
                         "connected to %s:%s as session %d", mqtt.host, mqtt.port, self._session
                     )
@@ -318,6 +332,7 @@ class Agent:
             except Exception:  # a bug here must not take the session down
                 log.exception("unexpected error handling a request on %s", message.topic)
                 intake = None
+            self.observer.received(message, intake)
             # Submitted in arrival order, committed in that order, acknowledged in that order.
             self.jobs.submit(intake).add_done_callback(
                 functools.partial(self._committed, client, message)
@@ -345,9 +360,8 @@ class Agent:
         self.jobs.admitted(future.result())
 
     def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> asyncio.Future[None]:
-        return publish_acked(
-            client, entry.topic, entry.payload, properties=reply_properties(entry.correlation)
-        )
+        props = reply_properties(entry.correlation, self.observer.reply(entry))
+        return publish_acked(client, entry.topic, entry.payload, properties=props)
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()

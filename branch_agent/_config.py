@@ -147,6 +147,9 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     ledger_sync: Literal["full", "normal"] = "full"
     #: Seconds an ended job stays in the ledger (longer than the cloud's 24 h idempotency window).
     ledger_retention_s: float = 48 * 3600.0
+    #: Serve Prometheus metrics on ``http://127.0.0.1:{metrics_port}/metrics`` (loopback only;
+    #: off when unset).
+    metrics_port: int | None = None
 
     @property
     def data_path(self) -> Path:

@@ -1,5 +1,5 @@
-"""The Litestar application: routes, dependencies, lifespan (store, MQTT session, job sweeper),
-error handling."""
+"""The Litestar application: routes, dependencies, lifespan (store, MQTT session, job sweeper,
+retention), error handling, access log and metrics."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
 from ._mqtt import MqttLink
+from ._observe import JobObserver, access_logged, instrument_store
 from ._openapi import complete_openapi
 from ._owners import OwnerBook
 from ._ratelimit import RateLimiter, bound_logs, rate_limited
 from ._registry import Registry
+from ._retention import run_retention
 from ._settings import ApiSettings
 from .agents import AgentsController
 from .apikeys import ApiKeysController, ApiKeyService, MemoryApiKeyStore, import_key_file
@@ -80,7 +82,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        store: Store = await open_store(settings.store_url)
+        store: Store = instrument_store(await open_store(settings.store_url), metrics)
         # Every known printer before the first broker message: a restart while the broker is
         # away still knows them (503 BROKER_UNAVAILABLE, jobs stored queued, not 404).
         await owners.open(store)
@@ -93,6 +95,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         api_key_service.store = await import_key_file(store, settings.api_keys_file)
         jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
         jobs.admit = per_printer.check
+        jobs.observer = JobObserver(metrics)
         link.on_reply = jobs.on_reply
         jobs.hub.listeners.append(event_feed.on_job)
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
@@ -104,6 +107,9 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         jobs_task = asyncio.create_task(jobs.run(), name="job-sweeper")
         lease_task = asyncio.create_task(instances.run(), name="instance-lease")
         owners_task = asyncio.create_task(owners.run(), name="printer-owners")
+        retention_task = asyncio.create_task(
+            run_retention(store, settings, metrics), name="job-retention"
+        )
         try:
             async with asyncio.timeout(startup_wait):
                 await link.ready.wait()
@@ -115,11 +121,10 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
             yield
         finally:
             await event_feed.aclose()
-            for task in (lease_task, jobs_task, mqtt_task, owners_task):
+            tasks = (retention_task, lease_task, jobs_task, mqtt_task, owners_task)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(
-                lease_task, jobs_task, mqtt_task, owners_task, return_exceptions=True
-            )
+            await asyncio.gather(*tasks, return_exceptions=True)
             await instances.release()
             await jobs.aclose()
             await store.close()
@@ -168,7 +173,11 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         # job contents (Cache-Control: no-store on every route's response)
         cache_control=CacheControlHeader(no_store=True),
         debug=False,
+        # logging is configured once per process (protocol.configure_logging), not by Litestar
+        logging_config=None,
     )
     app.state.settings = settings
     complete_openapi(app.openapi_schema)  # built once here, served as completed
+    # outermost: the access log sees every response, 404s and errors of the middleware too
+    app.asgi_handler = access_logged(app.asgi_handler, metrics)
     return app

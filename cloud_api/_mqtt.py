@@ -26,6 +26,7 @@ from protocol import (
     parse_topic,
     publish_qos1,
     reply_filter,
+    run_traced,
 )
 
 from ._errors import ApiError
@@ -84,6 +85,8 @@ class MqttLink:
         )
         #: messages dropped because their agent sent more than its rate
         self.dropped = 0
+        #: broker sessions opened (``/metrics``: more than one means it reconnected)
+        self.sessions = 0
 
     def _make_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -127,6 +130,7 @@ class MqttLink:
                             await client.subscribe(adopted, qos=1)
                         await self._settle()
                         self._client = client
+                        self.sessions += 1
                         self.ready.set()
                         backoff.reset()
                         log.info(
@@ -191,11 +195,10 @@ class MqttLink:
         live = not message.retain and self.ready.is_set()
         match topic.kind:
             case TopicKind.REPLY:
-                self.on_reply(
-                    topic.branch_id,
-                    topic.agent_id,
-                    getattr(props, "CorrelationData", None),
-                    payload,
+                # under the trace the agent sent back: the job's log lines carry its trace id
+                correlation = getattr(props, "CorrelationData", None)
+                run_traced(
+                    props, self.on_reply, topic.branch_id, topic.agent_id, correlation, payload
                 )
             case TopicKind.PRESENCE:
                 self.registry.on_presence(topic.branch_id, topic.name, payload, live=live)

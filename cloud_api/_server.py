@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import uvicorn
 
-from protocol import Backoff
+from protocol import Backoff, configure_logging
 
 from ._app import create_app
 from ._httplimits import limited_httptools
@@ -46,11 +46,7 @@ def worker_settings(settings: ApiSettings, index: int) -> ApiSettings:
 
 
 def _configure_logging(settings: ApiSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: ApiSettings, *, sock: socket.socket | None = None) -> None:
@@ -69,7 +65,10 @@ def serve(settings: ApiSettings, *, sock: socket.socket | None = None) -> None:
         # h11's own bound on the request head (the httptools protocol counts for itself)
         h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
+        # our own access log (cloud_api.access) has the route, trace id and principal; and
+        # uvicorn's records go through the one log format instead of its own
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
         # longer than a load balancer's idle timeout (60 s on most), so the balancer closes an

@@ -143,6 +143,15 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: Base64 Ed25519 public key of the release signers: a release whose signature does not
     #: verify is refused at ``POST /v1/releases`` (the agents check it again with their copy).
     release_public_key: str | None = None
+    #: ``json`` (one JSON object per line), ``text`` (for people), or ``auto``: text when
+    #: stderr is a terminal, JSON otherwise (docs/operations.md shows both).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    #: Finished jobs older than this are deleted (s; default 30 days; 0 keeps them forever).
+    #: Keep it longer than the 24 h idempotency window.
+    job_retention_s: float = 30 * 86400.0
+    #: Seconds between two retention rounds; and jobs deleted per batch within a round.
+    retention_interval: float = 600.0
+    retention_batch: int = 500
 
 
 class SettingsError(Exception):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what PrinterMaster needs on a Debian/Ubuntu machine: system packages when missing
 # (Mosquitto and its clients, CUPS for the CUPS backend and its tests, a compiler and headers for
-# pycups), then a virtualenv with the project and its dev extras. Safe to run again.
+# pycups, promtool from the prometheus package for the alert-rule tests), then a virtualenv with
+# the project and its dev extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,6 +16,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # the console's browser tests drive Debian's Chromium through Playwright (no browser download)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need+=(python3-dev)
@@ -33,7 +35,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Mosquitto's and CUPS's packaged services are not ours: the project starts its own instances
-# with its own configuration on free ports.
+# with its own configuration on free ports. Of the prometheus package only promtool is used
+# (`promtool check rules` / `test rules` on ops/prometheus/): its server, which the package
+# starts where systemd runs, is stopped and disabled.
+if [[ " ${need[*]-} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"

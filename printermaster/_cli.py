@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,10 +13,9 @@ from typing import Any
 def _agent_run(args: argparse.Namespace) -> int:
     from branch_agent import ConfigError, load_config
     from branch_agent._service import run_service
+    from protocol import configure_logging
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -133,6 +131,12 @@ def _add_agent_parser(sub: Any) -> None:
     run = agent_sub.add_parser("run", help="run the agent")
     add_config_arg(run)
     run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default="auto",
+        help="json lines, readable text, or auto: text on a terminal, json otherwise",
+    )
     run.set_defaults(func=_agent_run)
     add_agent_commands(agent_sub)
     from ._fleet_cli import add_agent_commands as add_fleet_commands

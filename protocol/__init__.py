@@ -1,7 +1,9 @@
 """The wire contract shared by the cloud API and the branch agents.
 
 Everything that crosses the broker is defined here: msgspec Structs for every message, topic
-builders and parsers, the JSON codec, typed error codes and the protocol version. No I/O.
+builders and parsers, the JSON codec, typed error codes and the protocol version, the W3C trace
+context that rides along, and the log format both sides write (:func:`configure_logging` is the
+only function here that touches I/O: it points logging at stderr).
 """
 
 from ._backoff import Backoff
@@ -63,6 +65,7 @@ from ._fleet import (
     release_signed_bytes,
 )
 from ._ids import is_valid_id, new_job_id, validate_id
+from ._logfmt import JsonFormatter, LogFormat, TextFormatter, configure_logging, log_event
 from ._messages import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
@@ -119,6 +122,17 @@ from ._topics import (
     request_topic,
     status_topic,
 )
+from ._trace import (
+    TRACEPARENT,
+    current_trace_id,
+    new_trace_id,
+    parse_traceparent,
+    reset_trace_id,
+    run_traced,
+    set_trace_id,
+    traceparent,
+    traceparent_of,
+)
 from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, software_version
 
 __all__ = [
@@ -144,6 +158,7 @@ __all__ = [
     "RELEASE_PREFIX",
     "RETRYABLE",
     "TOPIC_PREFIX",
+    "TRACEPARENT",
     "Accepted",
     "AgentStatus",
     "Backoff",
@@ -167,6 +182,8 @@ __all__ = [
     "InvalidId",
     "InvalidTopic",
     "JobCancelParams",
+    "JsonFormatter",
+    "LogFormat",
     "Presence",
     "PrintJobParams",
     "PrintResult",
@@ -182,6 +199,7 @@ __all__ = [
     "Request",
     "SeparatorBlock",
     "TextBlock",
+    "TextFormatter",
     "Topic",
     "TopicKind",
     "UnknownMethod",
@@ -194,7 +212,9 @@ __all__ = [
     "channel_release_topic",
     "coalesce_writes",
     "config_topic",
+    "configure_logging",
     "connect_properties",
+    "current_trace_id",
     "decode_content",
     "decode_manifest",
     "decode_params",
@@ -208,10 +228,13 @@ __all__ = [
     "error_info",
     "gtin_check_digit",
     "is_valid_id",
+    "log_event",
     "manifest_signed_bytes",
     "new_job_id",
+    "new_trace_id",
     "nodelay_socket_options",
     "parse_topic",
+    "parse_traceparent",
     "presence_topic",
     "probe_topic",
     "publish_acked",
@@ -223,9 +246,14 @@ __all__ = [
     "reply_topic",
     "request_properties",
     "request_topic",
+    "reset_trace_id",
+    "run_traced",
     "set_tcp_nodelay",
+    "set_trace_id",
     "software_version",
     "status_topic",
+    "traceparent",
+    "traceparent_of",
     "validate_content",
     "validate_id",
 ]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import struct
 from typing import Any, Final
 
-from paho.mqtt.exception import MQTTException
+from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
+
+from ._trace import TRACEPARENT
 
 CONTENT_TYPE_JSON: Final = "application/json"
 
@@ -75,7 +78,15 @@ class _Properties(Properties):
             buffer = buffer[id_len:]
             left -= id_len
             name, value_type, packet_types, multiple, checked = _BY_IDENTIFIER[identifier]
-            value, value_len = self.readProperty(buffer, value_type, left)  # type: ignore[no-untyped-call]
+            value: Any
+            if value_type == _UTF8_PAIR:
+                key, key_len = _read_utf(buffer, left)
+                text, text_len = _read_utf(buffer[key_len:], left - key_len)
+                value, value_len = (key, text), key_len + text_len
+            elif value_type == _UTF8:
+                value, value_len = _read_utf(buffer, left)
+            else:
+                value, value_len = self.readProperty(buffer, value_type, left)  # type: ignore[no-untyped-call]
             buffer = buffer[value_len:]
             left -= value_len
             if not multiple and name in state:
@@ -114,6 +125,33 @@ def _identifiers() -> dict[int, tuple[str, int, list[int], bool, bool]]:
 
 
 _BY_IDENTIFIER: Final = _identifiers()
+_UTF8: Final = _Properties._tables.types.index("UTF-8 Encoded String")
+_UTF8_PAIR: Final = _Properties._tables.types.index("UTF-8 String Pair")
+#: What MQTT 5 forbids in a UTF-8 string (section 1.5.4): surrogates, U+0000, U+FEFF.
+_FORBIDDEN: Final = re.compile("[\ud800-\udfff\x00\ufeff]")
+
+
+def _read_utf(buffer: bytes | bytearray, maxlen: int) -> tuple[str, int]:
+    """paho's ``readUTF`` (same checks, same errors), with the character check as one regular
+    expression search instead of a Python loop over the characters (~15 us for a
+    ``traceparent`` user property)."""
+    if maxlen < 2:
+        raise MalformedPacket("Not enough data to read string length")
+    length: int = struct.unpack("!H", buffer[:2])[0]
+    if length > maxlen - 2:
+        raise MalformedPacket("Length delimited string too long")
+    text = bytes(buffer[2 : 2 + length]).decode("utf-8")
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        char = bad.group()
+        if char == "\x00":
+            raise MalformedPacket("[MQTT-1.5.4-2] Null found in UTF-8 data")
+        if char == "\ufeff":
+            raise MalformedPacket("[MQTT-1.5.4-3] U+FEFF in UTF-8 data")
+        raise MalformedPacket("[MQTT-1.5.4-1] D800-DFFF found in UTF-8 data")
+    return text, length + 2
+
+
 _PROPERTY_NAMES: Final = tuple(entry[0] for entry in _BY_IDENTIFIER.values())
 
 
@@ -208,19 +246,23 @@ def request_properties(
         + _binary(correlation)
     )
     if traceparent:
-        values["UserProperty"] = [("traceparent", traceparent)]
-        body += _USER_PROPERTY + _utf8("traceparent") + _utf8(traceparent)
+        values["UserProperty"] = [(TRACEPARENT, traceparent)]
+        body += _USER_PROPERTY + _utf8(TRACEPARENT) + _utf8(traceparent)
     return _built(values, body)
 
 
-def reply_properties(correlation_data: bytes | None) -> Properties:
-    """Properties of an RPC reply PUBLISH: the request's correlation data, echoed."""
-    if correlation_data is None:
-        return _built({"ContentType": CONTENT_TYPE_JSON}, _CONTENT_TYPE)
-    return _built(
-        {"ContentType": CONTENT_TYPE_JSON, "CorrelationData": correlation_data},
-        _CONTENT_TYPE + _CORRELATION_DATA + _binary(correlation_data),
-    )
+def reply_properties(correlation_data: bytes | None, traceparent: str | None = None) -> Properties:
+    """Properties of an RPC reply PUBLISH: the request's correlation data, echoed, and its
+    ``traceparent`` user property when it had one."""
+    values: dict[str, Any] = {"ContentType": CONTENT_TYPE_JSON}
+    body = _CONTENT_TYPE
+    if correlation_data is not None:
+        values["CorrelationData"] = correlation_data
+        body += _CORRELATION_DATA + _binary(correlation_data)
+    if traceparent:
+        values["UserProperty"] = [(TRACEPARENT, traceparent)]
+        body += _USER_PROPERTY + _utf8(TRACEPARENT) + _utf8(traceparent)
+    return _built(values, body)
 
 
 def nodelay_socket_options() -> list[tuple[int, int, int]]:

@@ -25,6 +25,7 @@ class Received:
     retain: bool
     correlation: bytes | None
     at: float = field(default_factory=time.monotonic)
+    user_properties: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Probe:
@@ -67,7 +68,13 @@ class Probe:
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         props = msg.properties
         self.messages.append(
-            Received(msg.topic, msg.payload, msg.retain, getattr(props, "CorrelationData", None))
+            Received(
+                msg.topic,
+                msg.payload,
+                msg.retain,
+                getattr(props, "CorrelationData", None),
+                user_properties=list(getattr(props, "UserProperty", [])),
+            )
         )
 
     def _ack(self, mid: int, value: object) -> None:

@@ -51,12 +51,16 @@ def test_request_properties_pack_like_paho(
     assert fast.json() == reference.json()
 
 
-@given(correlation=st.none() | st.binary(max_size=300))
-def test_reply_properties_pack_like_paho(correlation: bytes | None) -> None:
+@given(correlation=st.none() | st.binary(max_size=300), traceparent=traceparents)
+def test_reply_properties_pack_like_paho(
+    correlation: bytes | None, traceparent: str | None
+) -> None:
     values: dict[str, Any] = {"ContentType": "application/json"}
     if correlation is not None:
         values["CorrelationData"] = correlation
-    fast = p.reply_properties(correlation)
+    if traceparent:
+        values["UserProperty"] = [("traceparent", traceparent)]
+    fast = p.reply_properties(correlation, traceparent)
     reference = slow(**values)
     assert fast.pack() == reference.pack()
     assert str(fast) == str(reference)
@@ -213,3 +217,27 @@ def test_decoded_reply_properties_read_as_paho_reads_them() -> None:
     props.UserProperty = ("a", "1")
     props.unpack(block)  # a reused object forgets what it held
     assert not hasattr(props, "UserProperty") and props.pack() == block
+
+
+@given(
+    text=st.text(max_size=80) | st.sampled_from(["a\x00b", "\ufeffx", "x\ud800"]),
+    cut=st.integers(0, 3),
+)
+def test_strings_are_read_as_paho_reads_them(text: str, cut: int) -> None:
+    """The UTF-8 reader behind the fast ``unpack``: paho's result, or paho's error."""
+    from paho.mqtt.properties import readUTF
+
+    from protocol._mqtt import _read_utf
+
+    encoded = text.encode("utf-8", "surrogatepass")
+    buffer = struct.pack("!H", len(encoded)) + encoded
+    maxlen = len(buffer) - cut
+    try:
+        expected: object = readUTF(buffer, maxlen)
+    except Exception as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: object = _read_utf(buffer, maxlen)
+    except Exception as exc:
+        got = (type(exc), str(exc))
+    assert got == expected

@@ -50,6 +50,7 @@ from .._auth import Principal
 from .._correlator import Correlator
 from .._errors import ApiError
 from .._mqtt import MqttLink
+from .._observe import JobObserver
 from .._registry import AgentRecord, Registry
 from .._settings import ApiSettings
 from ..store import (
@@ -89,6 +90,8 @@ class JobService:
         self.registry = registry
         self.correlator = correlator
         self.hub = JobHub()
+        #: job events, stage times and outcomes for the logs and /metrics (set by the app)
+        self.observer = JobObserver()
         #: job id -> its replies waiting to be applied, in arrival order
         self._inbox: dict[str, _Inbox] = {}
         #: job id -> monotonic time this instance last published its request
@@ -186,6 +189,8 @@ class JobService:
                 "Idempotency-Key was already used with a different request body",
                 job_id=exc.job_id,
             ) from None
+        if created:
+            self.observer.created(stored)
         if created and send:
             return await self._publish_created(stored, agent), True
         return stored, created
@@ -255,6 +260,7 @@ class JobService:
             response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=job.id,
             expiry_s=remaining,
+            traceparent=self.observer.traceparent(job.id),
         )
         await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
         self._published[job.id] = time.monotonic()
@@ -431,6 +437,7 @@ class JobService:
     ) -> None:
         """Bookkeeping after a transition this instance applied; waiters hear of it."""
         self._resends.pop(job_id, None)
+        self.observer.changed(job)
         if to is not S.SENT:
             self._published.pop(job_id, None)
         self.hub.notify(job_id, job, timeline)
@@ -554,6 +561,7 @@ class JobService:
             response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
             correlation_id=cancel_id,
             expiry_s=self.settings.accept_timeout,
+            traceparent=self.observer.traceparent(job.id),
         )
         with self.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
             await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)

@@ -1,0 +1,206 @@
+"""One W3C ``traceparent`` follows a test print: the HTTP request, the API's log, the MQTT
+request (read by a subscriber on the broker), the agent's log, and the agent's replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from printermaster._stack import Stack
+from protocol import parse_traceparent
+
+from ._mqtt import Probe, Received, create_observer, delete_observer
+from .conftest import AgentFactory
+
+
+@pytest.fixture
+def probe(stack: Stack) -> Iterator[Probe]:
+    """A subscriber to every topic of the test broker."""
+    name = f"trace{secrets.token_hex(3)}"
+
+    async def make() -> Any:
+        async with stack.admin() as admin:
+            return await create_observer(admin, name)
+
+    probe = Probe(stack.mqtt_port, asyncio.run(make()))
+    assert probe.connect() == 0
+    assert probe.subscribe("#") == 1
+    yield probe
+    probe.close()
+
+    async def drop() -> None:
+        async with stack.admin() as admin:
+            await delete_observer(admin, name)
+
+    asyncio.run(drop())
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The log's JSON events (every line of a service log is one)."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trace_of(message: Received) -> str | None:
+    return parse_traceparent(dict(message.user_properties).get("traceparent"))
+
+
+def test_one_traceparent_from_http_request_to_agent_and_back(
+    stack: Stack, start_agent: AgentFactory, probe: Probe
+) -> None:
+    agent = start_agent()
+    trace_id = secrets.token_hex(16)
+    header = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    with stack.client() as http:
+        response = http.post(
+            f"/v1/branches/{agent.branch_id}/printers/POS-80C/test",
+            headers={"traceparent": header},
+        )
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+
+    # the MQTT request to the agent carries the trace (with the API's own parent id)
+    request = wait_for(
+        "the request on the broker",
+        lambda: [m for m in probe.messages if m.topic.endswith(f"/{agent.agent_id}/req")],
+    )[0]
+    assert request.correlation == job_id.encode()
+    assert trace_of(request) == trace_id
+    # ... and every reply of the agent carries it back
+    replies = wait_for(
+        "the agent's three replies",
+        lambda: (
+            found
+            if len(found := [m for m in probe.messages if m.correlation == job_id.encode()]) >= 4
+            else None
+        ),
+    )
+    stages = [json.loads(m.payload)["stage"] for m in replies if "/reply/" in m.topic]
+    assert stages == ["accepted", "printing", "done"]
+    assert {trace_of(m) for m in replies} == {trace_id}
+
+    # the API's log: the access event and each job transition, all with the trace id
+    def api_events() -> list[dict[str, Any]]:
+        events = [e for e in json_lines(stack.api.log_path) if e.get("trace_id") == trace_id]
+        # the access event is written once the response has gone out: possibly after we read
+        done = {e.get("state") for e in events} | {e["logger"] for e in events}
+        return events if {"printed", "cloud_api.access"} <= done else []
+
+    events = wait_for("the API's job events", api_events)
+    access = [e for e in events if e["logger"] == "cloud_api.access"]
+    assert len(access) == 1
+    assert access[0]["route"] == "/v1/branches/{branch_id}/printers/{printer_id}/test"
+    assert access[0]["method"] == "POST" and access[0]["status"] == 200
+    assert access[0]["principal"] == "admin" and access[0]["duration_ms"] > 0
+    assert access[0]["branch_id"] == agent.branch_id and access[0]["printer_id"] == "POS-80C"
+    assert stack.api_token not in json.dumps(events)
+    job_events = [e for e in events if e["logger"] == "cloud_api.jobs"]
+    assert [e["state"] for e in job_events] == ["sent", "accepted", "printing", "printed"]
+    for event in job_events:
+        assert event["job_id"] == job_id
+        assert event["branch_id"] == agent.branch_id
+        assert event["agent_id"] == agent.agent_id
+
+    # the agent's log: the request and each reply, with the same ids and trace
+    def agent_events() -> list[dict[str, Any]]:
+        events = [e for e in json_lines(agent.process.log_path) if e.get("job_id") == job_id]
+        return events if any(e.get("stage") == "done" for e in events) else []
+
+    events = wait_for("the agent's job events", agent_events)
+    assert [e["msg"] for e in events] == [
+        "request received",
+        "reply accepted",
+        "reply printing",
+        "reply done",
+    ]
+    for event in events:
+        assert event["trace_id"] == trace_id
+        assert event["branch_id"] == agent.branch_id
+        assert event["agent_id"] == agent.agent_id
+
+
+def test_a_request_without_traceparent_gets_a_new_trace(
+    stack: Stack, start_agent: AgentFactory, probe: Probe
+) -> None:
+    agent = start_agent()
+    with stack.client() as http:
+        response = http.post(
+            f"/v1/branches/{agent.branch_id}/printers/POS-80C/test",
+            headers={"traceparent": "00-not-a-valid-traceparent-01"},
+        )
+    assert response.status_code == 200
+    job_id = response.json()["job_id"].encode()
+    request = wait_for(
+        "the request", lambda: [m for m in probe.messages if m.correlation == job_id]
+    )[0]
+    trace_id = trace_of(request)
+    assert trace_id is not None and trace_id != "0" * 32
+    events = wait_for(
+        "the access event",
+        lambda: [
+            e
+            for e in json_lines(stack.api.log_path)
+            if e.get("trace_id") == trace_id and e["logger"] == "cloud_api.access"
+        ],
+    )
+    assert events[0]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "trace_id"),
+    [
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        (
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        # a later version may add fields; its first four are read as version 00's
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", None),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", None),  # uppercase
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_traceparent_is_read_as_w3c_says(value: str | None, trace_id: str | None) -> None:
+    assert parse_traceparent(value) == trace_id
+
+
+def test_new_traces_are_valid_traceparents() -> None:
+    from protocol import new_trace_id, traceparent
+
+    ids = {new_trace_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for trace_id in list(ids)[:50]:
+        assert parse_traceparent(traceparent(trace_id)) == trace_id
