@@ -191,6 +191,7 @@ class JobService:
             ) from None
         if created:
             self.observer.created(stored)
+            self.hub.notify(stored.id, stored)  # the live feed shows a job from its first state
         if created and send:
             return await self._publish_created(stored, agent), True
         return stored, created

@@ -33,6 +33,13 @@ const ERRORS = {
   INVALID_REQUEST: 'The request was not valid.',
   CONFLICT: 'This was already done with other details.',
   PAYLOAD_TOO_LARGE: 'The request is too large.',
+  RATE_LIMITED: 'Too many requests in a short time. Wait a few seconds and try again.',
+  CONFIG_INVALID:
+    'The branch computer refused the new printer settings and keeps the old ones. Check the ' +
+    'printer details (address, port, name) and save again.',
+  UPDATE_REFUSED:
+    'The branch computer refused a software update (its signature or checksum did not match). ' +
+    'It keeps running the version it has; call support.',
   NETWORK: 'The API cannot be reached. Check your connection.',
 };
 
