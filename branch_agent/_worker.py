@@ -7,8 +7,9 @@ The rules (docs/agent-ledger.md):
   checked it, just before the first byte, and refused there when the deadline has passed.
 * **Never write long past the deadline.** The deadline is the latest start; every step before
   the start is bounded by it, every step of the write by the deadline plus the slot's write
-  allowance (``ticket.write_until``), and a write still running then is stopped
-  (``ticket.stopped``, ``backend.abort()``).
+  allowance (``ticket.write_until``); a backend still busy past its bound (the deadline while
+  the job has not started, ``write_until`` once it has) is stopped (``ticket.stopped``,
+  ``backend.abort()``).
 * **Report what is known.** An error before the first byte is a clean failure (or ``EXPIRED``);
   after it, the ticket may be on paper: ``OUTCOME_UNKNOWN``.
 * **Hold, don't fail, a print job the printer cannot take** (offline, out of paper, cover open):
@@ -291,17 +292,13 @@ class Worker:
             return None
         task = asyncio.ensure_future(asyncio.to_thread(backend.print_job, data, ticket))
         try:
-            if ticket.write_until is None:
-                await asyncio.shield(task)
-            else:
-                left = ticket.write_until - time.time() + ABORT_GRACE_S
-                await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+            await self._within_bound(task, ticket)
         except TimeoutError:
-            log.warning(
-                "job %s: still writing %g s after its deadline: stopped",
-                ticket.job_id,
-                ticket.allowance,
-            )
+            if ticket.started:
+                why = f"still writing {ticket.allowance:g} s after its deadline"
+            else:
+                why = "not started at its deadline"
+            log.warning("job %s: %s: stopped", ticket.job_id, why)
             ticket.stopped.set()
             backend.abort()
         except Exception as exc:
@@ -311,6 +308,23 @@ class Worker:
         except Exception as exc:
             return exc
         return None
+
+    @staticmethod
+    async def _within_bound(task: asyncio.Future[None], ticket: WriteTicket) -> None:
+        """Wait for ``task`` until the ticket's bound (+ grace): its deadline until it starts,
+        its ``write_until`` after; TimeoutError when it is still running then."""
+        while True:
+            bound = ticket.bound
+            if bound is None:
+                await asyncio.shield(task)
+                return
+            left = bound - time.time() + ABORT_GRACE_S
+            try:
+                await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+                return
+            except TimeoutError:
+                if ticket.bound == bound:  # not started since: it never will (or ran out)
+                    raise
 
     async def _printed(self, job: JobRecord, data: bytes, started: float) -> None:
         slot = self.slot

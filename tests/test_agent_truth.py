@@ -425,3 +425,42 @@ async def test_a_backend_that_ignores_the_deadline_is_cut_off_and_reported_unkno
     assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
     assert replies[-1]["error"]["code"] == "OUTCOME_UNKNOWN"
     assert "after 1 bytes were sent" in replies[-1]["error"]["message"]
+
+
+class _StuckBeforeStart(PrinterBackend):
+    """A backend that hangs while it takes the printer (before its point of no return) and
+    ignores the deadline there: only ``abort`` frees it."""
+
+    kind = "virtual"
+
+    def __init__(self) -> None:
+        super().__init__("P1")
+        import threading
+
+        self.aborted = threading.Event()
+        self.started = False
+
+    def write(self, data: bytes, job_id: str) -> None:
+        raise AssertionError("print_job is used")
+
+    def print_job(self, data: bytes, ticket: WriteTicket) -> None:
+        self.aborted.wait(30)
+        ticket.start()  # past the deadline: refused
+        self.started = True
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+async def test_a_backend_stuck_before_the_start_is_cut_off_at_the_deadline(
+    ledger: Ledger,
+) -> None:
+    """The write allowance is for a job that started: one that has not by its deadline never
+    will, so its backend is stopped then, not 30 s later, and the job ends EXPIRED."""
+    backend = _StuckBeforeStart()
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 0.5))
+        replies = await agent.until("j1", final, within=10)
+    assert backend.aborted.is_set() and not backend.started
+    assert [r["stage"] for r in replies] == ["accepted", "failed"]
+    assert replies[-1]["error"]["code"] == "EXPIRED"
