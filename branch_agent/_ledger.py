@@ -4,7 +4,7 @@ One row per job id (the request's correlation data)::
 
     received ──> printing ──> printed
      │   ▲ │        ├──────> failed            the printer failed before any byte was sent
-     │   │ │        ├──────> expired           the deadline came before the first byte
+     │   │ │        ├──────> expired           time ran out before the first byte
      │   │ │        └──────> outcome_unknown   bytes were sent, then the printer failed (or the
      │   │ │                                   agent stopped): the ticket may be on paper
      │   │ ├──> cancelled                      job.cancel arrived first

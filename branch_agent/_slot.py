@@ -15,6 +15,7 @@ from protocol import ErrorCode, PrinterState
 
 from ._ledger import JobRecord
 from ._printers import PrinterBackend, PrinterError, PrinterReading
+from ._printers._base import WRITE_ALLOWANCE
 
 #: The printer conditions a print job waits out instead of failing.
 HOLD_CODES = frozenset({ErrorCode.PRINTER_OFFLINE, ErrorCode.PAPER_OUT, ErrorCode.COVER_OPEN})
@@ -41,6 +42,8 @@ class PrinterSlot:
     """One printer: its backend, its jobs in order, and what the status reports."""
 
     backend: PrinterBackend
+    #: Seconds a job that started before its deadline may keep writing past it.
+    write_allowance: float = WRITE_ALLOWANCE
     queue: asyncio.Queue[JobRecord] = field(default_factory=asyncio.Queue)
     #: Jobs accepted and not started, by id, held ones included (a cancelled job leaves here
     #: at once).

@@ -5,8 +5,11 @@ The rules (docs/agent-ledger.md):
 * **Never start late.** The point of no return (``received``/``waiting`` -> ``printing``, with
   its ``printing`` reply) is committed by the backend's thread *after* it took the printer and
   checked it, just before the first byte, and refused there when the deadline has passed.
-* **Never write past the deadline.** Every step of the write is bounded by the deadline; a
-  write still running then is stopped (``ticket.stopped``, ``backend.abort()``).
+* **Never write long past the deadline.** The deadline is the latest start; every step before
+  the start is bounded by it, every step of the write by the deadline plus the slot's write
+  allowance (``ticket.write_until``); a backend still busy past its bound (the deadline while
+  the job has not started, ``write_until`` once it has) is stopped (``ticket.stopped``,
+  ``backend.abort()``).
 * **Report what is known.** An error before the first byte is a clean failure (or ``EXPIRED``);
   after it, the ticket may be on paper: ``OUTCOME_UNKNOWN``.
 * **Hold, don't fail, a print job the printer cannot take** (offline, out of paper, cover open):
@@ -44,8 +47,8 @@ from ._slot import HOLD_CODES, PrinterSlot, condition_of, reading_for
 
 log = logging.getLogger("branch_agent.jobs")
 
-#: Seconds past a job's deadline its write may run before the agent cuts it off (backends
-#: bound every step by the deadline themselves; this is the net under them).
+#: Seconds past a job's ``write_until`` its write may run before the agent cuts it off
+#: (backends bound every step by it themselves; this is the net under them).
 ABORT_GRACE_S = 0.5
 #: Longest the backend's thread waits for the start to be committed.
 START_TIMEOUT_S = 60.0
@@ -216,7 +219,12 @@ class Worker:
             slot.discard(job.job_id)
             return
         loop = asyncio.get_running_loop()
-        ticket = WriteTicket(job.job_id, job.deadline, start=lambda: self._start(loop, job))
+        ticket = WriteTicket(
+            job.job_id,
+            job.deadline,
+            start=lambda: self._start(loop, job),
+            allowance=slot.write_allowance,
+        )
         started = time.perf_counter()
         error = await self._write(job, data, ticket)
         if isinstance(error, JobTaken):
@@ -270,7 +278,7 @@ class Worker:
         self.slot.announced.pop(job.job_id, None)
 
     async def _write(self, job: JobRecord, data: bytes, ticket: WriteTicket) -> Exception | None:
-        """Run the write; cut it off at the deadline; return what it raised."""
+        """Run the write; cut it off at its ``write_until``; return what it raised."""
         backend = self.slot.backend
         if not backend.blocking:  # in memory, on the loop: the start commits from here
             try:
@@ -284,13 +292,13 @@ class Worker:
             return None
         task = asyncio.ensure_future(asyncio.to_thread(backend.print_job, data, ticket))
         try:
-            if ticket.deadline is None:
-                await asyncio.shield(task)
-            else:
-                left = ticket.deadline - time.time() + ABORT_GRACE_S
-                await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+            await self._within_bound(task, ticket)
         except TimeoutError:
-            log.warning("job %s: still writing at its deadline: stopped", ticket.job_id)
+            if ticket.started:
+                why = f"still writing {ticket.allowance:g} s after its deadline"
+            else:
+                why = "not started at its deadline"
+            log.warning("job %s: %s: stopped", ticket.job_id, why)
             ticket.stopped.set()
             backend.abort()
         except Exception as exc:
@@ -300,6 +308,23 @@ class Worker:
         except Exception as exc:
             return exc
         return None
+
+    @staticmethod
+    async def _within_bound(task: asyncio.Future[None], ticket: WriteTicket) -> None:
+        """Wait for ``task`` until the ticket's bound (+ grace): its deadline until it starts,
+        its ``write_until`` after; TimeoutError when it is still running then."""
+        while True:
+            bound = ticket.bound
+            if bound is None:
+                await asyncio.shield(task)
+                return
+            left = bound - time.time() + ABORT_GRACE_S
+            try:
+                await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+                return
+            except TimeoutError:
+                if ticket.bound == bound:  # not started since: it never will (or ran out)
+                    raise
 
     async def _printed(self, job: JobRecord, data: bytes, started: float) -> None:
         slot = self.slot

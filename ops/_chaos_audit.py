@@ -60,6 +60,8 @@ class ChaosReport:
     test_answers: collections.Counter[str] = field(default_factory=collections.Counter)
     #: submissions answered neither 200/202 nor 5xx: index -> status and body
     rejected: dict[int, str] = field(default_factory=dict)
+    #: test prints (by index) no API answered at all (connection errors only)
+    unanswered: list[int] = field(default_factory=list)
     submit_retries: int = 0
     submit_seconds: float = 0.0
     settle_seconds: float = 0.0
@@ -70,6 +72,8 @@ class ChaosReport:
         found = []
         if self.rejected:
             found.append(f"{len(self.rejected)} submissions rejected")
+        if self.unanswered:
+            found.append(f"{len(self.unanswered)} test prints never answered")
         if self.still_open:
             found.append(f"{len(self.still_open)} jobs not final")
         if self.printed_twice:
@@ -182,6 +186,8 @@ def judge(
         if answer.retryable is not None and answer.status >= 500:
             key += " retryable" if answer.retryable else " not retryable"
         report.test_answers[key] += 1
+        if answer.status == 0:
+            report.unanswered.append(answer.index)
         if answer.status == 504 and answer.job_id and paper[answer.job_id]:
             if answer.retryable:
                 report.paper_after_504.append(answer.job_id)

@@ -46,6 +46,9 @@ PRINTER = "POS-80C"
 NETWORK_PRINTER = "KITCHEN"
 #: Each print job's text carries its index, so paper on the network printer names its job.
 _MARK = re.compile(rb"CHAOS-(\d+)-END")
+#: Seconds a submission or a test print keeps trying while no API answers (or only with 5xx;
+#: each outage lasts ``down_for``): then it counts as rejected / never answered, not a hang.
+_NO_API_FOR = 60.0
 
 #: The API runs with its production lifecycle settings (resend after 10 s, a sent job expires
 #: 5 s past its deadline, an accepted job with no result is outcome_unknown 10 min past it):
@@ -224,6 +227,7 @@ async def _submit_all(
             }
             key = f"chaos-{run}-{i}"
             attempt = 0
+            give_up = time.monotonic() + _NO_API_FOR
             while True:
                 url = _api_urls(stack)[(i + attempt) % len(_api_urls(stack))]
                 attempt += 1
@@ -239,6 +243,10 @@ async def _submit_all(
                 if response is not None and response.status_code < 500:
                     report.rejected[i] = f"{response.status_code} {response.text[:200]}"
                     return
+                if time.monotonic() > give_up:
+                    what = response.status_code if response is not None else "no answer"
+                    report.rejected[i] = f"{what} for {_NO_API_FOR:g} s"
+                    return
                 report.submit_retries += 1
                 await asyncio.sleep(0.2)
 
@@ -252,13 +260,14 @@ async def _submit_all(
             if every and i % every == 0 and i // every < config.test_prints:
                 handle = virtual[(i // every) % len(virtual)]
                 key = f"chaos-{run}-test-{i}"
-                tasks.append(asyncio.create_task(_test_print(http, handle, i, key, answers)))
+                tasks.append(asyncio.create_task(_test_print(http, stack, handle, i, key, answers)))
         await asyncio.gather(*tasks)
     return ids
 
 
 async def _test_print(
     http: httpx.AsyncClient,
+    stack: Stack,
     handle: AgentHandle,
     index: int,
     key: str,
@@ -267,13 +276,20 @@ async def _test_print(
     """A dashboard's test print that retries as the answer invites: an error body with
     ``retryable: true`` is retried with the same Idempotency-Key (at most 3 retries, 0.5 s
     apart), and so is a connection error (the API is down: until it answers, as the
-    submissions do); anything else is the answer."""
-    url = f"/v1/branches/{handle.branch_id}/printers/{PRINTER}/test"
-    attempt = 0
+    submissions do, for at most ``_NO_API_FOR`` s); anything else is the answer."""
+    path = f"/v1/branches/{handle.branch_id}/printers/{PRINTER}/test"
+    attempt = tries = 0
+    give_up = time.monotonic() + _NO_API_FOR
     while attempt < 4:
+        urls = _api_urls(stack)
+        url = urls[(index + tries) % len(urls)]
+        tries += 1
         try:
-            response = await http.post(url, headers={"Idempotency-Key": key}, timeout=60)
+            response = await http.post(url + path, headers={"Idempotency-Key": key}, timeout=60)
         except httpx.TransportError:
+            if time.monotonic() > give_up:
+                answers.append(TestPrintAnswer(index, attempt, 0, "NO_ANSWER", None, None))
+                return
             await asyncio.sleep(0.5)
             continue
         try:

@@ -4,7 +4,8 @@ replies are read from the outbox, as the broker would get them).
 
 * a print job waits (``waiting``) while its printer is offline / out of paper / cover open, and
   prints when the status poll sees the printer ready; test prints fail at once;
-* a job never starts after its deadline, even behind a stalled printer;
+* a job never starts after its deadline, even behind a stalled printer; one that started in time
+  is written to its end, unless it is still writing its write allowance after the deadline;
 * bytes that reached the printer and then an error is ``OUTCOME_UNKNOWN``, never ``failed``.
 """
 
@@ -23,7 +24,7 @@ import pytest
 from branch_agent._jobs import CancelRequest, JobRequest, Jobs, PrinterSlot
 from branch_agent._ledger import LEDGER_FILE, JobState, Ledger
 from branch_agent._printers import NetworkPrinter, PrinterBackend, PrinterError, VirtualPrinter
-from branch_agent._printers._base import WriteTicket
+from branch_agent._printers._base import WRITE_ALLOWANCE, WriteTicket
 from ops.fake_printer import FakePrinter
 from protocol import ErrorCode
 
@@ -41,10 +42,16 @@ class Agent:
     """The job side of an agent: jobs, one printer worker and a status poller, as _agent runs
     them."""
 
-    def __init__(self, ledger: Ledger, backend: PrinterBackend, poll: float = 0.05) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        backend: PrinterBackend,
+        poll: float = 0.05,
+        write_allowance: float = WRITE_ALLOWANCE,
+    ) -> None:
         self.ledger = ledger
         self.backend = backend
-        self.slot = PrinterSlot(backend)
+        self.slot = PrinterSlot(backend, write_allowance=write_allowance)
         self.jobs = Jobs(ledger, {"P1": self.slot}, branch_id="b1", agent_id="a1")
         self._poll = poll
         self._tasks: list[asyncio.Task[None]] = []
@@ -345,18 +352,37 @@ async def test_a_print_job_waits_out_a_network_printers_paper_change(
     assert len(fake_printer.wait_for_jobs(1)) == 1
 
 
-async def test_a_write_still_running_at_the_deadline_is_stopped_and_reported(
+@pytest.mark.parametrize("kind", ["print.job", "printer.test"])
+async def test_a_job_that_started_before_its_deadline_is_written_to_its_end(
+    ledger: Ledger,
+    virtual: VirtualPrinter,
+    kind: str,
+) -> None:
+    """The deadline is the latest start: a slow printer (1.5 s per job) that took a job due in
+    0.5 s prints it (a test print's deadline is only the API's accept_timeout)."""
+    set_state(virtual, delay_s=1.5)
+    async with Agent(ledger, virtual) as agent:
+        make = print_job if kind == "print.job" else _job
+        await agent.submit(make("j1", deadline=time.time() + 0.5))
+        replies = await agent.until("j1", final)
+    assert [r["stage"] for r in replies] == ["accepted", "printing", "done"]
+    assert await agent.state("j1") is JobState.PRINTED
+    assert virtual.journal() == ["j1"]
+
+
+async def test_a_write_still_running_at_its_write_limit_is_stopped_and_reported(
     ledger: Ledger,
     virtual: VirtualPrinter,
 ) -> None:
-    """The virtual printer takes 3 s per job; the job is due in 0.5 s: it started, but was
-    stopped before its bytes landed, so the truth is EXPIRED with nothing on paper."""
+    """The virtual printer takes 3 s per job; the job is due in 0.5 s and may write 0.5 s past
+    it: it started, but was stopped before its bytes landed, so the truth is EXPIRED with
+    nothing on paper."""
     set_state(virtual, delay_s=3)
-    async with Agent(ledger, virtual) as agent:
+    async with Agent(ledger, virtual, write_allowance=0.5) as agent:
         started = time.monotonic()
         await agent.submit(print_job("j1", deadline=time.time() + 0.5))
         replies = await agent.until("j1", final)
-        assert time.monotonic() - started < 2.5  # the deadline, not the printer's 3 s
+        assert time.monotonic() - started < 2.5  # the write limit, not the printer's 3 s
     assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
     assert replies[-1]["error"]["code"] == "EXPIRED"
     assert await agent.state("j1") is JobState.EXPIRED
@@ -392,10 +418,49 @@ async def test_a_backend_that_ignores_the_deadline_is_cut_off_and_reported_unkno
     ledger: Ledger,
 ) -> None:
     backend = _Deaf()
-    async with Agent(ledger, backend) as agent:
+    async with Agent(ledger, backend, write_allowance=0.5) as agent:
         await agent.submit(print_job("j1", deadline=time.time() + 0.5))
         replies = await agent.until("j1", final, within=5)
     assert backend.aborted.is_set()
     assert [r["stage"] for r in replies] == ["accepted", "printing", "failed"]
     assert replies[-1]["error"]["code"] == "OUTCOME_UNKNOWN"
     assert "after 1 bytes were sent" in replies[-1]["error"]["message"]
+
+
+class _StuckBeforeStart(PrinterBackend):
+    """A backend that hangs while it takes the printer (before its point of no return) and
+    ignores the deadline there: only ``abort`` frees it."""
+
+    kind = "virtual"
+
+    def __init__(self) -> None:
+        super().__init__("P1")
+        import threading
+
+        self.aborted = threading.Event()
+        self.started = False
+
+    def write(self, data: bytes, job_id: str) -> None:
+        raise AssertionError("print_job is used")
+
+    def print_job(self, data: bytes, ticket: WriteTicket) -> None:
+        self.aborted.wait(30)
+        ticket.start()  # past the deadline: refused
+        self.started = True
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+async def test_a_backend_stuck_before_the_start_is_cut_off_at_the_deadline(
+    ledger: Ledger,
+) -> None:
+    """The write allowance is for a job that started: one that has not by its deadline never
+    will, so its backend is stopped then, not 30 s later, and the job ends EXPIRED."""
+    backend = _StuckBeforeStart()
+    async with Agent(ledger, backend) as agent:
+        await agent.submit(print_job("j1", deadline=time.time() + 0.5))
+        replies = await agent.until("j1", final, within=10)
+    assert backend.aborted.is_set() and not backend.started
+    assert [r["stage"] for r in replies] == ["accepted", "failed"]
+    assert replies[-1]["error"]["code"] == "EXPIRED"

@@ -1,5 +1,6 @@
-"""504s: an agent that never accepts (AGENT_UNREACHABLE) and one that accepts but never finishes
-(PRINT_TIMEOUT), on a stack with short timeouts; and no late print after the caller gave up."""
+"""504s: an agent that never accepts (AGENT_UNREACHABLE) and one whose printer is slower than
+``result_timeout`` (PRINT_TIMEOUT, not retryable: the page started in time and still prints), on a
+stack with short timeouts; and no late print after the caller gave up."""
 
 from __future__ import annotations
 
@@ -60,6 +61,15 @@ def test_agent_that_accepts_but_never_finishes_is_504_print_timeout(quick_stack:
     (agent.printer_dir("POS-80C") / "state.json").write_text(json.dumps({"delay_s": 3}))
     with quick_stack.client() as http:
         response = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
-    assert response.status_code == 504
-    assert response.json()["error"]["code"] == "PRINT_TIMEOUT"
+        assert response.status_code == 504
+        error = response.json()["error"]
+        assert error["code"] == "PRINT_TIMEOUT"
+        # the page started before its deadline (accept_timeout, 0.5 s): the deadline is the
+        # latest start, so the slow printer finishes it; the 504 said so (not retryable)
+        assert error["retryable"] is False
+        until = time.monotonic() + 15
+        while (job := http.get(f"/v1/jobs/{error['job_id']}").json())["state"] != "printed":
+            assert time.monotonic() < until, job
+            time.sleep(0.1)
     agent.process.stop()
+    assert len(job_files(agent)) == 1

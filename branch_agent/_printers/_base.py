@@ -8,7 +8,9 @@ backend takes the printer, checks it, calls ``ticket.start()`` (the point of no 
 refuses a job past its deadline) just before the first byte, and counts the bytes it hands to
 the transport in ``ticket.sent``. Whoever reads the outcome then knows what is true: an error
 before ``start`` or before the first byte means nothing was printed; an error after some bytes
-means the ticket may be on paper (``OUTCOME_UNKNOWN``).
+means the ticket may be on paper (``OUTCOME_UNKNOWN``). Every step before ``start`` is bounded
+by the job's deadline (the latest start), every step after it by ``ticket.write_until`` (the
+deadline plus :data:`WRITE_ALLOWANCE`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class PrinterReading:
 
 
 class DeadlinePassed(PrinterError):
-    """The job's deadline came while the backend was waiting for (or writing to) the printer."""
+    """The job's deadline came while the backend was waiting for the printer, or its write ran
+    past the deadline plus the write allowance (:attr:`WriteTicket.write_until`)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.EXPIRED, message)
@@ -71,10 +74,19 @@ class JobTaken(Exception):
     nothing was sent, and the job's outcome is someone else's to report."""
 
 
+#: Seconds a write that started before its job's deadline may run past that deadline. The
+#: deadline is the latest *start* (a test print's is only the API's ``accept_timeout``, 3 s);
+#: a thermal printer takes 0.2-2 s per ticket, a long one with images on a slow link more. The
+#: backends' own per-step timeouts stop a stalled printer much sooner; this is the outer bound.
+WRITE_ALLOWANCE = 30.0
+
+
 class WriteTicket:
     """One job on its way to a printer: its deadline, its point of no return, its bytes sent.
 
-    ``deadline`` is epoch seconds in the agent's clock (None: none). ``start`` is called by the
+    ``deadline`` is epoch seconds in the agent's clock (None: none): the latest moment the job
+    may *start* (pass its point of no return). Once started, the write may run until
+    ``write_until`` = ``deadline`` + ``allowance``, never longer. ``start`` is called by the
     backend, on its thread, with the printer taken and checked, just before the first byte; it
     raises :class:`DeadlinePassed` or :class:`JobTaken` when the job must not start.
     """
@@ -84,29 +96,52 @@ class WriteTicket:
         job_id: str,
         deadline: float | None = None,
         start: Callable[[], None] | None = None,
+        allowance: float = WRITE_ALLOWANCE,
     ) -> None:
         self.job_id = job_id
         self.deadline = deadline
+        self.allowance = allowance
         self._start = start
         self.started = False
         #: Bytes handed to the transport (a socket, a device, a spooler); 0: none left us.
         self.sent = 0
-        #: Set by the agent when the deadline came and the write must stop.
+        #: Set by the agent when the write ran out of time and must stop.
         self.stopped = threading.Event()
 
+    @property
+    def write_until(self) -> float | None:
+        """The latest moment a started write may still run (None: no bound)."""
+        return None if self.deadline is None else self.deadline + self.allowance
+
+    @property
+    def bound(self) -> float | None:
+        """What the current step is bounded by: the deadline before the start, then
+        ``write_until``."""
+        return self.write_until if self.started else self.deadline
+
     def remaining(self, cap: float) -> float:
-        """Seconds left for one step: ``cap``, or less when the deadline is nearer.
+        """Seconds left for one step: ``cap``, or less when the bound (:attr:`bound`) is nearer.
 
         Raises :class:`DeadlinePassed` when there is no time left (or the write was stopped).
         """
         if self.stopped.is_set():
-            raise DeadlinePassed("the job's deadline passed while it was being written")
-        if self.deadline is None:
+            raise DeadlinePassed(self.out_of_time())
+        bound = self.bound
+        if bound is None:
             return cap
-        left = self.deadline - time.time()
+        left = bound - time.time()
         if left <= 0:
-            raise DeadlinePassed("the job's deadline passed before the printer took it")
+            raise DeadlinePassed(self.out_of_time())
         return min(cap, left)
+
+    def out_of_time(self) -> str:
+        """Why the job stops for lack of time, at this point of it."""
+        if not self.started:
+            return "the job's deadline passed before the printer took it"
+        return (
+            f"the job's time to print ran out (its deadline + {self.allowance:g} s) "
+            "while it was being written"
+        )
 
     def start(self) -> None:
         """The point of no return: call once, just before the first byte."""
@@ -114,7 +149,9 @@ class WriteTicket:
         if self._start is not None:
             self._start()
         self.started = True
-        self.remaining(1.0)  # the commit took time: still before the deadline?
+        # the commit took time: still before the deadline? (started: the caller reports it)
+        if self.deadline is not None and time.time() > self.deadline:
+            raise DeadlinePassed("the job's deadline passed while its start was recorded")
 
 
 class PrinterBackend(abc.ABC):
@@ -143,7 +180,7 @@ class PrinterBackend(abc.ABC):
         ticket.sent = len(data)
 
     def abort(self) -> None:  # noqa: B027 - optional hook
-        """Stop a write running on another thread (its deadline came); the default cannot."""
+        """Stop a write running on another thread (its time ran out); the default cannot."""
 
     def status(self) -> PrinterReading:
         """The printer's state; backends that cannot ask the printer return ``unknown`` paper."""

@@ -17,7 +17,9 @@ means it read every job byte before it. What is reported when something breaks:
   and never confirms): OUTCOME_UNKNOWN — the ticket may be on paper, a person must look.
 
 Every step is bounded: status answers by ``status_timeout`` (1 s), connecting and each chunk of
-job data by ``timeout``, and all of it by the job's deadline.
+job data by ``timeout``; everything up to the point of no return by the job's deadline (the
+latest start), the job data and its receipt by ``write_until`` (the deadline plus the write
+allowance, :class:`WriteTicket`).
 
 Plain sockets rather than python-escpos ``Network``: its ``_read`` is a single ``recv(16)`` with
 the connect timeout (an answer can arrive split or merged), its ``open`` folds "refused",
@@ -41,6 +43,8 @@ from ._serialized import STATUS_TIMEOUT, SerializedBackend
 
 #: Bytes handed to the socket per send (and counted as sent).
 _CHUNK = 64 * 1024
+#: Why a started job was cut off for lack of time (:attr:`WriteTicket.write_until`).
+_OUT_OF_TIME = "the job's time to print (its deadline plus the write allowance) ran out"
 
 
 class _ClosedByPrinter(ConnectionError):
@@ -251,25 +255,25 @@ class NetworkPrinter(SerializedBackend):
             if self.status_query:
                 self._exchange(sock, request(StatusQuery.PRINTER), self._step(self.timeout))
         except DeadlinePassed as exc:
-            raise self._cut_short(data, "the job's deadline came") from exc
+            raise self._cut_short(data, _OUT_OF_TIME) from exc
         except TimeoutError as exc:
             ticket = self._ticket
-            deadline = ticket.deadline if ticket is not None else None
-            if deadline is not None and time.time() >= deadline - 0.01:
-                reason = "the job's deadline came"
+            bound = ticket.bound if ticket is not None else None
+            if bound is not None and time.time() >= bound - 0.01:
+                reason = _OUT_OF_TIME
             else:
                 reason = f"the printer stopped reading for {self.timeout:.3g}s"
             raise self._cut_short(data, reason) from exc
         except OSError as exc:
             stopped = self._ticket is not None and self._ticket.stopped.is_set()
-            reason = "the job's deadline came" if stopped else f"connection lost ({exc})"
+            reason = _OUT_OF_TIME if stopped else f"connection lost ({exc})"
             raise self._cut_short(data, reason) from exc
 
     def _cut_short(self, data: bytes, reason: str) -> PrinterError:
         """The error for a job that broke off after the point of no return."""
         sent = self._bytes_sent
         if sent == 0:
-            if "deadline" in reason:
+            if reason == _OUT_OF_TIME:
                 return DeadlinePassed(f"{self._where}: {reason} before any byte was sent")
             return PrinterError(
                 ErrorCode.PRINTER_OFFLINE, f"{self._where}: {reason}; nothing was sent"

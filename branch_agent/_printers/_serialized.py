@@ -95,7 +95,8 @@ class SerializedBackend(PrinterBackend):
             self._ticket.sent += count
 
     def _step(self, cap: float) -> float:
-        """Seconds one step of the running write may take: ``cap``, bounded by the deadline."""
+        """Seconds one step of the running write may take: ``cap``, bounded by the ticket (the
+        deadline before the point of no return, ``write_until`` after it)."""
         return self._ticket.remaining(cap) if self._ticket is not None else cap
 
     @property

@@ -7,7 +7,9 @@ switch it to paper-out or cover-open while the agent runs::
 
 Keys: ``online`` (bool), ``paper`` (ok / near_end / out), ``cover_open`` (bool) and ``delay_s``
 (seconds each job takes before its bytes land, at most 60: a slow printer, for timing tests).
-A job whose deadline comes during that delay is stopped with nothing written (EXPIRED).
+The delay is part of the write (after the point of no return): a job that started before its
+deadline may take it, up to the ticket's ``write_until``; a job still in its delay then is stopped
+with nothing written (EXPIRED).
 
 Every write is a file of its own (``JOB.prn``; a second print of the same job ``JOB.2.prn``) and
 a line in ``journal.log`` (job ids in print order), so exactly-once can be checked on "paper".
@@ -74,7 +76,7 @@ class VirtualPrinter(PrinterBackend):
         delay = state.get("delay_s", 0) if isinstance(state, dict) else 0
         if isinstance(delay, int | float) and delay > 0:
             # runs in the agent's printer thread, like a real slow printer; bounded by the
-            # job's deadline: stopped before its bytes land, nothing is on paper
+            # ticket's write_until: stopped before its bytes land, nothing is on paper
             until = time.monotonic() + min(float(delay), 60.0)
             try:
                 while (left := until - time.monotonic()) > 0:
@@ -82,8 +84,7 @@ class VirtualPrinter(PrinterBackend):
                 ticket.remaining(1.0)
             except DeadlinePassed as exc:
                 raise DeadlinePassed(
-                    "virtual printer: the job's deadline came before it was written; "
-                    "nothing was printed"
+                    f"virtual printer: {exc.message} before its bytes landed; nothing was printed"
                 ) from exc
         # job ids come from the protocol's safe set; write-then-link so a reader never sees half
         # a job, a crash never leaves a file that counts as printed, and a second print of the
