@@ -51,12 +51,25 @@ class _LimitedHttpTools(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._head is not None:
+        if self._head is None:  # the body: limited by the body size limit, not here
+            super().data_received(data)
+            return
+        room = self.max_head_bytes - self._head
+        if len(data) <= room:
             self._head += len(data)
-            if self._head > self.max_head_bytes:
-                self._refuse(f"request head over {self.max_head_bytes} bytes")
-                return
-        super().data_received(data)
+            super().data_received(data)
+            return
+        # One read may carry the end of the head and the start of the body: the parser gets
+        # what the head may still take; if the head ended within it, the rest is body (or the
+        # next pipelined request, counted again from its own start).
+        self._head += room
+        super().data_received(data[:room])
+        if self._refused or self.transport.is_closing():
+            return
+        if self._head is None:
+            self.data_received(data[room:])
+        else:
+            self._refuse(f"request head over {self.max_head_bytes} bytes")
 
     def on_message_begin(self) -> None:
         self._head, self._count = 0, 0

@@ -49,6 +49,7 @@ _MEDIA: Final = {
     ("post", "/v1/branches/{branch_id}/agents"): "application/toml",
     ("post", "/v1/branches/{branch_id}/agents/{agent_id}/rotate-credentials"): "application/toml",
     ("get", "/v1/jobs/{job_id}/events"): "text/event-stream",
+    ("get", "/v1/events"): "text/event-stream",
 }
 
 
