@@ -60,8 +60,10 @@ class _Tap:
             if presence is not None and presence.state == "online":
                 self._links.heard(branch_id, agent_id, presence.session, self._index)
 
-    def on_status(self, branch_id: str, agent_id: str, payload: bytes, expiry: Any) -> None:
-        self._registry.on_status(branch_id, agent_id, payload, expiry)
+    def on_status(
+        self, branch_id: str, agent_id: str, payload: bytes, expiry: Any, *, live: bool = True
+    ) -> None:
+        self._registry.on_status(branch_id, agent_id, payload, expiry, live=live)
         with contextlib.suppress(DecodeError):
             self._links.heard(branch_id, agent_id, decode_status(payload).session, self._index)
 

@@ -274,3 +274,38 @@ def test_provisioning_repairs_a_login_made_on_one_broker_only(tmp_path: Path) ->
             assert removed.status_code < 300, removed.text  # removed where it was
             again = http.delete(f"/v1/branches/{branch}/agents/{other}")
             assert again.status_code == 404, again.text
+
+
+def test_each_broker_link_feeds_the_registry_and_notes_the_route() -> None:
+    """What a broker's link reads (a presence, then a live status) reaches the shared
+    registry, and a request to that agent is routed to that broker. No broker: the links'
+    dispatch is called by hand, as paho would."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from cloud_api import ApiSettings
+    from cloud_api._brokers import BrokerLinks
+    from cloud_api._registry import Registry
+    from cloud_api._settings import BrokerAddress, MqttClientSettings
+    from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
+
+    mqtt = MqttClientSettings(
+        username="u",
+        password="p",
+        brokers=[BrokerAddress(host="127.0.0.1", port=1), BrokerAddress(host="127.0.0.1", port=2)],
+    )
+    registry = Registry()
+    links = BrokerLinks(ApiSettings(api_token="t", mqtt=mqtt), registry, lambda *_: None)
+    second = links.links[1]
+    second.ready.set()
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 90
+    online = Presence(state="online", session=5, branch_id="b1", agent_id="a1")
+    status = AgentStatus(
+        branch_id="b1", agent_id="a1", session=5, at=time.time(), printers=[PrinterState(name="P")]
+    )
+    second.dispatch(aiomqtt.Message(presence_topic("b1", "a1"), encode(online), 1, False, 1, props))
+    second.dispatch(aiomqtt.Message(status_topic("b1", "a1"), encode(status), 1, False, 2, props))
+    record = registry.agent("b1", "a1")
+    assert record is not None and record.online()
+    assert links.broker_of("b1", "a1") == 1
