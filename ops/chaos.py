@@ -252,12 +252,13 @@ async def _submit_all(
             if every and i % every == 0 and i // every < config.test_prints:
                 handle = virtual[(i // every) % len(virtual)]
                 key = f"chaos-{run}-test-{i}"
-                tasks.append(asyncio.create_task(_test_print(http, handle, i, key, answers)))
+                tasks.append(asyncio.create_task(_test_print(stack, http, handle, i, key, answers)))
         await asyncio.gather(*tasks)
     return ids
 
 
 async def _test_print(
+    stack: Stack,
     http: httpx.AsyncClient,
     handle: AgentHandle,
     index: int,
@@ -267,10 +268,13 @@ async def _test_print(
     """A dashboard's test print that retries as the answer invites: an error body with
     ``retryable: true`` is retried with the same Idempotency-Key (at most 3 retries, 0.5 s
     apart), and so is a connection error (the API is down: until it answers, as the
-    submissions do); anything else is the answer."""
-    url = f"/v1/branches/{handle.branch_id}/printers/{PRINTER}/test"
-    attempt = 0
+    submissions do, to the next API instance that runs); anything else is the answer."""
+    path = f"/v1/branches/{handle.branch_id}/printers/{PRINTER}/test"
+    attempt = tries = 0
     while attempt < 4:
+        urls = _api_urls(stack)
+        url = urls[(index + tries) % len(urls)] + path
+        tries += 1
         try:
             response = await http.post(url, headers={"Idempotency-Key": key}, timeout=60)
         except httpx.TransportError:
@@ -340,7 +344,8 @@ def _settle(
 
 def _timelines(stack: Stack, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
     timelines: dict[str, list[dict[str, Any]]] = {}
-    with stack.client(timeout=10) as http:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=_api_urls(stack)[0], headers=headers, timeout=10) as http:
         for job_id in ids:
             response = http.get(f"/v1/jobs/{job_id}")
             if response.status_code == 200:
