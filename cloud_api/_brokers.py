@@ -87,6 +87,24 @@ class BrokerLinks(MqttLink):
             tap = cast(Registry, _Tap(registry, self, index))
             self.links.append(MqttLink(one, tap, on_reply))
 
+    # /metrics reads these of the API's link: the sums over every broker's link (the setters
+    # only take MqttLink.__init__'s zeroes)
+    @property
+    def dropped(self) -> int:
+        return sum(link.dropped for link in self.links)
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        pass
+
+    @property
+    def sessions(self) -> int:
+        return sum(link.sessions for link in self.links)
+
+    @sessions.setter
+    def sessions(self, value: int) -> None:
+        pass
+
     @property
     def on_reply(self) -> ReplyHandler:
         return self._on_reply

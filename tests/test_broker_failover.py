@@ -309,3 +309,37 @@ def test_each_broker_link_feeds_the_registry_and_notes_the_route() -> None:
     record = registry.agent("b1", "a1")
     assert record is not None and record.online()
     assert links.broker_of("b1", "a1") == 1
+
+
+def test_messages_dropped_on_any_broker_are_counted() -> None:
+    """/metrics reads ``dropped`` and ``sessions`` of the API's link: with several brokers,
+    what each broker's link dropped (an agent over its rate) and opened adds up there."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from cloud_api import ApiSettings
+    from cloud_api._brokers import BrokerLinks
+    from cloud_api._registry import Registry
+    from cloud_api._settings import BrokerAddress, MqttClientSettings
+    from protocol import AgentStatus, encode, status_topic
+
+    mqtt = MqttClientSettings(
+        username="u",
+        password="p",
+        brokers=[BrokerAddress(host="127.0.0.1", port=1), BrokerAddress(host="127.0.0.1", port=2)],
+    )
+    settings = ApiSettings(
+        api_token="t", mqtt=mqtt, mqtt_rate_per_agent=0.001, mqtt_burst_per_agent=1
+    )
+    links = BrokerLinks(settings, Registry(), lambda *_: None)
+    status = AgentStatus(branch_id="b1", agent_id="a1", session=1, at=time.time(), printers=[])
+    topic = status_topic("b1", "a1")
+    for n in range(3):
+        message = aiomqtt.Message(
+            topic, encode(status), 1, False, n, Properties(PacketTypes.PUBLISH)
+        )
+        links.links[1].dispatch(message)
+    assert links.links[1].dropped == 2
+    assert links.dropped == 2
+    links.links[0].sessions, links.links[1].sessions = 1, 2  # broker sessions opened
+    assert links.sessions == 3
