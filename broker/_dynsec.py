@@ -16,6 +16,8 @@ from typing import Any, Self
 
 import aiomqtt
 
+from protocol import MAX_PAYLOAD_BYTES
+
 from ._errors import BrokerError
 from ._roles import ADMIN_ROLE, Acl, Role, admin_role, doctor_username
 
@@ -24,6 +26,28 @@ log = logging.getLogger(__name__)
 _CONTROL = "$CONTROL/dynamic-security/v1"
 _RESPONSE = f"{_CONTROL}/response"
 _ITERATIONS = 101
+#: Bytes of commands per control message: the broker refuses a larger payload
+#: (``message_size_limit``, :mod:`broker._config`) and drops the admin's connection for it.
+_CONTROL_BYTES = MAX_PAYLOAD_BYTES - 16 * 1024
+
+
+def control_chunks(
+    commands: Sequence[dict[str, Any]], count: int, size: int = _CONTROL_BYTES
+) -> list[Sequence[dict[str, Any]]]:
+    """``commands`` in order, split so that each control message holds at most ``count``
+    commands and about ``size`` bytes of them (a single larger command goes alone)."""
+    chunks: list[Sequence[dict[str, Any]]] = []
+    start, used = 0, 0
+    for at, command in enumerate(commands):
+        # the command as sent, plus its correlation data
+        cost = len(json.dumps(command)) + 40
+        if at > start and (at - start >= count or used + cost > size):
+            chunks.append(commands[start:at])
+            start, used = at, 0
+        used += cost
+    if start < len(commands):
+        chunks.append(commands[start:])
+    return chunks
 
 
 class DynSecError(BrokerError):
@@ -199,17 +223,18 @@ class DynSecAdmin:
     ) -> list[dict[str, Any]]:
         """Every command's response, refusals included (each response's ``error``)."""
         responses: list[dict[str, Any]] = []
-        for start in range(0, len(commands), chunk):
-            responses.extend(await self._send(commands[start : start + chunk]))
+        for part in control_chunks(commands, chunk):
+            responses.extend(await self._send(part))
         return responses
 
     async def batch(
         self, commands: Sequence[dict[str, Any]], *, chunk: int = 500
     ) -> list[dict[str, Any]]:
-        """Run many plugin commands, ``chunk`` of them per control message, in order.
+        """Run many plugin commands, ``chunk`` of them per control message (fewer when they
+        would exceed the broker's message size), in order.
 
         One round trip per chunk instead of one per command: provisioning 1,000 agents is two
-        commands each (``createRole`` carries its ACLs), so four messages instead of 2,000.
+        commands each (``createRole`` carries its ACLs), so a few messages instead of 2,000.
         Every command runs; the first refusal is raised afterwards as :class:`DynSecError`.
         """
         responses = await self.batch_results(commands, chunk=chunk)

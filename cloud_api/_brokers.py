@@ -60,8 +60,10 @@ class _Tap:
             if presence is not None and presence.state == "online":
                 self._links.heard(branch_id, agent_id, presence.session, self._index)
 
-    def on_status(self, branch_id: str, agent_id: str, payload: bytes, expiry: Any) -> None:
-        self._registry.on_status(branch_id, agent_id, payload, expiry)
+    def on_status(
+        self, branch_id: str, agent_id: str, payload: bytes, expiry: Any, *, live: bool = True
+    ) -> None:
+        self._registry.on_status(branch_id, agent_id, payload, expiry, live=live)
         with contextlib.suppress(DecodeError):
             self._links.heard(branch_id, agent_id, decode_status(payload).session, self._index)
 
@@ -84,6 +86,24 @@ class BrokerLinks(MqttLink):
             one = msgspec.structs.replace(settings, mqtt=endpoint)
             tap = cast(Registry, _Tap(registry, self, index))
             self.links.append(MqttLink(one, tap, on_reply))
+
+    # /metrics reads these of the API's link: the sums over every broker's link (the setters
+    # only take MqttLink.__init__'s zeroes)
+    @property
+    def dropped(self) -> int:
+        return sum(link.dropped for link in self.links)
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        pass
+
+    @property
+    def sessions(self) -> int:
+        return sum(link.sessions for link in self.links)
+
+    @sessions.setter
+    def sessions(self, value: int) -> None:
+        pass
 
     @property
     def on_reply(self) -> ReplyHandler:

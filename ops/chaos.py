@@ -356,7 +356,8 @@ def _settle(
 
 def _timelines(stack: Stack, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
     timelines: dict[str, list[dict[str, Any]]] = {}
-    with stack.client(timeout=10) as http:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    with httpx.Client(base_url=_api_urls(stack)[0], headers=headers, timeout=10) as http:
         for job_id in ids:
             response = http.get(f"/v1/jobs/{job_id}")
             if response.status_code == 200:

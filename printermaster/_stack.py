@@ -232,7 +232,11 @@ class Stack:
 
             async def add() -> Credentials:
                 async with self.admin() as admin:
-                    return await Provisioner(admin).add_debug(branch_id, name)
+                    made = await Provisioner(admin).add_debug(branch_id, name)
+                for broker in self.brokers[1:]:  # on every broker, with one password
+                    async with self.admin(broker) as admin:
+                        await Provisioner(admin).add_debug(branch_id, name, password=made.password)
+                return made
 
             creds = asyncio.run(add())
             self.secrets[key] = {"username": creds.username, "password": creds.password}
@@ -247,15 +251,20 @@ class Stack:
     # --- agents ----------------------------------------------------------------------------
 
     async def provision_agent(self, branch_id: str, agent_id: str) -> Credentials:
-        """Create the agent's broker client and role at run time (no broker restart)."""
-        if len(self.brokers) > 1:
-            return (await self.provision_agents([(branch_id, agent_id)]))[0]
+        """Create the agent's broker client and role at run time (no broker restart), with
+        its doctor's login, on every broker of the stack with one password, as the API's
+        provisioning does."""
         async with self.admin() as admin:
-            return await Provisioner(admin).add_agent(branch_id, agent_id)
+            creds = await Provisioner(admin).add_agent(branch_id, agent_id)
+        for broker in self.brokers[1:]:
+            async with self.admin(broker) as admin:
+                await Provisioner(admin).add_agent(branch_id, agent_id, password=creds.password)
+        return creds
 
     async def provision_agents(self, ids: list[tuple[str, str]]) -> list[Credentials]:
         """Provision many agents in a few batched dynamic-security messages (on every
-        broker, with the same password)."""
+        broker, with the same password); without doctor's logins: the swarm's simulated
+        agents never run ``agent doctor`` (:meth:`provision_agent` makes one)."""
         creds = [Credentials(agent_username(b, a), new_password()) for b, a in ids]
         for broker in self.brokers:
             async with self.admin(broker) as admin:

@@ -100,7 +100,7 @@ def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
             print(f"online on the second broker {took:.2f} s after the kill, {len(job_ids)} jobs")
             assert took < 5.0
             second = f"connected to 127.0.0.1:{stack.broker_ports[1]}"
-            assert second in agent.process.log_tail(50)
+            assert second in agent.process.log_path.read_text()
             deadline = time.monotonic() + 40
             states: dict[str, str] = {}
             while time.monotonic() < deadline:
@@ -116,7 +116,7 @@ def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
             assert on_second is not None
             stack.brokers[0].start()
             _wait_new_session(http, branch, agent_id, on_second)
-            assert "moving back to it" in agent.process.log_tail(50)
+            assert "moving back to it" in agent.process.log_path.read_text()
             test = http.post(f"/v1/branches/{branch}/printers/POS-80C/test")
             assert test.status_code == 200 and test.json()["status"] == "printed", test.text
 
@@ -274,3 +274,72 @@ def test_provisioning_repairs_a_login_made_on_one_broker_only(tmp_path: Path) ->
             assert removed.status_code < 300, removed.text  # removed where it was
             again = http.delete(f"/v1/branches/{branch}/agents/{other}")
             assert again.status_code == 404, again.text
+
+
+def test_each_broker_link_feeds_the_registry_and_notes_the_route() -> None:
+    """What a broker's link reads (a presence, then a live status) reaches the shared
+    registry, and a request to that agent is routed to that broker. No broker: the links'
+    dispatch is called by hand, as paho would."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from cloud_api import ApiSettings
+    from cloud_api._brokers import BrokerLinks
+    from cloud_api._registry import Registry
+    from cloud_api._settings import BrokerAddress, MqttClientSettings
+    from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
+
+    mqtt = MqttClientSettings(
+        username="u",
+        password="p",
+        brokers=[BrokerAddress(host="127.0.0.1", port=1), BrokerAddress(host="127.0.0.1", port=2)],
+    )
+    registry = Registry()
+    links = BrokerLinks(ApiSettings(api_token="t", mqtt=mqtt), registry, lambda *_: None)
+    second = links.links[1]
+    second.ready.set()
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 90
+    online = Presence(state="online", session=5, branch_id="b1", agent_id="a1")
+    status = AgentStatus(
+        branch_id="b1", agent_id="a1", session=5, at=time.time(), printers=[PrinterState(name="P")]
+    )
+    second.dispatch(aiomqtt.Message(presence_topic("b1", "a1"), encode(online), 1, False, 1, props))
+    second.dispatch(aiomqtt.Message(status_topic("b1", "a1"), encode(status), 1, False, 2, props))
+    record = registry.agent("b1", "a1")
+    assert record is not None and record.online()
+    assert links.broker_of("b1", "a1") == 1
+
+
+def test_messages_dropped_on_any_broker_are_counted() -> None:
+    """/metrics reads ``dropped`` and ``sessions`` of the API's link: with several brokers,
+    what each broker's link dropped (an agent over its rate) and opened adds up there."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from cloud_api import ApiSettings
+    from cloud_api._brokers import BrokerLinks
+    from cloud_api._registry import Registry
+    from cloud_api._settings import BrokerAddress, MqttClientSettings
+    from protocol import AgentStatus, encode, status_topic
+
+    mqtt = MqttClientSettings(
+        username="u",
+        password="p",
+        brokers=[BrokerAddress(host="127.0.0.1", port=1), BrokerAddress(host="127.0.0.1", port=2)],
+    )
+    settings = ApiSettings(
+        api_token="t", mqtt=mqtt, mqtt_rate_per_agent=0.001, mqtt_burst_per_agent=1
+    )
+    links = BrokerLinks(settings, Registry(), lambda *_: None)
+    status = AgentStatus(branch_id="b1", agent_id="a1", session=1, at=time.time(), printers=[])
+    topic = status_topic("b1", "a1")
+    for n in range(3):
+        message = aiomqtt.Message(
+            topic, encode(status), 1, False, n, Properties(PacketTypes.PUBLISH)
+        )
+        links.links[1].dispatch(message)
+    assert links.links[1].dropped == 2
+    assert links.dropped == 2
+    links.links[0].sessions, links.links[1].sessions = 1, 2  # broker sessions opened
+    assert links.sessions == 3

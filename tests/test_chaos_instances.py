@@ -19,4 +19,7 @@ def test_chaos_with_two_apis_on_postgresql_and_two_brokers() -> None:
     assert len(kills) == 4, report.events
     assert any("adopted instance api-1" in what for _, what in report.events), report.events
     assert report.problems() == [], report.render()
-    assert sum(report.states.values()) == config.jobs and not report.still_open
+    assert not report.still_open
+    # every submission is a job, and so is each test print attempt that made one (a retryable
+    # 504 is retried under its Idempotency-Key as a new job: docs/jobs.md), as in test_chaos
+    assert sum(report.states.values()) >= config.jobs

@@ -344,3 +344,27 @@ def test_cli_defaults_to_tls_for_a_remote_broker(stack: Stack, tmp_path: Path) -
         assert _cli(stack, "revoke", "--branch", branch_id, "--agent", agent_id).returncode == 0
     assert configs[remote].mqtt.tls and not configs[plain].mqtt.tls
     assert not configs[local].mqtt.tls  # the state directory's own loopback broker
+
+
+def test_a_batch_of_agents_is_split_under_the_brokers_message_size() -> None:
+    """1,000 agents' commands (their roles with every ACL, their pinned logins) go out in
+    control messages the broker accepts: a payload over ``message_size_limit`` makes it drop
+    the admin's connection, and the batch would time out."""
+    import json
+
+    from broker import Credentials, agent_role, agent_username
+    from broker._dynsec import agent_client_commands, control_chunks
+    from protocol import MAX_PAYLOAD_BYTES
+
+    commands = []
+    for i in range(1000):
+        branch, agent = f"f{i // 10:03d}", f"a{i:04d}"
+        creds = Credentials(agent_username(branch, agent), "p" * 32)
+        commands.extend(agent_client_commands(agent_role(branch, agent), creds))
+    chunks = control_chunks(commands, 500)
+    assert [c for chunk in chunks for c in chunk] == commands  # all, in order
+    for chunk in chunks:
+        sent = [{**c, "correlationData": str(10**6)} for c in chunk]
+        assert len(json.dumps({"commands": sent})) < MAX_PAYLOAD_BYTES
+        assert len(chunk) <= 500
+    assert len(control_chunks(commands[:6], 4)) == 2
