@@ -14,6 +14,7 @@ written while serving a request or a reply carries it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import itertools
 import logging
@@ -68,9 +69,10 @@ def _with_trace(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-class _EventFormatter(logging.Formatter):
+class _EventFormatter(logging.Formatter, abc.ABC):
     """A formatter whose lines can also be made without a LogRecord (:func:`log_event`)."""
 
+    @abc.abstractmethod
     def line(self, created: float, level: str, name: str, msg: str, fields: dict[str, Any]) -> str:
         raise NotImplementedError
 

@@ -167,11 +167,7 @@ def branch_page(
     more = False
     for branch_id in sorted(b for b in registry.branches() if may_see(b)):
         summary = summarize_branch(registry, branch_id, now)
-        totals.branches += 1
-        totals.branches_with_problems += not summary.healthy
-        totals.agents_online += summary.agents_online
-        totals.agents_offline += summary.agents_offline
-        totals.printers.merge(summary.printers)
+        totals.add(summary)
         if problems_only and summary.healthy:
             continue
         if query and not _matches(registry, branch_id, query):

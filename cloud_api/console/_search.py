@@ -18,7 +18,6 @@ from .._auth import principal_of
 from ..jobs import JobService, JobView
 from ..jobs._models import job_view
 from ..store import JobRecord, JobState, Store
-from ..store._records import JOB_COLUMNS, row_to_job
 
 Kind = Literal["test", "print"]
 
@@ -40,31 +39,16 @@ async def search_jobs(
     before: str | None = None,
     limit: int = 50,
 ) -> list[JobRecord]:
-    """Jobs newest first (ids rise with time); ``before`` is the last id of the previous page.
-    ``branches`` None means every branch; an empty list finds nothing."""
-    where: list[str] = []
-    args: list[Any] = []
-    if branches is not None:
-        branch_list = sorted(set(branches))
-        if not branch_list:
-            return []
-        where.append(f"branch_id IN ({', '.join('?' for _ in branch_list)})")
-        args.extend(branch_list)
-    for column, value in (("printer_id", printer_id), ("kind", kind)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if state is not None:
-        where.append("state = ?")
-        args.append(state.value)
-    if before is not None:
-        where.append("id < ?")
-        args.append(before)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = await store._fetch(
-        f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", [*args, limit]
+    """Jobs newest first (:meth:`Store.list_jobs`); ``before`` is the last id of the previous
+    page. ``branches`` None means every branch; an empty list finds nothing."""
+    return await store.list_jobs(
+        branches=branches,
+        state=state,
+        printer_id=printer_id,
+        kind=kind,
+        after=before,
+        limit=limit,
     )
-    return [row_to_job(r) for r in rows]
 
 
 class JobSearchController(Controller):

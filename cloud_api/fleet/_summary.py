@@ -72,6 +72,16 @@ class FleetTotals(msgspec.Struct, kw_only=True):
     printers: PrinterCounts = msgspec.field(default_factory=PrinterCounts)
     versions: dict[str, int] = msgspec.field(default_factory=dict)
 
+    def add(self, summary: BranchSummary) -> None:
+        """Count one branch in."""
+        self.branches += 1
+        self.branches_with_problems += not summary.healthy
+        self.agents_online += summary.agents_online
+        self.agents_offline += summary.agents_offline
+        self.printers.merge(summary.printers)
+        for version, count in summary.versions.items():
+            self.versions[version] = self.versions.get(version, 0) + count
+
 
 class FleetSummary(msgspec.Struct, kw_only=True):
     #: Server wall-clock time of the snapshot.
@@ -117,13 +127,7 @@ def summarize(
     branches: Iterable[str] = sorted(b for b in registry.branches() if may_see(b))
     for branch_id in branches:
         summary = summarize_branch(registry, branch_id, now)
-        totals.branches += 1
-        totals.branches_with_problems += not summary.healthy
-        totals.agents_online += summary.agents_online
-        totals.agents_offline += summary.agents_offline
-        totals.printers.merge(summary.printers)
-        for version, count in summary.versions.items():
-            totals.versions[version] = totals.versions.get(version, 0) + count
+        totals.add(summary)
         if (after is not None and branch_id <= after) or (problems_only and summary.healthy):
             continue
         if len(page) < limit:

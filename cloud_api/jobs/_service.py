@@ -552,29 +552,15 @@ class JobService:
                 "it cannot be cancelled until the agent is back",
                 job_id=job.id,
             )
-        cancel_id = new_job_id()
-        payload = encode(
-            Request(
-                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
+        final = await self.ask_cancel(
+            job, agent, expiry=self.settings.accept_timeout, within=self.settings.accept_timeout + 2
+        )
+        if final is None:
+            raise ApiError(
+                ErrorCode.AGENT_UNREACHABLE,
+                f"agent {agent.agent_id!r} did not answer the cancel",
+                job_id=job.id,
             )
-        )
-        props = request_properties(
-            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
-            correlation_id=cancel_id,
-            expiry_s=self.settings.accept_timeout,
-            traceparent=self.observer.traceparent(job.id),
-        )
-        with self.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
-            await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
-            try:
-                async with asyncio.timeout(self.settings.accept_timeout + 2):
-                    final = await pending.final
-            except TimeoutError:
-                raise ApiError(
-                    ErrorCode.AGENT_UNREACHABLE,
-                    f"agent {agent.agent_id!r} did not answer the cancel",
-                    job_id=job.id,
-                ) from None
         match final:
             case Done():
                 await self._transition(
@@ -589,6 +575,32 @@ class JobService:
                     f"the agent refused to cancel: {error.message}",
                     job_id=job.id,
                 )
+
+    async def ask_cancel(
+        self, job: JobRecord, agent: AgentRecord, *, expiry: float, within: float
+    ) -> Done | Failed | None:
+        """Send ``job.cancel`` for ``job`` to ``agent`` (the request expires in the broker after
+        ``expiry`` s); the agent's final answer, or None when none came within ``within`` s.
+        Raises :class:`ApiError` when the request cannot be published."""
+        cancel_id = new_job_id()
+        payload = encode(
+            Request(
+                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
+            )
+        )
+        props = request_properties(
+            response_topic=reply_topic(job.branch_id, self.settings.instance_id, agent.agent_id),
+            correlation_id=cancel_id,
+            expiry_s=expiry,
+            traceparent=self.observer.traceparent(job.id),
+        )
+        with self.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
+            await self.link.publish(request_topic(job.branch_id, agent.agent_id), payload, props)
+            try:
+                async with asyncio.timeout(within):
+                    return await pending.final
+            except TimeoutError:
+                return None
 
     # --- background ------------------------------------------------------------------------
 

@@ -4,25 +4,16 @@ truthfully whether the page can still print (docs/jobs.md, "Nothing prints after
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from protocol import (
-    METHOD_JOB_CANCEL,
     Done,
     ErrorCode,
     Failed,
-    JobCancelParams,
     PrinterTestParams,
-    Request,
     encode,
     error_info,
     new_job_id,
-    reply_topic,
-    request_properties,
-    request_topic,
 )
 
 from .._auth import Principal, check_branch
@@ -193,25 +184,7 @@ class TestPrints:
     ) -> Done | Failed | None:
         """Send ``job.cancel`` for ``job`` to its agent; its final reply, or None when there is
         none within ``within`` s (or it could not be published)."""
-        cancel_id = new_job_id()
-        payload = encode(
-            Request(
-                method=METHOD_JOB_CANCEL, params=msgspec.Raw(encode(JobCancelParams(job_id=job.id)))
-            )
-        )
-        props = request_properties(
-            response_topic=reply_topic(
-                job.branch_id, self.jobs.settings.instance_id, agent.agent_id
-            ),
-            correlation_id=cancel_id,
-            expiry_s=within,
-        )
-        with self.jobs.correlator.expect(cancel_id, job.branch_id, agent.agent_id) as pending:
-            try:
-                await self.jobs.link.publish(
-                    request_topic(job.branch_id, agent.agent_id), payload, props
-                )
-                async with asyncio.timeout(within):
-                    return await pending.final
-            except (ApiError, TimeoutError):
-                return None
+        try:
+            return await self.jobs.ask_cancel(job, agent, expiry=within, within=within)
+        except ApiError:
+            return None

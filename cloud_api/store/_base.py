@@ -344,17 +344,25 @@ class Store(abc.ABC):
         *,
         branches: Iterable[str] | None,
         state: JobState | None = None,
+        printer_id: str | None = None,
+        kind: str | None = None,
         after: str | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
-        """Jobs newest first, optionally filtered; ``after`` is the last id of the previous page."""
-        where, args = [], []
+        """Jobs newest first (ids rise with time), optionally filtered; ``after`` is the last id
+        of the previous page. ``branches`` None means every branch; an empty one finds nothing."""
+        where: list[str] = []
+        args: list[Any] = []
         if branches is not None:
             branch_list = list(branches)
             if not branch_list:
                 return []
             where.append(f"branch_id IN ({', '.join('?' for _ in branch_list)})")
             args.extend(branch_list)
+        for column, value in (("printer_id", printer_id), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
         if state is not None:
             where.append("state = ?")
             args.append(state.value)
