@@ -139,20 +139,22 @@ class Connection:
     current: bytearray = field(default_factory=bytearray)
     #: wall-clock time the first byte of job data arrived (when paper started), if any
     data_at: float | None = None
-    #: (offset in ``data``, wall-clock time) of every chunk of job data as it arrived: on a
-    #: kept-alive connection that carries many jobs, when each of them reached the paper
+    #: (offset in ``data``, wall-clock time) where each job began to arrive: on a kept-alive
+    #: connection that carries many jobs, when each of them reached the paper
     arrivals: list[tuple[int, float]] = field(default_factory=list)
 
     def add_data(self, chunk: bytes) -> None:
         now = time.time()
         if self.data_at is None:
             self.data_at = now
-        self.arrivals.append((len(self.data), now))
+        if not self.current:  # the first bytes of a job
+            self.arrivals.append((len(self.data), now))
         self.data += chunk
         self.current += chunk
 
     def arrived_at(self, offset: int) -> float | None:
-        """When the byte at ``offset`` of ``data`` arrived."""
+        """When the job that holds the byte at ``offset`` of ``data`` began to arrive (a job
+        that stalls mid-way started on paper at its first byte, not when the rest came)."""
         at = None
         for start, when in self.arrivals:
             if start > offset:
