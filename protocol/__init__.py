@@ -16,6 +16,7 @@ from ._codec import (
     decode_request,
     decode_status,
     encode,
+    typed_decoder,
 )
 from ._document import (
     MAX_BARCODE_CHARS,
@@ -31,6 +32,7 @@ from ._document import (
     BarcodeBlock,
     Block,
     Content,
+    ContentTooLarge,
     Copies,
     CutBlock,
     Document,
@@ -167,6 +169,7 @@ __all__ = [
     "BranchPin",
     "ConfigRejection",
     "Content",
+    "ContentTooLarge",
     "Copies",
     "CutBlock",
     "DecodeError",
@@ -254,6 +257,7 @@ __all__ = [
     "status_topic",
     "traceparent",
     "traceparent_of",
+    "typed_decoder",
     "validate_content",
     "validate_id",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -11,14 +12,7 @@ from ._errors import DecodeError, ErrorCode, ProtocolError
 from ._messages import METHODS, AgentStatus, Presence, Reply, Request
 from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
 
-T = TypeVar("T")
-
 _encoder = msgspec.json.Encoder()
-_request = msgspec.json.Decoder(Request)
-_reply: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
-_presence = msgspec.json.Decoder(Presence)
-_status = msgspec.json.Decoder(AgentStatus)
-_params = {method: msgspec.json.Decoder(kind) for method, kind in METHODS.items()}
 
 
 class UnknownMethod(ProtocolError):
@@ -39,13 +33,35 @@ def encode(message: Any) -> bytes:
     return _encoder.encode(message)
 
 
-def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise DecodeError(f"{what} of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES} byte limit")
-    try:
-        return decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise decode_error(f"malformed {what}", exc) from exc
+def typed_decoder(
+    kind: Any, what: str, *, max_bytes: int | None = MAX_PAYLOAD_BYTES, invalid: str = "invalid"
+) -> Callable[[bytes], Any]:
+    """A decoder of JSON into ``kind`` that raises only :class:`DecodeError` (naming the field;
+    :class:`~protocol.ContentTooLarge` for content over its limit), for messages that carry
+    protocol Structs but are not on the wire themselves, such as the API's submitted job.
+    ``max_bytes``: refuse longer input before decoding (None: the caller bounds it). The one
+    decode path of every message kind: the wire messages below are decoded by it too."""
+    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(kind)
+
+    def decode(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            raise DecodeError(f"{what} of {len(data)} bytes exceeds the {max_bytes} byte limit")
+        try:
+            return decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise decode_error(f"{invalid} {what}", exc) from exc
+
+    return decode
+
+
+_request: Callable[[bytes], Request] = typed_decoder(Request, "request", invalid="malformed")
+_reply: Callable[[bytes], Reply] = typed_decoder(Reply, "reply", invalid="malformed")
+_presence: Callable[[bytes], Presence] = typed_decoder(Presence, "presence", invalid="malformed")
+_status: Callable[[bytes], AgentStatus] = typed_decoder(AgentStatus, "status", invalid="malformed")
+_params = {
+    method: typed_decoder(kind, f"params of {method}", invalid="malformed")
+    for method, kind in METHODS.items()
+}
 
 
 def _check_version(v: int, what: str) -> None:
@@ -57,7 +73,7 @@ def _check_version(v: int, what: str) -> None:
 
 def decode_request(data: bytes) -> Request:
     """Decode a request envelope; raises :class:`DecodeError` or :class:`UnsupportedVersion`."""
-    request = _decode(_request, data, "request")
+    request = _request(data)
     _check_version(request.v, "request")
     return request
 
@@ -67,26 +83,26 @@ def decode_params(request: Request) -> Any:
     decoder = _params.get(request.method)
     if decoder is None:
         raise UnknownMethod(f"unknown method {request.method[:80]!r}")
-    return _decode(decoder, bytes(request.params), f"params of {request.method}")
+    return decoder(bytes(request.params))
 
 
 def decode_reply(data: bytes) -> Reply:
     """Decode a reply (accepted, done or failed); a version this side does not speak raises
     :class:`UnsupportedVersion`, a :class:`DecodeError`."""
-    reply = _decode(_reply, data, "reply")
+    reply = _reply(data)
     _check_version(reply.v, "reply")
     return reply
 
 
 def decode_presence(data: bytes) -> Presence:
     """Decode a presence message (birth or will)."""
-    presence = _decode(_presence, data, "presence")
+    presence = _presence(data)
     _check_version(presence.v, "presence")
     return presence
 
 
 def decode_status(data: bytes) -> AgentStatus:
     """Decode an agent status snapshot."""
-    status = _decode(_status, data, "status")
+    status = _status(data)
     _check_version(status.v, "status")
     return status

@@ -40,7 +40,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from ._errors import DecodeError
+from ._errors import DecodeError, ErrorCode
 from ._version import MAX_PAYLOAD_BYTES
 
 #: Largest encoded content; the rest of an MQTT payload is left for the request envelope.
@@ -87,6 +87,17 @@ class _FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class _TooLarge(ValueError):
+    """The content, encoded, is over :data:`MAX_CONTENT_BYTES` (checked in ``__post_init__``)."""
+
+
+class ContentTooLarge(DecodeError):
+    """Content over :data:`MAX_CONTENT_BYTES`: no request carrying it fits in one MQTT message.
+    A :class:`DecodeError` whose code is ``PAYLOAD_TOO_LARGE`` (HTTP 413, not 422)."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class _Strict(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -210,7 +221,11 @@ Block = (
 
 
 class _Content(_Strict, kw_only=True, frozen=True, tag_field="type"):
-    pass
+    def __post_init__(self) -> None:
+        # The size limit lives in the Struct, like the image checks: it holds wherever content
+        # is decoded, alone or nested in another message (a submitted job, a print request),
+        # by the one decode that also checks everything else.
+        _check_size(len(_encoder.encode(self)))
 
 
 class Document(_Content, kw_only=True, frozen=True, tag="document"):
@@ -233,8 +248,14 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_content(data: bytes) -> Content:
-    """Decode print-job content from JSON; raises :class:`DecodeError` naming the field."""
-    _check_size(len(data))
+    """Decode print-job content from JSON; raises :class:`DecodeError` naming the field
+    (:class:`ContentTooLarge` over the size limit)."""
+    if len(data) > MAX_CONTENT_BYTES:  # refused before any decoding: the cheap check first
+        raise ContentTooLarge(
+            f"invalid content: {len(data)} bytes exceeds the {MAX_CONTENT_BYTES} byte limit"
+            " - at `$`",
+            path="$",
+        )
     try:
         return _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -253,7 +274,6 @@ def validate_content(obj: object) -> Content:
         content: Content = msgspec.convert(obj, Content)
     except msgspec.ValidationError as exc:
         raise decode_error("invalid content", exc) from exc
-    _check_size(len(_encoder.encode(content)))
     return content
 
 
@@ -264,7 +284,8 @@ def decode_error(what: str, exc: Exception) -> DecodeError:
     """Translate a msgspec error into a :class:`DecodeError` whose ``path`` names the field.
 
     A failed semantic check is located by msgspec at its Struct; the field it names is
-    appended, so ``$.blocks[3]`` becomes ``$.blocks[3].data``.
+    appended, so ``$.blocks[3]`` becomes ``$.blocks[3].data``. Content over the size limit
+    comes out as :class:`ContentTooLarge`.
     """
     message = str(exc)
     match = _AT.search(message)
@@ -273,15 +294,13 @@ def decode_error(what: str, exc: Exception) -> DecodeError:
     cause = exc.__cause__
     if isinstance(exc, msgspec.ValidationError) and isinstance(cause, _FieldError):
         path = f"{path}.{cause.field}"
-    return DecodeError(f"{what}: {reason} - at `{path}`", path=path)
+    kind = ContentTooLarge if isinstance(cause, _TooLarge) else DecodeError
+    return kind(f"{what}: {reason} - at `{path}`", path=path)
 
 
 def _check_size(size: int) -> None:
     if size > MAX_CONTENT_BYTES:
-        raise DecodeError(
-            f"invalid content: {size} bytes exceeds the {MAX_CONTENT_BYTES} byte limit - at `$`",
-            path="$",
-        )
+        raise _TooLarge(f"{size} bytes exceeds the {MAX_CONTENT_BYTES} byte limit")
 
 
 # --- semantic checks -----------------------------------------------------------------------
