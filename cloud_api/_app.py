@@ -17,7 +17,6 @@ from protocol import software_version
 
 from ._auth import Authenticator, authenticated
 from ._brokers import BrokerLinks
-from ._correlator import Correlator
 from ._errors import error_response
 from ._health import Readiness, healthz, readyz
 from ._metrics import Metrics, metrics_endpoint
@@ -52,12 +51,9 @@ log = logging.getLogger("cloud_api")
 
 def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar:
     """Build the app; the store, the MQTT session and the job sweeper start with its lifespan."""
-    correlator = Correlator()
     # what arrives over MQTT is logged a bounded number of lines, whatever an agent sends
     # (and so are refused HTTP request heads)
-    bound_logs(
-        "cloud_api.mqtt", "cloud_api.registry", "cloud_api.rpc", "cloud_api.jobs", "cloud_api.http"
-    )
+    bound_logs("cloud_api.mqtt", "cloud_api.registry", "cloud_api.jobs", "cloud_api.http")
     registry = Registry()
     owners = OwnerBook(registry)
     several = len(settings.mqtt.endpoints()) > 1
@@ -93,11 +89,11 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
 
         readiness.add("store", store_check)
         api_key_service.store = await import_key_file(store, settings.api_keys_file)
-        jobs = holder["jobs"] = JobService(settings, store, link, registry, correlator)
+        jobs = holder["jobs"] = JobService(settings, store, link, registry)
         jobs.admit = per_printer.check
         jobs.observer = JobObserver(metrics)
         link.on_reply = jobs.on_reply
-        jobs.hub.listeners.append(event_feed.on_job)
+        jobs.flights.listeners.append(event_feed.on_job)
         brokers = link.pairs() if isinstance(link, BrokerLinks) else [(settings.mqtt, link)]
         instances = holder["instances"] = InstanceLeases(settings, store, brokers, jobs.adopt)
         readiness.add("lease", instances.check)

@@ -18,7 +18,7 @@ import pytest
 from cloud_api._registry import Registry
 from cloud_api.console import STATIC_DIR, EventFeed, FeedEvent, branch_page, search_jobs
 from cloud_api.console._branches import branch_detail
-from cloud_api.jobs._hub import JobHub
+from cloud_api.jobs._inflight import InFlight
 from cloud_api.store import JobRecord, JobState, Store
 from printermaster._stack import Stack
 from protocol import AgentStatus, ErrorCode, Presence, PrinterState, encode, new_job_id
@@ -260,7 +260,7 @@ async def test_feed_announces_jobs_agents_and_printers_to_whom_may_see_them() ->
     registry = Registry()
     announce(registry, "b1", "a1")
     announce(registry, "b2", "a2")
-    hub = JobHub()
+    hub = InFlight()
     feed = EventFeed(registry, scan_interval=0.05, queue_size=100)
     hub.listeners.append(feed.on_job)
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from cloud_api._auth import Principal
-from cloud_api._correlator import Correlator
 from cloud_api._errors import ApiError
 from cloud_api._registry import Registry
 from cloud_api._settings import ApiSettings, MqttClientSettings
@@ -50,6 +49,8 @@ class Link:
 
     failures: int = 0
     published: list[tuple[str, bytes]] = field(default_factory=list)
+    #: the payload of each request published, in order
+    payloads: list[bytes] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish(self, topic: str, payload: bytes, properties: Any) -> None:
@@ -57,6 +58,7 @@ class Link:
             self.failures -= 1
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         self.published.append((topic, properties.CorrelationData))
+        self.payloads.append(payload)
 
 
 @dataclass
@@ -96,7 +98,7 @@ async def service(store: Store) -> AsyncIterator[JobService]:
     registry = Registry()
     link = Link()
     link.ready.set()  # connected: a test print to an offline broker answers BROKER_UNAVAILABLE
-    jobs = JobService(settings, store, link, registry, Correlator())  # type: ignore[arg-type]
+    jobs = JobService(settings, store, link, registry)  # type: ignore[arg-type]
     for branch, agent in (("b1", "a1"), ("b2", "a2")):
         registry.on_presence(
             branch,
@@ -145,7 +147,7 @@ async def published(service: JobService, count: int = 1) -> bytes:
 async def settled(service: JobService) -> None:
     """Until every reply handed to the service has been applied."""
     end = time.monotonic() + 5
-    while service._inbox:
+    while service.flights.applying():
         assert time.monotonic() < end, "replies not applied"
         await asyncio.sleep(0.001)
 

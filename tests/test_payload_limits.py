@@ -14,6 +14,7 @@ from protocol import MAX_PAYLOAD_BYTES, reply_topic, request_topic
 
 from ._mqtt import Probe, raw_publish_qos1
 from .conftest import AgentFactory, job_files
+from .jobs_helpers import wait_state
 
 PACKET_TOO_LARGE = 0x95
 
@@ -101,3 +102,40 @@ def test_hostile_json_bodies_are_typed_4xx(stack: Stack) -> None:
             assert response.status_code in (400, 422), (body[:40], response.text[:300])
             assert response.json()["error"]["code"] == "INVALID_REQUEST"
         assert http.get("/v1/api-keys").status_code == 200  # and the API is fine
+
+
+def _oversized_ticket() -> dict[str, object]:
+    """A document of about 480 KB: every block within its own limits, the whole over the
+    protocol's MAX_CONTENT_BYTES (and under the HTTP body limit)."""
+    blocks = [{"type": "text", "text": f"{i:04d} " + "x" * 3995} for i in range(120)]
+    content = {"type": "document", "blocks": blocks}
+    assert 470_000 < len(json.dumps(content)) < 1024 * 1024
+    return content
+
+
+def test_content_over_the_protocol_limit_is_413_and_nothing_is_stored_or_sent(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    agent = start_agent()
+    with stack.client(timeout=30) as http:
+        body = {"branch_id": agent.branch_id, "printer_id": "POS-80C"}
+        answer = http.post(
+            "/v1/jobs",
+            json={**body, "content": _oversized_ticket()},
+            headers={"Idempotency-Key": "too-big"},
+        )
+        _assert_error(answer, 413, "PAYLOAD_TOO_LARGE")
+        error = answer.json()["error"]
+        assert error["field"] == "$.content" and "byte limit" in error["message"], error
+        assert error["job_id"] is None
+        listed = http.get("/v1/jobs", params={"branch_id": agent.branch_id}).json()
+        assert listed["jobs"] == []  # nothing stored: the sweeper has nothing to resend
+        # the same key with a ticket that fits is a new job (the refused one left no trace)
+        fits = http.post(
+            "/v1/jobs",
+            json={**body, "content": {"type": "raw", "data": "G0A="}},
+            headers={"Idempotency-Key": "too-big"},
+        )
+        assert fits.status_code == 202, fits.text
+        wait_state(http, fits.json()["id"], {"printed"})
+    assert len(job_files(agent)) == 1  # nothing else was sent: only the ticket that fits printed

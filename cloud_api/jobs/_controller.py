@@ -10,25 +10,11 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from protocol import DecodeError, ErrorCode
-
 from .._auth import principal_of
-from .._errors import ApiError
 from ..store import JobState
-from ._models import JobPage, JobView, SubmitJob, job_view
+from ._answers import accepted, decode_submit
+from ._models import JobPage, JobView, job_view
 from ._service import JobService
-
-_submit = msgspec.json.Decoder(SubmitJob)
-
-
-def decode_submit(body: bytes) -> SubmitJob:
-    from protocol._document import decode_error
-
-    try:
-        return _submit.decode(body)
-    except msgspec.DecodeError as exc:
-        error: DecodeError = decode_error("invalid job", exc)
-        raise ApiError(ErrorCode.INVALID_REQUEST, error.message, field=error.path) from None
 
 
 class JobsController(Controller):
@@ -51,16 +37,11 @@ class JobsController(Controller):
         key order do not matter) within 24 h return the same job (status 200) and a different
         body is 409; a job that ended failed on a printer condition or a retryable error, or
         expired, is tried again as a new job (202, ``retry_of`` names the old one). Invalid
-        content is 422 naming the field."""
-        body = await request.body()
-        submitted = decode_submit(body)
+        content is 422 naming the field; content over the protocol's size limit
+        (``MAX_CONTENT_BYTES``) is 413 ``PAYLOAD_TOO_LARGE``."""
+        submitted = decode_submit(await request.body())
         job, created = await job_service.submit(principal_of(request), submitted, idempotency_key)
-        timeline = await job_service.timeline(job.id)
-        return Response(
-            job_view(job, timeline),
-            status_code=202 if created else 200,
-            headers={"Location": f"/v1/jobs/{job.id}"},
-        )
+        return accepted(job, created, await job_service.timeline(job.id))
 
     @get("/{job_id:str}", summary="A job with its timeline")
     async def get_job(

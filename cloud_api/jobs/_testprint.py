@@ -4,7 +4,7 @@ truthfully whether the page can still print (docs/jobs.md, "Nothing prints after
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from protocol import (
     Done,
@@ -16,24 +16,28 @@ from protocol import (
     new_job_id,
 )
 
-from .._auth import Principal, check_branch
+from .._auth import Principal
 from .._errors import ApiError
 from .._registry import AgentRecord
 from ..store import JobEvent, JobRecord, JobState
-from ._hub import Watch
+from ._cancel import Cancels
+from ._core import Core
+from ._inflight import Watch
+from ._reads import Reads
 from ._rules import refuse_blocked_printer
-
-if TYPE_CHECKING:
-    from ._service import JobService
+from ._submit import Submission
+from ._transitions import Transitions
 
 S = JobState
 
 
+@dataclass(frozen=True, slots=True)
 class TestPrints:
-    """The test prints of one :class:`JobService` (which calls :meth:`test_print`)."""
-
-    def __init__(self, jobs: JobService) -> None:
-        self.jobs = jobs
+    core: Core
+    submission: Submission
+    reads: Reads
+    cancels: Cancels
+    transitions: Transitions
 
     async def test_print(
         self,
@@ -53,9 +57,8 @@ class TestPrints:
         :meth:`_unreachable`). With an Idempotency-Key, the same key answers the same job
         (waiting for it if it is still on its way), or a new attempt when it ended in a way
         that may be retried (:func:`may_retry`)."""
-        check_branch(principal, branch_id)
-        agent = self.jobs._agent_for(branch_id, printer_id)
-        if not self.jobs.link.ready.is_set():  # what we know of the agent is stale or nothing
+        agent = self.submission.target(principal, branch_id, printer_id)
+        if not self.core.link.ready.is_set():  # what we know of the agent is stale or nothing
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         if not agent.online():
             raise ApiError(
@@ -64,19 +67,18 @@ class TestPrints:
             )
         if not force:
             refuse_blocked_printer(agent, printer_id)
-        settings = self.jobs.settings
         job_id = new_job_id()
         form = encode({"kind": "test", "branch_id": branch_id, "printer_id": printer_id})
         # Watched from before it exists: every stage reaches us with its record, none is missed.
-        with self.jobs.hub.watch(job_id, wants_timeline=wait) as watch:
-            job, created = await self.jobs._create(
+        with self.core.flights.watch(job_id, wants_timeline=wait) as watch:
+            job, created = await self.submission.create(
                 principal,
-                branch_id,
+                agent,
                 printer_id,
                 "test",
                 encode(PrinterTestParams(printer=printer_id)),
                 1,
-                settings.accept_timeout,
+                self.core.settings.accept_timeout,
                 idempotency_key,
                 form,
                 job_id,
@@ -88,7 +90,7 @@ class TestPrints:
             final = await self._wait_test_print(watch, job, agent)
             if final is watch.job and watch.timeline is not None:
                 return final, watch.timeline  # read with the final change, in its operation
-            return final, await self.jobs.store.timeline(final.id)
+            return final, await self.reads.timeline(final.id)
 
     async def _known_test_print(
         self, job: JobRecord, wait: bool
@@ -96,9 +98,9 @@ class TestPrints:
         """A test print asked again with its Idempotency-Key: the job as it is, once final."""
         if not wait:
             return job, []
-        settings = self.jobs.settings
-        with self.jobs.hub.watch(job.id) as watch:
-            final = await self.jobs._wait(
+        settings = self.core.settings
+        with self.core.flights.watch(job.id) as watch:
+            final = await self.reads.wait_in(
                 watch, job.id, job, set(), settings.accept_timeout + settings.result_timeout
             )
         if final is None:
@@ -107,16 +109,16 @@ class TestPrints:
                 f"test print {job.id} (same Idempotency-Key) is still {job.state}",
                 job_id=job.id,
             )
-        return final, await self.jobs.store.timeline(final.id)
+        return final, await self.reads.timeline(final.id)
 
     async def _wait_test_print(self, watch: Watch, job: JobRecord, agent: AgentRecord) -> JobRecord:
-        settings = self.jobs.settings
-        accepted = await self.jobs._wait(
+        settings = self.core.settings
+        accepted = await self.reads.wait_in(
             watch, job.id, job, {S.ACCEPTED, S.WAITING_PRINTER, S.PRINTING}, settings.accept_timeout
         )
         if accepted is None:
             accepted = await self._unreachable(watch, job, agent)
-        final = await self.jobs._wait(watch, job.id, accepted, set(), settings.result_timeout)
+        final = await self.reads.wait_in(watch, job.id, accepted, set(), settings.result_timeout)
         if final is None:
             raise ApiError(
                 ErrorCode.PRINT_TIMEOUT,
@@ -145,7 +147,7 @@ class TestPrints:
         * no answer within ``accept_timeout``: nothing is known — 504 with ``retryable: false``
           (check the job, or the printer, before printing again).
         """
-        settings = self.jobs.settings
+        settings = self.core.settings
         reply = await self._send_cancel(job, agent, settings.accept_timeout)
         moved = watch.job if watch.job is not None and watch.job.state is not S.SENT else None
         if isinstance(reply, Done):
@@ -156,7 +158,7 @@ class TestPrints:
                 f"agent {agent.agent_id!r} did not accept the job within "
                 f"{settings.accept_timeout:g} s; it was cancelled at the agent and never prints",
             )
-            cancelled = await self.jobs._transition(
+            cancelled = await self.transitions.move(
                 job.id,
                 S.CANCELLED,
                 {S.SENT, S.ACCEPTED, S.WAITING_PRINTER},
@@ -164,10 +166,10 @@ class TestPrints:
                 error=encode(gone),
             )
             if cancelled is None:  # the agent's reply made it cancelled: say why it was
-                await self.jobs.store.set_error(job.id, S.CANCELLED, encode(gone))
+                await self.core.store.set_error(job.id, S.CANCELLED, encode(gone))
             raise ApiError(gone.code, gone.message, job_id=job.id, retryable=True)
         if reply is not None:  # refused (too late to cancel) or the job moved meanwhile
-            return watch.job or await self.jobs.store.get_job(job.id) or job
+            return watch.job or await self.core.store.get_job(job.id) or job
         if moved is not None:
             return moved
         raise ApiError(
@@ -185,6 +187,6 @@ class TestPrints:
         """Send ``job.cancel`` for ``job`` to its agent; its final reply, or None when there is
         none within ``within`` s (or it could not be published)."""
         try:
-            return await self.jobs.ask_cancel(job, agent, expiry=within, within=within)
+            return await self.cancels.ask(job, agent, expiry=within, within=within)
         except ApiError:
             return None

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.params import Parameter
 
-from protocol import ErrorCode, ErrorInfo, PrintResult
-
 from .._auth import principal_of
-from .._errors import ApiError
 from ..jobs import JobService, JobView
-from ..jobs._models import job_view
-from ..store import JobState
-
-
-class TestPrintOutcome(msgspec.Struct, kw_only=True, frozen=True):
-    job_id: str
-    status: str
-    branch_id: str
-    printer_id: str
-    agent_id: str | None
-    result: PrintResult | None
-    #: Milliseconds from submission to each stage the API recorded.
-    timings_ms: dict[str, float]
+from ..jobs._answers import TestPrintOutcome, test_print_answer
 
 
 class PrintersController(Controller):
@@ -66,35 +50,4 @@ class PrintersController(Controller):
             wait=wait,
             idempotency_key=idempotency_key,
         )
-        if not wait:
-            return Response(
-                job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
-            )
-        view = job_view(job, timeline)
-        if job.state is JobState.CANCELLED:
-            # cancelled before it printed (the agent confirmed): it never prints, so asking
-            # again (same Idempotency-Key: a new attempt) is safe
-            raise ApiError(
-                ErrorCode.CANCELLED,
-                f"test print {job.id} was cancelled before it printed; it never prints",
-                job_id=job.id,
-                retryable=True,
-            )
-        if job.state is not JobState.PRINTED:
-            error = view.error or ErrorInfo(
-                code=ErrorCode.PRINTER_ERROR, message=f"job ended {job.state}"
-            )
-            raise ApiError(error.code, error.message, job_id=job.id)
-        start = job.created_at
-        timings = {e.state.value: round((e.at - start) * 1000, 3) for e in view.timeline[1:]}
-        return Response(
-            TestPrintOutcome(
-                job_id=job.id,
-                status="printed",
-                branch_id=branch_id,
-                printer_id=printer_id,
-                agent_id=job.agent_id,
-                result=view.result,
-                timings_ms=timings,
-            )
-        )
+        return test_print_answer(job, timeline, wait=wait)
