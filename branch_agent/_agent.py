@@ -514,6 +514,7 @@ class Agent:
                     reply_to,
                     correlation,
                     deadline,
+                    params,
                 )
             case JobCancelParams(job_id=target):
                 return CancelRequest(job_id, target, reply_to, correlation)

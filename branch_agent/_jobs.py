@@ -27,6 +27,7 @@ from protocol import (
     Done,
     ErrorCode,
     Failed,
+    PrinterTestParams,
     Printing,
     PrintJobParams,
     ProtocolError,
@@ -57,7 +58,10 @@ OUTCOME_UNKNOWN_TEXT = (
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """``printer.test`` or ``print.job``: a job that prints (params already validated)."""
+    """``printer.test`` or ``print.job``: a job that prints (params already validated).
+
+    ``params`` is what arrived (the ledger keeps it); ``decoded`` is what the intake decoded
+    it into, so the job is rendered without decoding (and validating) its content again."""
 
     job_id: str
     method: str
@@ -66,6 +70,7 @@ class JobRequest:
     reply_to: str
     correlation: bytes
     deadline: float | None
+    decoded: PrintJobParams | PrinterTestParams | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,8 @@ class Admission:
 
     queue: JobRecord | None = None
     cancelled: JobRecord | None = None
+    #: the params of ``queue`` as the intake decoded them
+    decoded: PrintJobParams | PrinterTestParams | None = None
 
 
 def _failed(job_id: str | None, code: ErrorCode, text: str) -> bytes:
@@ -147,6 +154,9 @@ class Jobs:
         self._agent_id = agent_id
         self._on_change = on_change
         self._closing = False
+        #: the decoded params of print jobs waiting to start, by id (a job resumed from the
+        #: ledger after a restart is decoded from its stored params)
+        self._decoded: dict[str, PrintJobParams] = {}
 
     @property
     def queue_depth(self) -> int:
@@ -172,11 +182,23 @@ class Jobs:
     def admitted(self, admission: Admission) -> None:
         if admission.queue is not None:
             self.printers[admission.queue.printer].enqueue(admission.queue)
+            if isinstance(admission.decoded, PrintJobParams):
+                self._keep_decoded(admission.queue.job_id, admission.decoded)
             self._on_change()
         if admission.cancelled is not None:
             slot = self.printers.get(admission.cancelled.printer)
             if slot is not None and slot.discard(admission.cancelled.job_id):
                 self._on_change()
+
+    def _keep_decoded(self, job_id: str, params: PrintJobParams) -> None:
+        self._decoded[job_id] = params
+        if len(self._decoded) > self.queue_depth:  # some left the queue without rendering
+            waiting = [slot.waiting for slot in self.printers.values()]
+            self._decoded = {
+                key: value
+                for key, value in self._decoded.items()
+                if any(key in queued for queued in waiting)
+            }
 
     def _admit(self, tx: Tx, request: JobRequest) -> Admission:
         now = time.time()
@@ -216,7 +238,7 @@ class Jobs:
         tx.reply(
             job.job_id, job.reply_to, job.correlation, encode(Accepted(job_id=job.job_id, at=now))
         )
-        return Admission(queue=job)
+        return Admission(queue=job, decoded=request.decoded)
 
     def _cancel(self, tx: Tx, request: CancelRequest) -> Admission:
         def answer(payload: bytes) -> None:
@@ -334,22 +356,24 @@ class Jobs:
         # A test page is a cached template with the id and time filled in: not worth a
         # thread hop. Content (images, many copies) is rendered off the loop.
         if job.method == METHOD_PRINTER_TEST:
-            return self._render(job)
-        return asyncio.to_thread(self._render, job)
-
-    def _render(self, job: JobRecord) -> bytes:
-        if job.method == METHOD_PRINTER_TEST:
             return render_test_page(
                 branch_id=self._branch_id,
                 agent_id=self._agent_id,
                 printer=job.printer,
                 job_id=job.job_id,
             )
-        try:
-            params = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
-        except ProtocolError as exc:
-            raise ValueError(exc.message) from exc
-        assert isinstance(params, PrintJobParams)
+        params = self._decoded.get(job.job_id)  # kept while held: it may render again
+        return asyncio.to_thread(self._render, job, params)
+
+    @staticmethod
+    def _render(job: JobRecord, params: PrintJobParams | None) -> bytes:
+        if params is None:  # resumed from the ledger: decoded here, once
+            try:
+                decoded = decode_params(Request(method=job.method, params=msgspec.Raw(job.params)))
+            except ProtocolError as exc:
+                raise ValueError(exc.message) from exc
+            assert isinstance(decoded, PrintJobParams)
+            params = decoded
         return render_content(params.content, copies=params.copies)
 
     # --- housekeeping ----------------------------------------------------------------------
