@@ -4,17 +4,19 @@ and the API, pause an agent, stall the network printer, each at its moment of th
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from ops._chaos_config import ChaosConfig
 from ops.fake_printer import FakePrinter
 from printermaster._stack import AgentHandle, Stack
 
-__all__ = ["Timeline", "inflict", "note_adoption"]
+__all__ = ["Timeline", "inflict", "note_adoption", "note_failover"]
 
 
 class Timeline:
@@ -49,7 +51,14 @@ def inflict(
 
     def broker() -> None:
         tl.note(f"kill -9 broker {stack.broker.config.port} (pid {stack.broker.pid})")
+        killed = time.time()
         stack.broker.kill()
+        if len(stack.brokers) > 1:
+            threading.Thread(
+                target=note_failover,
+                args=(agents, stack.broker.config.port, killed, tl),
+                name="failover",
+            ).start()
         time.sleep(config.down_for)
         stack.broker.start()
         tl.note(f"broker started with its persistence file (pid {stack.broker.pid})")
@@ -120,3 +129,45 @@ def note_adoption(stack: Stack, tl: Timeline, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     tl.note("no instance adopted api-1")
+
+
+def note_failover(
+    agents: list[AgentHandle], killed_port: int, since: float, tl: Timeline, timeout: float = 15.0
+) -> None:
+    """With several brokers: note how long after the kill (wall clock ``since``) each agent was
+    connected to another broker, from its log (bounded; a paused agent moves once resumed)."""
+    moved: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(moved) < len(agents) and time.monotonic() < deadline:
+        for handle in agents:
+            if handle.agent_id not in moved:
+                at = _connected_elsewhere(handle, killed_port, since)
+                if at is not None:
+                    moved[handle.agent_id] = at - since
+        time.sleep(0.1)
+    took = ", ".join(f"{agent} {seconds:.2f} s" for agent, seconds in sorted(moved.items()))
+    missing = [h.agent_id for h in agents if h.agent_id not in moved]
+    tl.note(
+        f"broker failover: agents on another broker after {took or '-'}"
+        + (f"; not within {timeout:g} s: {', '.join(missing)}" if missing else "")
+    )
+
+
+def _connected_elsewhere(handle: AgentHandle, killed_port: int, since: float) -> float | None:
+    """When (epoch s) the agent logged its first connection to a broker other than
+    ``killed_port`` after ``since``; None if it has not yet."""
+    try:
+        lines = handle.process.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if '"connected to ' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at >= since and not entry["msg"].startswith(f"connected to 127.0.0.1:{killed_port} "):
+            return at
+    return None

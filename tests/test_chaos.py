@@ -7,8 +7,11 @@ The short form runs in the normal suite; the full 500-job run needs ``--run-slow
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from ops._chaos_audit import ChaosReport, judge
 from ops.chaos import ChaosConfig, run_chaos
 
 
@@ -29,3 +32,27 @@ def test_chaos_short() -> None:
 @pytest.mark.slow
 def test_chaos_full() -> None:
     _check(ChaosConfig(jobs=500, rate=50.0))
+
+
+def test_the_judge_explains_a_job_printed_late() -> None:
+    """A broken promise comes with what is known of the job, so a failed run explains itself."""
+    job = {
+        "state": "printed",
+        "printer_id": "KITCHEN",
+        "agent_id": "a3",
+        "created_at": 100.0,
+        "deadline": 105.0,
+    }
+    timeline = [
+        {"state": "queued", "at": 100.0, "cause": "submitted"},
+        {"state": "printed", "at": 106.1, "cause": "printed"},
+    ]
+    report = ChaosReport(jobs=1)
+    judge(report, {"j1": job}, {"j1": timeline}, {}, Counter({"j1": 1, "x": 1}), {"j1": 106.03}, [])
+    assert report.printed_late == {"j1": pytest.approx(1.03)}
+    assert report.details == [
+        "j1: printed on KITCHEN (a3); deadline +5.000 s; paper +6.030 s; "
+        "queued +0.000 s (submitted); printed +6.100 s (printed)",
+        "x: paper, not a job of this run",
+    ]
+    assert "details:" in report.render()
