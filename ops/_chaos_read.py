@@ -80,11 +80,11 @@ def state(states: dict[str, dict[str, Any]], job_id: str) -> str:
     return str(states.get(job_id, {}).get("state", "missing"))
 
 
-def paper(
-    agents: list[AgentHandle], print_delay: float
-) -> tuple[collections.Counter[str], dict[str, float]]:
+def paper(agents: list[AgentHandle]) -> tuple[collections.Counter[str], dict[str, float]]:
     """Job id -> times it reached a virtual printer (``.prn`` files and journal lines,
-    whichever is more), and job id -> when its first print started (file time - delay)."""
+    whichever is more), and job id -> when its first print started: the file's time (the
+    virtual printer writes it as printing starts, and names it when the print lands, however
+    long that took: a print slowed or frozen mid-way started when it started)."""
     files: collections.Counter[str] = collections.Counter()
     journal: collections.Counter[str] = collections.Counter()
     written: dict[str, float] = {}
@@ -95,8 +95,7 @@ def paper(
         for path in directory.glob("*.prn"):
             job = path.name.split(".", 1)[0]
             files[job] += 1
-            started = path.stat().st_mtime - print_delay
-            written[job] = min(written.get(job, float("inf")), started)
+            written[job] = min(written.get(job, float("inf")), path.stat().st_mtime)
         log = directory / "journal.log"
         if log.exists():
             journal.update(log.read_text().split())

@@ -125,7 +125,7 @@ def run_chaos(config: ChaosConfig = FULL_RUN, *, keep: bool = False) -> ChaosRep
             timelines = read.timelines(stack, job_ids)
             report.events = tl.events
         # the stack is stopped (agents finish their current job): nothing prints after this
-        paper, started = read.paper(agents, config.print_delay)
+        paper, started = read.paper(agents)
         report.paper_by_printer[PRINTER] = sum(paper.values())
         if printer is not None:
             more, more_started = read.network_paper(printer, ids)
