@@ -149,7 +149,7 @@ def note_failover(
     missing = [h.agent_id for h in agents if h.agent_id not in moved]
     tl.note(
         f"broker failover: agents on another broker after {took or '-'}"
-        + (f"; not within {timeout:g} s: {', '.join(missing)}" if missing else "")
+        + (f"; not within {timeout:g} s (not up then?): {', '.join(missing)}" if missing else "")
     )
 
 
