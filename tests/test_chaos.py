@@ -76,7 +76,7 @@ def test_a_print_frozen_mid_way_is_judged_by_when_it_started(stack: Stack) -> No
     handle = stack.add_agent(unique_id("b"), unique_id("a"), [PRINTER], start=False)
     directory = handle.printer_dir(PRINTER)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "state.json").write_text(json.dumps({"delay_s": 0.5}))
+    (directory / "state.json").write_text(json.dumps({"delay_s": 1.5}))
     handle.process.start()
     try:
         stack.wait_agent(handle.branch_id, handle.agent_id)
@@ -94,9 +94,9 @@ def test_a_print_frozen_mid_way_is_judged_by_when_it_started(stack: Stack) -> No
                 time.sleep(0.01)
             pid = handle.process.pid
             assert pid is not None
-            os.kill(pid, signal.SIGSTOP)  # mid-print: its 0.5 s have just begun
+            os.kill(pid, signal.SIGSTOP)  # mid-print: its 1.5 s have just begun
             try:
-                time.sleep(max(0.0, job["deadline"] + 1.0 - time.time()))
+                time.sleep(max(0.0, job["deadline"] + 2.0 - time.time()))
             finally:
                 os.kill(pid, signal.SIGCONT)
             while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] != "printed":
