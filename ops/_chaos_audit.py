@@ -67,6 +67,9 @@ class ChaosReport:
     settle_seconds: float = 0.0
     events: list[tuple[float, str]] = field(default_factory=list)
     state_dir: str = ""
+    #: what the judge knows of each job that broke a promise (late, expired early, stray
+    #: paper, final changed), one line each: enough to find it in the logs of a failed run
+    details: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         found = []
@@ -129,6 +132,8 @@ class ChaosReport:
             "timeline:",
             *(f"  {at:7.2f} s  {what}" for at, what in self.events),
         ]
+        if self.details:
+            lines += ["details:", *(f"  {line}" for line in self.details)]
         problems = self.problems()
         lines.append("result:               " + ("; ".join(problems) if problems else "OK"))
         return "\n".join(lines)
@@ -194,3 +199,29 @@ def judge(
             else:
                 report.paper_after_unsure_504.append(answer.job_id)
     report.stray_paper = sorted(set(paper) - set(jobs))
+    for job_id in sorted({*report.printed_late, *report.expired_early, *report.final_changed}):
+        report.details.append(explain(job_id, jobs[job_id], timelines.get(job_id, []), paper_at))
+    report.details += [f"{job_id}: paper, not a job of this run" for job_id in report.stray_paper]
+
+
+def explain(
+    job_id: str,
+    job: dict[str, Any],
+    timeline: list[dict[str, Any]],
+    paper_at: dict[str, float],
+) -> str:
+    """One line about a job, its times in seconds from its creation: its deadline, when its
+    paper started, and each event of its timeline (state, time, cause)."""
+    created = float(job.get("created_at", 0.0))
+
+    def since(at: float) -> str:
+        return f"{at - created:+.3f} s"
+
+    parts = [
+        f"{job_id}: {job.get('state')} on {job.get('printer_id')} ({job.get('agent_id')})",
+        f"deadline {since(job['deadline'])}" if "deadline" in job else "no deadline",
+    ]
+    if job_id in paper_at:
+        parts.append(f"paper {since(paper_at[job_id])}")
+    parts += [f"{e.get('state')} {since(e['at'])} ({e.get('cause', '')})" for e in timeline]
+    return "; ".join(parts)

@@ -37,135 +37,43 @@ them.
 
 From a shell::
 
-    python ops/fake_printer.py --port 9100 [--paper out] [--cover-open] [--save-dir DIR]
+    python -m ops.fake_printer --port 9100 [--paper out] [--cover-open] [--save-dir DIR]
         [--behaviour NAME] [--stall-after S --stall-for S] [--paper-out-after S --paper-out-for S]
         [--control FILE]   # JSON, applied whenever it changes: {"stall_for": 6}, {"paper": "out"}
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import logging
-import signal
 import socket
-import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
-log = logging.getLogger("fake_printer")
+if not __package__:  # run as a script (python ops/fake_printer.py): the repository's modules
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-DLE_EOT = b"\x10\x04"
-Behaviour = Literal[
-    "normal",
-    "stall",
-    "stall_on_data",
-    "drop",
-    "drop_on_data",
-    "jam_after_data",
-    "vanish_mid_job",
-    "pause",
-]
-BEHAVIOURS: tuple[Behaviour, ...] = (
-    "normal",
-    "stall",
-    "stall_on_data",
-    "drop",
-    "drop_on_data",
-    "jam_after_data",
-    "vanish_mid_job",
-    "pause",
+from ops._fake_printer_wire import (
+    BEHAVIOURS,
+    DLE_EOT,
+    Behaviour,
+    Connection,
+    Paper,
+    PrinterState,
+    reset,
 )
-Paper = Literal["ok", "near_end", "out"]
 
-
-@dataclass
-class PrinterState:
-    """What the fake printer says about itself when asked with ``DLE EOT n``."""
-
-    online: bool = True
-    paper: Paper = "ok"
-    cover_open: bool = False
-    #: Bits of ``DLE EOT 3`` (0x08 autocutter, 0x20 unrecoverable, 0x40 auto-recoverable).
-    error_bits: int = 0
-
-    def answer(self, n: int) -> bytes:
-        """The one-byte answer to ``DLE EOT n`` (None-like empty bytes for an unknown ``n``)."""
-        base = 0x12
-        paper_out = self.paper == "out"
-        if n == 1:
-            offline = not self.online or self.cover_open or paper_out or bool(self.error_bits)
-            return bytes([base | (0x08 if offline else 0)])
-        if n == 2:
-            value = base
-            value |= 0x04 if self.cover_open else 0
-            value |= 0x20 if paper_out else 0
-            value |= 0x40 if self.error_bits else 0
-            return bytes([value])
-        if n == 3:
-            return bytes([base | (self.error_bits & 0x6C)])
-        if n == 4:
-            value = base
-            value |= 0x0C if self.paper in ("near_end", "out") else 0
-            value |= 0x60 if paper_out else 0
-            return bytes([value])
-        return b""
-
-
-@dataclass
-class Connection:
-    """What one client connection sent.
-
-    A connection may carry several jobs (a client that keeps it alive): job data that follows a
-    status request starts a new job, and a job ends at the next status request or when the
-    connection closes.
-    """
-
-    peer: tuple[str, int]
-    raw: bytearray = field(default_factory=bytearray)
-    data: bytearray = field(default_factory=bytearray)
-    queries: list[int] = field(default_factory=list)
-    closed: threading.Event = field(default_factory=threading.Event)
-    #: ``jam_after_data``: the job arrived and the printer jammed; no answer any more.
-    jammed: bool = False
-    #: Jobs that ended (followed by a status request or the close), and the one arriving.
-    finished: list[bytes] = field(default_factory=list)
-    current: bytearray = field(default_factory=bytearray)
-    #: wall-clock time the first byte of job data arrived (when paper started), if any
-    data_at: float | None = None
-    #: (offset in ``data``, wall-clock time) where each job began to arrive: on a kept-alive
-    #: connection that carries many jobs, when each of them reached the paper
-    arrivals: list[tuple[int, float]] = field(default_factory=list)
-
-    def add_data(self, chunk: bytes) -> None:
-        now = time.time()
-        if self.data_at is None:
-            self.data_at = now
-        if not self.current:  # the first bytes of a job
-            self.arrivals.append((len(self.data), now))
-        self.data += chunk
-        self.current += chunk
-
-    def arrived_at(self, offset: int) -> float | None:
-        """When the job that holds the byte at ``offset`` of ``data`` began to arrive (a job
-        that stalls mid-way started on paper at its first byte, not when the rest came)."""
-        at = None
-        for start, when in self.arrivals:
-            if start > offset:
-                break
-            at = when
-        return at
-
-    def end_job(self) -> None:
-        if self.current:
-            self.finished.append(bytes(self.current))
-            self.current = bytearray()
+__all__ = [
+    "BEHAVIOURS",
+    "DLE_EOT",
+    "Behaviour",
+    "Connection",
+    "FakePrinter",
+    "Paper",
+    "PrinterState",
+]
 
 
 class FakePrinter:
@@ -332,7 +240,7 @@ class FakePrinter:
                 self._changed.notify_all()
             behaviour = self.behaviour
             if behaviour == "drop":
-                _reset(sock)
+                reset(sock)
                 self._closed(conn)
                 continue
             if behaviour == "stall":
@@ -397,7 +305,7 @@ class FakePrinter:
                     i += 3
                     continue
             if self.behaviour == "drop_on_data":
-                _reset(sock)
+                reset(sock)
                 return None
             end = pending.find(b"\x10", i + 1)
             end = len(pending) if end < 0 else end
@@ -406,7 +314,7 @@ class FakePrinter:
                 with self._lock:
                     conn.add_data(pending[i : min(end, i + keep)])
                 if end - i >= keep:
-                    _reset(sock)
+                    reset(sock)
                     return None
                 i = end
                 continue
@@ -425,102 +333,7 @@ class FakePrinter:
             self._changed.notify_all()
 
 
-def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the client sees 'connection reset', as when a printer dies."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-
-
-class _Control:
-    """``--control FILE``: apply the file's settings each time it changes (from a chaos tool)."""
-
-    def __init__(self, printer: FakePrinter, path: Path) -> None:
-        self.printer = printer
-        self.path = path
-        self.seen: int | None = None
-
-    def check(self) -> None:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-            if stamp == self.seen:
-                return
-            self.seen = stamp
-            settings = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
-            if not isinstance(exc, FileNotFoundError):
-                log.warning("control file %s: %s", self.path, exc)
-            return
-        printer = self.printer
-        for key in ("paper", "cover_open", "online", "error_bits"):
-            if key in settings:
-                setattr(printer.state, key, settings[key])
-        if settings.get("behaviour") in BEHAVIOURS:
-            printer.behaviour = settings["behaviour"]
-        if "vanish_after" in settings:
-            printer.vanish_after = int(settings["vanish_after"])
-        if settings.get("stall_for"):
-            printer.stall_for(float(settings["stall_for"]))
-        if settings.get("paper_out_for"):
-            printer.paper_out_for(float(settings["paper_out_for"]))
-        log.info("control: %s", settings)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--port", type=int, default=9100, help="TCP port on 127.0.0.1 (0: any)")
-    parser.add_argument("--paper", choices=["ok", "near_end", "out"], default="ok")
-    parser.add_argument("--cover-open", action="store_true")
-    parser.add_argument("--offline", action="store_true")
-    parser.add_argument("--behaviour", choices=BEHAVIOURS, default="normal")
-    parser.add_argument("--vanish-after", type=int, default=1, help="vanish_mid_job: bytes kept")
-    parser.add_argument("--stall-after", type=float, default=0.0, help="seconds before a stall")
-    parser.add_argument("--stall-for", type=float, default=0.0, help="stall this long, recover")
-    parser.add_argument("--paper-out-after", type=float, default=0.0)
-    parser.add_argument("--paper-out-for", type=float, default=0.0, help="paper out this long")
-    parser.add_argument("--save-dir", type=Path, help="write each job to DIR/job-N.prn")
-    parser.add_argument(
-        "--control",
-        type=Path,
-        help="a JSON file read whenever it changes: behaviour, paper, cover_open, online, "
-        "error_bits, vanish_after, stall_for, paper_out_for (faults at any moment)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # SIGTERM (kill, systemd, a test harness) ends it like Ctrl-C does
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-    state = PrinterState(online=not args.offline, paper=args.paper, cover_open=args.cover_open)
-    printer = FakePrinter(args.port, state)
-    printer.behaviour = args.behaviour
-    printer.vanish_after = args.vanish_after
-    with printer:
-        for after, length, fault in (
-            (args.stall_after, args.stall_for, printer.stall_for),
-            (args.paper_out_after, args.paper_out_for, printer.paper_out_for),
-        ):
-            if length > 0:
-                timer = threading.Timer(after, fault, (length,))
-                timer.daemon = True
-                timer.start()
-        print(f"fake printer listening on 127.0.0.1:{printer.port}", flush=True)
-        seen = 0
-        control = _Control(printer, args.control) if args.control else None
-        try:
-            while True:
-                if control is not None:
-                    control.check()
-                jobs = printer.finished_jobs
-                for job in jobs[seen:]:
-                    seen += 1
-                    log.info("job %d: %d bytes", seen, len(job))
-                    if args.save_dir:
-                        args.save_dir.mkdir(parents=True, exist_ok=True)
-                        (args.save_dir / f"job-{seen}.prn").write_bytes(job)
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            return 0
-
-
 if __name__ == "__main__":
+    from ops._fake_printer_cli import main
+
     sys.exit(main())

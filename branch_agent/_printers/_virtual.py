@@ -13,6 +13,9 @@ with nothing written (EXPIRED).
 
 Every write is a file of its own (``JOB.prn``; a second print of the same job ``JOB.2.prn``) and
 a line in ``journal.log`` (job ids in print order), so exactly-once can be checked on "paper".
+A job's file is written when it starts printing and appears under its name when it lands: its
+modification time is when printing started (however long the print took), the moment a deadline
+is about.
 """
 
 from __future__ import annotations
@@ -73,6 +76,17 @@ class VirtualPrinter(PrinterBackend):
         if blocking is not None:
             raise blocking
         ticket.start()
+        # job ids come from the protocol's safe set; write-then-link so a reader never sees half
+        # a job, a crash never leaves a file that counts as printed, and a second print of the
+        # same job is a second file (JOB.2.prn), never a silent overwrite: paper counts exactly.
+        # Written as printing starts, so the file's time is the start even when the print is
+        # slow or the agent is frozen mid-way (a deadline is the latest start).
+        tmp = self.directory / f".{job_id}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise PrinterError(ErrorCode.PRINTER_ERROR, f"virtual printer: {exc}") from exc
         delay = state.get("delay_s", 0) if isinstance(state, dict) else 0
         if isinstance(delay, int | float) and delay > 0:
             # runs in the agent's printer thread, like a real slow printer; bounded by the
@@ -83,16 +97,11 @@ class VirtualPrinter(PrinterBackend):
                     ticket.stopped.wait(ticket.remaining(left))
                 ticket.remaining(1.0)
             except DeadlinePassed as exc:
+                tmp.unlink(missing_ok=True)
                 raise DeadlinePassed(
                     f"virtual printer: {exc.message} before its bytes landed; nothing was printed"
                 ) from exc
-        # job ids come from the protocol's safe set; write-then-link so a reader never sees half
-        # a job, a crash never leaves a file that counts as printed, and a second print of the
-        # same job is a second file (JOB.2.prn), never a silent overwrite: paper counts exactly.
-        tmp = self.directory / f".{job_id}.tmp"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
             copy = 1
             while True:
                 name = f"{job_id}{JOB_SUFFIX}" if copy == 1 else f"{job_id}.{copy}{JOB_SUFFIX}"
