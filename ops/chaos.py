@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 
 from broker import free_port
-from cloud_api._settings import ApiSettings, MqttClientSettings
+from cloud_api import ApiSettings, MqttClientSettings
 from ops._chaos_audit import FINAL, ChaosReport, TestPrintAnswer, judge
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 __all__ = ["ChaosConfig", "ChaosReport", "main", "run_chaos"]
 

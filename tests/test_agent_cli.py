@@ -22,7 +22,7 @@ from branch_agent._config import default_config_path, default_data_dir
 from branch_agent._discovery import discovered_printers
 from branch_agent._render import render_test_page
 from ops.fake_printer import FakePrinter
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from tests.conftest import AgentFactory
 
 BASE: dict[str, Any] = {

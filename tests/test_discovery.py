@@ -18,7 +18,7 @@ from branch_agent._config import AgentConfig
 from branch_agent._discovery import discover, discover_devices, discovered
 from branch_agent._discovery_devices import local_subnets, scan_hosts
 from broker import free_port
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory
 

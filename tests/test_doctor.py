@@ -32,7 +32,7 @@ from branch_agent._doctor import doctor_command
 from branch_agent._printers import PrinterConfig
 from broker import agent_role_name, free_port
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 from protocol import probe_topic, request_topic
 from tests.conftest import unique_id
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import tomli_w
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import unique_id
 
