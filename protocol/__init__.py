@@ -42,6 +42,7 @@ from ._document import (
     SeparatorBlock,
     TextBlock,
     decode_content,
+    decode_error,
     gtin_check_digit,
     validate_content,
 )
@@ -52,7 +53,6 @@ from ._errors import (
     InvalidId,
     InvalidTopic,
     ProtocolError,
-    error_info,
 )
 from ._fleet import (
     BranchPin,
@@ -90,6 +90,7 @@ from ._messages import (
     UpdateInfo,
     Waiting,
     blocking_condition,
+    error_info,
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
@@ -216,6 +217,7 @@ __all__ = [
     "connect_properties",
     "current_trace_id",
     "decode_content",
+    "decode_error",
     "decode_manifest",
     "decode_params",
     "decode_pin",

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent_config import dump_config
 from branch_agent import load_config
-from branch_agent._config import dump_config
 from branch_agent._doctor import doctor_command
 from branch_agent._printers import PrinterConfig
 from broker import agent_role_name, free_port

@@ -22,7 +22,7 @@ _submit = msgspec.json.Decoder(SubmitJob)
 
 
 def decode_submit(body: bytes) -> SubmitJob:
-    from protocol._document import decode_error
+    from protocol import decode_error
 
     try:
         return _submit.decode(body)
