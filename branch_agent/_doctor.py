@@ -44,7 +44,7 @@ import msgspec
 
 from protocol import ErrorCode, probe_topic, request_topic
 
-from ._cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_printer, describe_reading
+from ._checks import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_printer, describe_reading
 from ._config import AgentConfig, default_config_path, load_config
 from ._errors import ConfigError
 from ._printers import (

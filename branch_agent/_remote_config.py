@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
+from agent_config import ConfigError, parse_printers
 from protocol import (
     ConfigRejection,
     ErrorCode,
@@ -38,14 +39,12 @@ from protocol import (
     decode_printers_config,
     encode,
     error_info,
-    validate_id,
 )
 
 from ._config import AgentConfig
-from ._errors import ConfigError
 from ._jobs import Jobs, PrinterSlot
 from ._ledger import JobState, Tx
-from ._printers import NetworkPrinterConfig, PrinterBackend, PrinterConfig, open_backend
+from ._printers import PrinterBackend, PrinterConfig, open_backend
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -55,30 +54,6 @@ log = logging.getLogger("branch_agent.remote_config")
 REMOTE_CONFIG_FILE: Final = "remote-config.json"
 #: Seconds a removed or changed printer's job on paper may take before its worker is cut off.
 RETIRE_GRACE_S: Final = 60.0
-
-_printers_decoder = msgspec.json.Decoder(list[PrinterConfig])
-
-
-def parse_printers(raw: bytes, source: str = "printers") -> list[PrinterConfig]:
-    """Decode and check a printer list as the TOML's ``printers`` is checked; raises
-    :class:`ConfigError` naming the bad key."""
-    try:
-        printers = _printers_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not a JSON list of printer tables: {exc}") from exc
-    names: list[str] = []
-    for i, printer in enumerate(printers):
-        try:
-            names.append(validate_id(printer.name, f"{source}[{i}].name"))
-        except ProtocolError as exc:
-            raise ConfigError(exc.message) from exc
-        if isinstance(printer, NetworkPrinterConfig) and not 1 <= printer.port <= 65535:
-            raise ConfigError(f"{source}[{i}].port must be 1-65535, got {printer.port}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: names must be unique, got {names}")
-    return printers
 
 
 def is_local(remote: PrintersConfig) -> bool:

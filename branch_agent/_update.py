@@ -38,6 +38,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent_config import UpdateSettings, load_public_key
 from protocol import (
     BranchPin,
     ErrorCode,
@@ -53,7 +54,6 @@ from protocol import (
     software_version,
 )
 
-from ._config import UpdateSettings
 from ._supervisor import EXIT_RESTART, InstallError, InstallRoot
 
 if TYPE_CHECKING:
@@ -119,14 +119,6 @@ def supervised(install: InstallRoot) -> bool:
         return Path(sys.prefix).resolve().is_relative_to(install.versions.resolve())
     except OSError:
         return False
-
-
-def load_public_key(text: str) -> Ed25519PublicKey:
-    """A base64 raw 32-byte Ed25519 key (what ``printermaster release keygen`` prints)."""
-    try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"update.public_key is not a base64 Ed25519 public key: {exc}") from exc
 
 
 def verify_manifest(manifest: ReleaseManifest, key: Ed25519PublicKey) -> None:

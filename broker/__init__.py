@@ -9,7 +9,13 @@
 * :mod:`broker._tls` keeps a development CA and the server certificate for the TLS listeners.
 """
 
-from ._config import MAX_PACKET_BYTES, BrokerConfig, find_dynsec_plugin, render_mosquitto_conf
+from ._config import (
+    MAX_PACKET_BYTES,
+    BrokerConfig,
+    find_dynsec_plugin,
+    find_mosquitto,
+    render_mosquitto_conf,
+)
 from ._dynsec import (
     Credentials,
     DynSecAdmin,
@@ -17,9 +23,10 @@ from ._dynsec import (
     hash_password,
     initial_dynsec_document,
     new_password,
+    write_initial_dynsec,
 )
 from ._errors import BrokerError
-from ._process import MosquittoProcess, free_port, wait_for_port
+from ._process import MosquittoProcess, free_port, port_is_free, wait_for_port
 from ._provisioning import AlreadyProvisioned, NotProvisioned, ProvisionedAgent, Provisioner
 from ._roles import (
     ADMIN_ROLE,
@@ -71,11 +78,14 @@ __all__ = [
     "doctor_username",
     "ensure_tls_material",
     "find_dynsec_plugin",
+    "find_mosquitto",
     "free_port",
     "hash_password",
     "initial_dynsec_document",
     "new_password",
     "parse_agent_username",
+    "port_is_free",
     "render_mosquitto_conf",
     "wait_for_port",
+    "write_initial_dynsec",
 ]

@@ -2,6 +2,7 @@
 
 from ._app import create_app
 from ._errors import HTTP_STATUS, ApiError
+from ._server import serve, serve_worker, serve_workers
 from ._settings import ApiSettings, MqttClientSettings, SettingsError, load_settings
 
 __all__ = [
@@ -12,4 +13,7 @@ __all__ = [
     "SettingsError",
     "create_app",
     "load_settings",
+    "serve",
+    "serve_worker",
+    "serve_workers",
 ]

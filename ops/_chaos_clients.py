@@ -12,7 +12,7 @@ import httpx
 from ops._chaos_audit import ChaosReport, TestPrintAnswer
 from ops._chaos_config import NO_API_FOR, PRINTER, ChaosConfig
 from ops._chaos_faults import Timeline
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 __all__ = ["api_urls", "submit_all"]
 

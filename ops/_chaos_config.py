@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_api._settings import ApiSettings, MqttClientSettings
+from cloud_api import ApiSettings, MqttClientSettings
 
 __all__ = ["DEFAULTS", "NETWORK_PRINTER", "NO_API_FOR", "PRINTER", "ChaosConfig"]
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from ops._chaos_config import ChaosConfig
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 __all__ = ["Timeline", "inflict", "note_adoption", "note_failover"]
 

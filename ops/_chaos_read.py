@@ -14,7 +14,7 @@ from ops._chaos_audit import FINAL
 from ops._chaos_clients import api_urls
 from ops._chaos_config import PRINTER
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 __all__ = ["job_states", "network_paper", "paper", "settle", "state", "timelines"]
 

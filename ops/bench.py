@@ -44,7 +44,7 @@ from broker import (
     free_port,
     new_password,
 )
-from printermaster._stack import Stack, _child_env
+from printermaster.stack import Stack, child_env
 
 from ._drive import Call, PhaseResult, drive
 from ._floor import FloorRequester
@@ -157,7 +157,7 @@ class SimProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
-                env=_child_env(),
+                env=child_env(),
                 start_new_session=True,
             )
         assert self.proc.stdout is not None

@@ -36,7 +36,7 @@ from ops._chaos_clients import submit_all
 from ops._chaos_config import DEFAULTS, NETWORK_PRINTER, PRINTER, ChaosConfig
 from ops._chaos_faults import Timeline, inflict
 from ops.fake_printer import FakePrinter
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 __all__ = ["ChaosConfig", "ChaosReport", "main", "run_chaos"]
 

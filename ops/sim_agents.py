@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from agent_config import VirtualPrinterConfig
 from branch_agent import Agent, AgentConfig, MqttSettings, PrinterBackend, PrinterReading
-from branch_agent._printers import VirtualPrinterConfig
 from broker import Credentials
 from groupcommit import Writer
 

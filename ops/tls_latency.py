@@ -21,7 +21,7 @@ from typing import Any
 import aiomqtt
 
 import broker as b
-from broker._dynsec import write_initial_dynsec
+from broker import write_initial_dynsec
 from protocol import nodelay_socket_options, reply_topic, request_topic, set_tcp_nodelay
 
 BRANCH, AGENT = "bench", "a1"

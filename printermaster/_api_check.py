@@ -11,8 +11,7 @@ from typing import TextIO
 
 import aiomqtt
 
-from cloud_api import ApiSettings
-from cloud_api._settings import MqttClientSettings
+from cloud_api import ApiSettings, MqttClientSettings
 
 
 async def _broker(mqtt: MqttClientSettings, client_id: str) -> str | None:

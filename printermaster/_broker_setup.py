@@ -25,10 +25,10 @@ from broker import (
     Credentials,
     MosquittoProcess,
     cloud_role,
+    find_mosquitto,
     new_password,
+    write_initial_dynsec,
 )
-from broker._config import find_mosquitto
-from broker._dynsec import write_initial_dynsec
 
 UNIT_NAME = "printermaster-broker.service"
 

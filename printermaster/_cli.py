@@ -11,8 +11,7 @@ from typing import Any
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from branch_agent import ConfigError, load_config
-    from branch_agent._service import run_service
+    from branch_agent import ConfigError, load_config, run_service
     from protocol import configure_logging
 
     configure_logging(args.log_level, args.log_format)
@@ -37,8 +36,7 @@ def private_files() -> None:
 def _api(args: argparse.Namespace) -> int:
     import msgspec
 
-    from cloud_api import SettingsError, load_settings
-    from cloud_api._server import serve, serve_worker, serve_workers
+    from cloud_api import SettingsError, load_settings, serve, serve_worker, serve_workers
 
     try:
         settings = load_settings(args.config)
@@ -74,7 +72,14 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.state_dir, http_port=args.http_port, mqtt_port=args.mqtt_port)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands that run none of the agent's code: for them the ``agent`` commands are not set up,
+#: so an API process never loads the agent's runtime (printer drivers, python-escpos).
+_NOT_AGENT_COMMANDS = frozenset({"demo", "api", "broker", "release"})
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``command`` (the command line's first word) leaves out the
+    ``agent`` commands when it names another one."""
     parser = argparse.ArgumentParser(prog="printermaster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -112,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     api.set_defaults(func=_api)
 
-    _add_agent_parser(sub)
+    if command not in _NOT_AGENT_COMMANDS:
+        _add_agent_parser(sub)
 
     from ._fleet_cli import add_release_parser
     from ._provision_cli import add_parser as add_broker_parser
@@ -123,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_agent_parser(sub: Any) -> None:
-    from branch_agent._cli import add_commands as add_agent_commands
-    from branch_agent._cli import add_config_arg
+    from branch_agent import add_commands as add_agent_commands
+    from branch_agent import add_config_arg
 
     agent = sub.add_parser("agent", help="the branch agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
@@ -145,7 +151,8 @@ def _add_agent_parser(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     return int(args.func(args))
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import tomli_w
 
-from broker import free_port
-from broker._process import port_is_free
+from broker import free_port, port_is_free
 
-from ._stack import AgentHandle, ChildProcess, Stack
+from .stack import AgentHandle, ChildProcess, Stack
 
 BRANCH_ID = "demo"
 AGENT_ID = "agent-1"

@@ -21,7 +21,7 @@ from typing import Any
 
 
 def add_agent_commands(agent_sub: Any) -> None:
-    from branch_agent._cli import add_config_arg
+    from branch_agent import add_config_arg
 
     sup = agent_sub.add_parser(
         "supervise", help="run the current version of an install root; roll back failed updates"
@@ -69,7 +69,7 @@ def wheel_version(wheel: Path) -> str:
 
 
 def _supervise(args: argparse.Namespace) -> int:
-    from branch_agent._supervisor import supervise
+    from branch_agent import supervise
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -81,7 +81,7 @@ def _supervise(args: argparse.Namespace) -> int:
 
 
 def _install_version(args: argparse.Namespace) -> int:
-    from branch_agent._supervisor import InstallError, InstallRoot
+    from branch_agent import InstallError, InstallRoot
 
     wheel = Path(args.wheel)
     try:

@@ -137,10 +137,14 @@ def _admin_target(args: argparse.Namespace) -> tuple[str, int, str, str]:
 async def _run(
     args: argparse.Namespace, target: tuple[str, int, str, str], ca_pem: str | None
 ) -> str:
-    from branch_agent._printers import VirtualPrinterConfig
+    from agent_config import VirtualPrinterConfig
     from broker import Credentials, DynSecAdmin, Provisioner
-    from cloud_api.provisioning import BrokerEndpoint, render_agent_config
-    from cloud_api.provisioning._render import WINDOWS_DATA_DIR, is_loopback
+    from cloud_api.provisioning import (
+        WINDOWS_DATA_DIR,
+        BrokerEndpoint,
+        is_loopback,
+        render_agent_config,
+    )
 
     host, port, user, password = target
     also = [_host_port(a) for a in args.also]

@@ -13,7 +13,7 @@ import msgspec
 
 from branch_agent import Agent, AgentConfig
 
-from ._stack import Stack
+from .stack import Stack
 
 
 class Swarm:

@@ -44,6 +44,7 @@ from ._document import (
     SeparatorBlock,
     TextBlock,
     decode_content,
+    decode_error,
     gtin_check_digit,
     validate_content,
 )
@@ -54,7 +55,6 @@ from ._errors import (
     InvalidId,
     InvalidTopic,
     ProtocolError,
-    error_info,
 )
 from ._fleet import (
     BranchPin,
@@ -92,6 +92,7 @@ from ._messages import (
     UpdateInfo,
     Waiting,
     blocking_condition,
+    error_info,
 )
 from ._mqtt import (
     CONTENT_TYPE_JSON,
@@ -219,6 +220,7 @@ __all__ = [
     "connect_properties",
     "current_trace_id",
     "decode_content",
+    "decode_error",
     "decode_manifest",
     "decode_params",
     "decode_pin",

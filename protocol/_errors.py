@@ -11,10 +11,7 @@ Exception tree::
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from ._messages import ErrorInfo
+from typing import Final
 
 
 class ErrorCode(enum.StrEnum):
@@ -60,13 +57,6 @@ RETRYABLE: Final[frozenset[ErrorCode]] = frozenset(
         ErrorCode.RATE_LIMITED,
     }
 )
-
-
-def error_info(code: ErrorCode, message: str) -> ErrorInfo:
-    """Build the wire form of an error, with ``retryable`` derived from the code."""
-    from ._messages import ErrorInfo
-
-    return ErrorInfo(code=code, message=message, retryable=code in RETRYABLE)
 
 
 class ProtocolError(Exception):

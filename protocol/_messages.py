@@ -11,7 +11,7 @@ from typing import Final, Literal
 import msgspec
 
 from ._document import Content, Copies
-from ._errors import ErrorCode
+from ._errors import RETRYABLE, ErrorCode
 from ._version import PROTOCOL_VERSION
 
 METHOD_PRINTER_TEST: Final = "printer.test"
@@ -93,6 +93,11 @@ class ErrorInfo(_Wire, kw_only=True, frozen=True):
     code: ErrorCode
     message: str
     retryable: bool = False
+
+
+def error_info(code: ErrorCode, message: str) -> ErrorInfo:
+    """Build the wire form of an error, with ``retryable`` derived from the code."""
+    return ErrorInfo(code=code, message=message, retryable=code in RETRYABLE)
 
 
 class PrintResult(_Wire, kw_only=True, frozen=True):

@@ -16,7 +16,15 @@ from broker import free_port
 from broker._tls import ensure_tls_material
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("protocol", "groupcommit", "cloud_api", "branch_agent", "broker", "printermaster")
+PACKAGES = (
+    "protocol",
+    "agent_config",
+    "groupcommit",
+    "cloud_api",
+    "branch_agent",
+    "broker",
+    "printermaster",
+)
 
 
 def build_wheel(out: Path, version: str, *, broken: bool = False) -> Path:

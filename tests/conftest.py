@@ -13,7 +13,7 @@ import pytest
 from broker import free_port
 from cloud_api.store import Store, open_store
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 from .pg import postgres_url
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cloud_api.store import Store
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import make_stack, unique_id
 from .pg import postgres_url

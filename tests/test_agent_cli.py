@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import tomli_w
 
+from agent_config import default_config_path, default_data_dir
 from branch_agent import ConfigError, load_config, parse_config
 from branch_agent._cli import job_time, print_test_page_command, printers_command
-from branch_agent._config import default_config_path, default_data_dir
 from branch_agent._discovery import discovered_printers
 from branch_agent._render import render_test_page
 from ops.fake_printer import FakePrinter
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from tests.conftest import AgentFactory
 
 BASE: dict[str, Any] = {

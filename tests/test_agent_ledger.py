@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from branch_agent._render import render_content
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 from protocol import (
     decode_content,
     new_job_id,

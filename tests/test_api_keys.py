@@ -15,7 +15,7 @@ import pytest
 from cloud_api import ApiError
 from cloud_api.apikeys import ApiKeyService, DbApiKeyStore, MemoryApiKeyStore, import_key_file
 from cloud_api.store import Store
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory, job_files, unique_id
 

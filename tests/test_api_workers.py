@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import job_files, make_stack, unique_id
 

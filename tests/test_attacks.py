@@ -14,7 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker import Credentials, Provisioner, agent_username
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import (
     Accepted,
     Done,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from branch_agent._supervisor import InstallRoot
 from branch_agent._update import rollout_bucket
 from cloud_api.releases import public_key_b64, sign_artifact
-from printermaster._stack import ChildProcess, Stack
+from printermaster.stack import ChildProcess, Stack
 
 from ._releases import HttpsServer, build_wheel, https_server
 from .conftest import unique_id

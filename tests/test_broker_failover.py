@@ -17,7 +17,7 @@ import pytest
 
 from branch_agent import parse_config
 from broker import free_port
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import unique_id
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 from .conftest import job_files, make_stack, unique_id
 from .jobs_helpers import submit, wait_state

@@ -17,7 +17,7 @@ import msgspec
 from cryptography import x509
 
 from broker import free_port, wait_for_port
-from printermaster._stack import _child_env
+from printermaster.stack import child_env
 
 
 def _setup(directory: Path, *extra: str) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def _setup(directory: Path, *extra: str) -> tuple[int, int]:
         ],
         capture_output=True,
         text=True,
-        env=_child_env(),
+        env=child_env(),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -19,7 +19,7 @@ from ops import _chaos_read as read
 from ops._chaos_audit import ChaosReport, judge
 from ops._chaos_config import PRINTER
 from ops.chaos import ChaosConfig, run_chaos
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import unique_id
 

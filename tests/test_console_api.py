@@ -20,7 +20,7 @@ from cloud_api.console import STATIC_DIR, EventFeed, FeedEvent, branch_page, sea
 from cloud_api.console._branches import branch_detail
 from cloud_api.jobs._inflight import InFlight
 from cloud_api.store import JobRecord, JobState, Store
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import AgentStatus, ErrorCode, Presence, PrinterState, encode, new_job_id
 
 from .conftest import AgentFactory, unique_id

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 from .conftest import AgentFactory, unique_id
 from .console_browser import DOCS, chromium

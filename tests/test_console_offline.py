@@ -10,7 +10,7 @@ import httpx
 from playwright.sync_api import Route, expect
 
 from cloud_api.console import STATIC_DIR
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .console_browser import chromium
 

@@ -19,8 +19,8 @@ import pytest
 from playwright.sync_api import expect
 
 from branch_agent import Agent, AgentConfig
-from printermaster._stack import Stack
 from printermaster._swarm import Swarm
+from printermaster.stack import Stack
 
 from .conftest import make_stack, unique_id
 from .console_browser import DOCS, chromium

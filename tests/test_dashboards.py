@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory
 

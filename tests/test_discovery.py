@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from branch_agent._config import AgentConfig
+from agent_config import AgentConfig
 from branch_agent._discovery import discover, discover_devices, discovered
 from branch_agent._discovery_devices import local_subnets, scan_hosts
 from broker import free_port
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory
 
@@ -83,7 +83,7 @@ def test_usb_printers_by_class_or_maker_not_configured(usb_bus: list[FakeDevice]
         "product_id": 0x0E15,
     }
     # the suggested table is a valid printer config as it stands
-    from branch_agent._remote_config import parse_printers
+    from agent_config import parse_printers
 
     assert parse_printers(msgspec.json.encode([epson.config]))[0].name == "usb-04b8-0e15"
 

@@ -26,13 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent_config import dump_config
 from branch_agent import load_config
-from branch_agent._config import dump_config
 from branch_agent._doctor import doctor_command
 from branch_agent._printers import PrinterConfig
 from broker import agent_role_name, free_port
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 from protocol import probe_topic, request_topic
 from tests.conftest import unique_id
 

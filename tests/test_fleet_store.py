@@ -16,7 +16,7 @@ from cloud_api._settings import ApiSettings
 from cloud_api.printers import PrinterConfigService
 from cloud_api.releases import PinBody, ReleaseBody, ReleaseService, public_key_b64, sign_artifact
 from cloud_api.store import Store
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import ErrorCode
 
 from ._releases import build_wheel

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import make_stack
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from broker import Credentials, Provisioner, agent_username
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import (
     Done,
     Failed,

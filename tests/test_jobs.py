@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from branch_agent._render import render_content
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 from protocol import validate_content
 
 from .conftest import job_files, make_stack, unique_id

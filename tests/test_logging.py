@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from broker import free_port
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import configure_logging, reset_trace_id, set_trace_id
 
 from .conftest import AgentFactory

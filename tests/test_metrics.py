@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory
 

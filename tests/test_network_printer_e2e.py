@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ops.fake_printer import FakePrinter
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 from .conftest import unique_id
 from .test_agent_ledger import Cloud

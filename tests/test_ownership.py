@@ -15,7 +15,7 @@ from broker import Credentials, Provisioner
 from cloud_api._registry import Owner, Registry
 from cloud_api.store import Store
 from cloud_api.store._printers import PrinterTable
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
 from ._mqtt import Probe

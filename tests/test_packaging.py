@@ -24,7 +24,7 @@ import psutil
 import pytest
 import tomli_w
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import unique_id
 
@@ -32,7 +32,15 @@ pytestmark = [pytest.mark.build, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "pkgtest"
-PACKAGES = ["protocol", "groupcommit", "cloud_api", "branch_agent", "broker", "printermaster"]
+PACKAGES = [
+    "protocol",
+    "agent_config",
+    "groupcommit",
+    "cloud_api",
+    "branch_agent",
+    "broker",
+    "printermaster",
+]
 BIN = "Scripts" if sys.platform == "win32" else "bin"
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import MAX_PAYLOAD_BYTES, reply_topic, request_topic
 
 from ._mqtt import Probe, raw_publish_qos1

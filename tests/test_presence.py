@@ -23,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from branch_agent import ConfigError, parse_config
 from cloud_api._registry import Liveness, Registry
 from cloud_api.fleet import summarize
-from printermaster._stack import AgentHandle, Stack
 from printermaster._swarm import Swarm
+from printermaster.stack import AgentHandle, Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
 from .conftest import AgentFactory, make_stack, unique_id

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from agent_config import CupsPrinterConfig
 from branch_agent._printers import PrinterError, open_backend
-from branch_agent._printers._config import CupsPrinterConfig
 from ops.fake_printer import FakePrinter
 from protocol import ErrorCode
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from branch_agent._printers import PrinterError, open_backend
-from branch_agent._printers._config import (
+from agent_config import (
     FilePrinterConfig,
     SerialPrinterConfig,
     UsbPrinterConfig,
     Win32PrinterConfig,
 )
+from branch_agent._printers import PrinterError, open_backend
 from branch_agent._printers._escpos_device import EscposDeviceBackend
 from branch_agent._printers._win32 import reading_from_spooler_status
 from protocol import ErrorCode

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from agent_config import NetworkPrinterConfig
 from branch_agent._printers import PrinterError, open_backend
-from branch_agent._printers._config import NetworkPrinterConfig
 from branch_agent._printers._network import NetworkPrinter
 from ops.fake_printer import FakePrinter
 from protocol import ErrorCode

@@ -15,7 +15,7 @@ import pytest
 
 from branch_agent import load_config, parse_config
 from broker import Credentials
-from printermaster._stack import ChildProcess, Stack
+from printermaster.stack import ChildProcess, Stack
 
 from ._mqtt import NOT_AUTHORIZED, Probe
 from .conftest import unique_id

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import AgentFactory, job_files
 

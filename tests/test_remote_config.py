@@ -15,7 +15,7 @@ from broker import Credentials, Role, new_password
 from cloud_api._errors import ApiError
 from cloud_api._retained import publish_retained
 from cloud_api._settings import MqttClientSettings
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 from protocol import ErrorCode, config_topic
 
 from .conftest import AgentFactory, job_files, unique_id

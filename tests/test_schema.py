@@ -17,7 +17,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import make_stack
 

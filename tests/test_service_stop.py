@@ -19,7 +19,7 @@ import tomli_w
 
 from branch_agent import parse_config
 from branch_agent._service import loop_factory, serve, stop_signals
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import Presence, presence_topic
 
 from .conftest import AgentFactory, unique_id

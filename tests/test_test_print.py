@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import reply_topic, request_topic
 
 from .conftest import AgentFactory, job_files

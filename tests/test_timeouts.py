@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 
 from .conftest import job_files, make_stack, unique_id
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import parse_traceparent
 
 from ._mqtt import Probe, Received, create_observer, delete_observer

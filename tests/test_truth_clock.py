@@ -13,7 +13,7 @@ from paho.mqtt.properties import Properties
 
 from cloud_api._mqtt import MqttLink
 from cloud_api._registry import Registry
-from printermaster._stack import Stack
+from printermaster.stack import Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
 from .conftest import make_stack, unique_id

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from printermaster._stack import AgentHandle, Stack
+from printermaster.stack import AgentHandle, Stack
 
 from .conftest import job_files, make_stack, unique_id
 from .jobs_helpers import FINAL, receipt, wait_state

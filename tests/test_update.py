@@ -13,13 +13,12 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from branch_agent._config import UpdateSettings
+from agent_config import UpdateSettings, load_public_key
 from branch_agent._supervisor import InstallError, InstallRoot
 from branch_agent._update import (
     UpdateRefused,
     choose,
     download,
-    load_public_key,
     rollout_bucket,
     verify_manifest,
 )

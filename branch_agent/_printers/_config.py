@@ -1,102 +1,21 @@
-"""Printer configuration: a tagged union on ``kind``, and the backend factory."""
+"""The backend factory: a configured printer (:mod:`agent_config`'s tables) to its backend."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
+from agent_config import (
+    CupsPrinterConfig,
+    FilePrinterConfig,
+    NetworkPrinterConfig,
+    PrinterConfig,
+    SerialPrinterConfig,
+    UsbPrinterConfig,
+    VirtualPrinterConfig,
+    Win32PrinterConfig,
+)
 
 from ._base import PrinterBackend
-
-
-class _PrinterConfigBase(
-    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="kind"
-):
-    #: Printer id as the cloud addresses it (``POS-80C``).
-    name: str
-
-
-class VirtualPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="virtual"):
-    """Stores each job's bytes in ``directory`` (default: ``{data_dir}/virtual/{name}``)."""
-
-    directory: str | None = None
-
-
-class NetworkPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="network"):
-    """Raw TCP (port 9100); status by ``DLE EOT`` unless ``status_query`` is false."""
-
-    host: str
-    port: int = 9100
-    #: Seconds for each step of a job: connecting, each chunk of job data, the receipt.
-    timeout: float = 10.0
-    #: Seconds a status answer may take (a printer answers ``DLE EOT`` at once).
-    status_timeout: float = 1.0
-    #: Seconds without use after which the kept-alive connection is closed.
-    idle_close: float = 15.0
-    status_query: bool = True
-
-
-class UsbPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="usb"):
-    """A USB printer found by vendor and product id (needs pyusb and libusb)."""
-
-    vendor_id: int
-    product_id: int
-    interface: int = 0
-    in_ep: int = 0x82
-    out_ep: int = 0x01
-    timeout: float = 5.0
-    status_query: bool = True
-
-
-class SerialPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="serial"):
-    """A serial printer (``/dev/ttyS0``, ``/dev/ttyUSB0``, ``COM3``; needs pyserial)."""
-
-    device: str
-    baudrate: int = 9600
-    #: Hardware flow control by DSR/DTR (python-escpos' default); false: none.
-    dsrdtr: bool = True
-    xonxoff: bool = False
-    timeout: float = 5.0
-    status_query: bool = True
-
-
-class FilePrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="file"):
-    """A device node (``/dev/usb/lp0``); status by ``DLE EOT`` when the node can be read."""
-
-    device: str
-    timeout: float = 5.0
-    status_query: bool = True
-
-
-class CupsPrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="cups"):
-    """A raw CUPS queue (needs the ``cups`` extra)."""
-
-    queue: str
-    #: ``host``, ``host:port`` or a domain socket path; default: libcups' (``CUPS_SERVER``).
-    server: str | None = None
-    #: Seconds to wait for CUPS to finish the job; then it is cancelled so it never prints late.
-    timeout: float = 60.0
-
-
-class Win32PrinterConfig(_PrinterConfigBase, kw_only=True, frozen=True, tag="win32"):
-    """A Windows spooler printer fed raw bytes (needs the ``windows`` extra)."""
-
-    #: Spooler printer name; empty means the default printer.
-    printer_name: str = ""
-    #: Seconds to wait for the spooler to finish the job; then it is cancelled so it never
-    #: prints late.
-    timeout: float = 60.0
-
-
-PrinterConfig = (
-    VirtualPrinterConfig
-    | NetworkPrinterConfig
-    | UsbPrinterConfig
-    | SerialPrinterConfig
-    | FilePrinterConfig
-    | CupsPrinterConfig
-    | Win32PrinterConfig
-)
 
 
 def open_backend(config: PrinterConfig, data_dir: Path) -> PrinterBackend:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
+from agent_config import ConfigError, parse_printers
 from protocol import (
     MAX_PAYLOAD_BYTES,
     ConfigRejection,
@@ -81,9 +82,6 @@ class AgentPrintersView(msgspec.Struct, kw_only=True, frozen=True):
 
 def check_printers(printers: list[dict[str, Any]]) -> bytes:
     """The list as JSON, checked with the agent's schema; 422 naming the bad key otherwise."""
-    from branch_agent._errors import ConfigError
-    from branch_agent._remote_config import parse_printers
-
     raw = msgspec.json.encode(printers)
     try:
         parse_printers(raw, "$.printers")

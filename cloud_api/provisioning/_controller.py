@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, post
 
-from branch_agent._printers import PrinterConfig
+from agent_config import PrinterConfig
 from protocol import ErrorCode, is_valid_id
 
 from .._auth import check_branch, principal_of, require_admin

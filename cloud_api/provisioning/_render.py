@@ -11,9 +11,16 @@ from typing import Literal
 
 import msgspec
 
-from branch_agent import AgentConfig, ConfigError, MqttSettings, parse_config
-from branch_agent._config import BrokerAddress, dump_config
-from branch_agent._printers import PrinterConfig, Win32PrinterConfig
+from agent_config import (
+    AgentConfig,
+    BrokerAddress,
+    ConfigError,
+    MqttSettings,
+    PrinterConfig,
+    Win32PrinterConfig,
+    dump_config,
+    parse_config,
+)
 from broker import Credentials
 
 from .._settings import ApiSettings

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import msgspec
 
-from branch_agent import ConfigError
-from branch_agent._printers import PrinterConfig
+from agent_config import ConfigError, PrinterConfig
 from broker import (
     AlreadyProvisioned,
     BrokerError,

@@ -1,19 +1,17 @@
 """The SQL both backends share: conditional transitions, idempotent creation, reads.
-Records and the schema are in :mod:`._records`."""
+Records and the schema are in :mod:`._records`, the statements' text in :mod:`._sql`."""
 
 from __future__ import annotations
 
 import abc
-import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from ._records import (
     _COLUMNS,
-    _FIELDS,
     FINAL_STATES,
     IDEMPOTENCY_WINDOW_S,
     MIGRATIONS,
@@ -27,6 +25,7 @@ from ._records import (
     job_values,
     row_to_job,
 )
+from ._sql import INSERT_JOB, Statement, Step, update_sql
 
 __all__ = [
     "FINAL_STATES",
@@ -44,50 +43,6 @@ __all__ = [
     "job_values",
     "row_to_job",
 ]
-
-_INSERT_JOB: Final = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in _FIELDS)})"
-
-
-@functools.lru_cache(maxsize=256)
-def _update_sql(
-    sources: int,
-    fields: tuple[str, ...],
-    in_branch: bool,
-    sent: bool = False,
-    from_agent: bool = False,
-) -> str:
-    """The conditional update of a transition: ``sources`` states allowed, ``fields`` set; with
-    ``sent``, a ``queued`` job moves only if it was sent once (a reply to a job never sent is
-    refused); with ``from_agent``, only a job sent to that agent moves."""
-    sets = ", ".join(["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
-    where = "id = ? AND branch_id = ?" if in_branch else "id = ?"
-    if from_agent:  # a reply: from the job's agent, and only for a job that was sent
-        where += " AND agent_id = ? AND sent_by IS NOT NULL"
-    marks = ", ".join("?" for _ in range(sources))
-    if sent:
-        where += " AND (state <> 'queued' OR sent_by IS NOT NULL)"
-    return f"UPDATE jobs SET {sets} WHERE {where} AND state IN ({marks}) RETURNING {_COLUMNS}"
-
-
-#: One SQL statement (``?`` placeholders) and its arguments.
-Statement = tuple[str, Sequence[Any]]
-
-
-class Step(NamedTuple):
-    """One conditional transition (:meth:`Store.advance_many`)."""
-
-    to: JobState
-    allowed_from: frozenset[JobState]
-    cause: str
-    #: only a job of this branch changes
-    in_branch: str | None = None
-    #: columns set with the state
-    fields: Mapping[str, Any] = {}
-    #: only a job that was sent once changes (a reply: never to a job that was never sent)
-    sent_only: bool = False
-    #: only a job sent to this agent changes (a reply counts only from the job's own agent,
-    #: and never for a job that was not sent)
-    from_agent: str | None = None
 
 
 class Store(abc.ABC):
@@ -162,7 +117,7 @@ class Store(abc.ABC):
                 )
                 try:
                     rows = await self._write(
-                        detach, [(_INSERT_JOB, job_values(job)), *events], only_if_rows=True
+                        detach, [(INSERT_JOB, job_values(job)), *events], only_if_rows=True
                     )
                 except Exception as exc:
                     if not self._is_unique_violation(exc):
@@ -177,7 +132,7 @@ class Store(abc.ABC):
                     raise StoreError(f"idempotency key of job {existing.id} vanished; try again")
                 return self._same_or_conflict(again, job), False
         try:
-            await self._write((_INSERT_JOB, job_values(job)), events)
+            await self._write((INSERT_JOB, job_values(job)), events)
         except Exception as exc:
             if job.idempotency_key is None or not self._is_unique_violation(exc):
                 raise
@@ -291,7 +246,7 @@ class Store(abc.ABC):
         keys = [job_id] if step.in_branch is None else [job_id, step.in_branch]
         if step.from_agent is not None:
             keys.append(step.from_agent)
-        sql = _update_sql(
+        sql = update_sql(
             len(sources),
             tuple(fields),
             step.in_branch is not None,

@@ -3,7 +3,7 @@
 import multiprocessing
 import sys
 
-from printermaster._cli import agent_main
+from printermaster import agent_main
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()

@@ -1,14 +1,9 @@
-"""A whole PrinterMaster system on one machine: Mosquitto, the API and agents as processes
-under one state directory. Used by ``printermaster demo``, the test suite and the benchmark."""
+"""The stack: Mosquitto, the API and agents as processes under one state directory."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import secrets
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,76 +27,11 @@ from broker import (
     debug_role,
     free_port,
     new_password,
+    write_initial_dynsec,
 )
-from broker._dynsec import write_initial_dynsec
 
-#: The repository root, so child processes run the same code as their parent.
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-@dataclass
-class ChildProcess:
-    """A child process whose output goes to a log file."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Self:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_env(),
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """``kill -9``."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+from ._children import ChildProcess
+from ._secrets import StackSecrets
 
 
 @dataclass
@@ -168,32 +98,16 @@ class Stack:
         #: API instances beyond the first (:meth:`add_api`)
         self.apis: list[ApiHandle] = []
         self.agents: dict[tuple[str, str], AgentHandle] = {}
-        self.secrets = self._load_or_create_secrets()
+        self.secrets = StackSecrets.load_or_create(self.state_dir / "secrets.json")
 
     # --- credentials -----------------------------------------------------------------------
 
-    def _load_or_create_secrets(self) -> dict[str, Any]:
-        path = self.state_dir / "secrets.json"
-        if path.exists():
-            return dict(json.loads(path.read_text()))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "admin": {"username": "admin", "password": new_password()},
-            "cloud": {"username": "cloud", "password": new_password()},
-            "debug": {"username": "debug", "password": new_password()},
-            "api_token": "pm_" + secrets.token_urlsafe(24),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        return data
-
     def creds(self, name: str) -> Credentials:
-        return Credentials(**self.secrets[name])
+        return self.secrets.creds(name)
 
     @property
     def api_token(self) -> str:
-        return str(self.secrets["api_token"])
+        return self.secrets.api_token
 
     @property
     def api_url(self) -> str:
@@ -228,7 +142,7 @@ class Stack:
         """A debug login for one branch (bound to its client id), made once and kept in
         ``secrets.json`` with the stack's other secrets."""
         key = f"debug:{branch_id}:{name}"
-        if key not in self.secrets:
+        if not self.secrets.has(key):
 
             async def add() -> Credentials:
                 async with self.admin() as admin:
@@ -238,14 +152,7 @@ class Stack:
                         await Provisioner(admin).add_debug(branch_id, name, password=made.password)
                 return made
 
-            creds = asyncio.run(add())
-            self.secrets[key] = {"username": creds.username, "password": creds.password}
-            path = self.state_dir / "secrets.json"
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.secrets, fh, indent=2)
-            os.replace(tmp, path)
+            self.secrets.add(key, asyncio.run(add()))
         return self.creds(key)
 
     # --- agents ----------------------------------------------------------------------------
