@@ -110,6 +110,28 @@ def test_test_prints_take_an_idempotency_key(truth_stack: Stack, agent: AgentHan
     assert len(job_files(agent)) == 2
 
 
+def test_a_test_print_asked_again_while_its_agent_is_offline_answers_its_job(
+    truth_stack: Stack, agent: AgentHandle
+) -> None:
+    """The key is looked up before the agent's presence: a client that retries a test print
+    whose answer it lost, while the agent is away, learns the job it already has — not a
+    503 that invites it to try again, for a job that may be on paper."""
+    url = f"/v1/branches/{agent.branch_id}/printers/POS-80C/test"
+    headers = {"Idempotency-Key": unique_id("t")}
+    with truth_stack.client(timeout=10) as http:
+        first = http.post(url, headers=headers)
+        assert first.status_code == 200, first.text
+        agent.process.stop()
+        truth_stack.wait_agent(agent.branch_id, agent.agent_id, online=False)
+        again = http.post(url, headers=headers)
+        assert again.status_code == 200, again.text
+        assert again.json()["job_id"] == first.json()["job_id"]
+        # a new key still meets the truth about the agent
+        other = http.post(url, headers={"Idempotency-Key": unique_id("t")})
+        assert other.status_code == 503 and other.json()["error"]["code"] == "AGENT_OFFLINE"
+    assert len(job_files(agent)) == 1
+
+
 def test_a_job_failed_on_paper_out_is_retried_under_its_key(
     truth_stack: Stack, agent: AgentHandle
 ) -> None:

@@ -71,6 +71,18 @@ class Submission:
             canonical(request),
         )
 
+    async def known(
+        self, principal: Principal, idempotency_key: str, request_form: bytes
+    ) -> JobRecord | None:
+        """The job that a request with this key already made, as :meth:`create` would answer
+        it; None when the request would make a new job."""
+        try:
+            return await self.core.store.job_for_key(
+                principal.name, idempotency_key, _hash(request_form), may_retry
+            )
+        except IdempotencyConflict as exc:
+            raise _conflict(exc) from None
+
     async def create(
         self,
         principal: Principal,
@@ -110,7 +122,7 @@ class Submission:
             sent_by=core.settings.instance_id if send else None,
             idempotency_scope=principal.name if idempotency_key else None,
             idempotency_key=idempotency_key,
-            request_hash=hashlib.sha256(request_form).hexdigest() if idempotency_key else None,
+            request_hash=_hash(request_form) if idempotency_key else None,
         )
         try:
             stored, created = await core.store.create_job(
@@ -120,11 +132,7 @@ class Submission:
                 may_retry=may_retry,
             )
         except IdempotencyConflict as exc:
-            raise ApiError(
-                ErrorCode.CONFLICT,
-                "Idempotency-Key was already used with a different request body",
-                job_id=exc.job_id,
-            ) from None
+            raise _conflict(exc) from None
         if created:
             core.observer.created(stored)
             core.flights.notify(stored.id, stored)  # the live feed shows a job from its start
@@ -132,3 +140,15 @@ class Submission:
             _, now_job = await self.dispatch.publish_sent(stored, agent)
             return now_job, True
         return stored, created
+
+
+def _hash(request_form: bytes) -> str:
+    return hashlib.sha256(request_form).hexdigest()
+
+
+def _conflict(exc: IdempotencyConflict) -> ApiError:
+    return ApiError(
+        ErrorCode.CONFLICT,
+        "Idempotency-Key was already used with a different request body",
+        job_id=exc.job_id,
+    )

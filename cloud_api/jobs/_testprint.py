@@ -58,6 +58,12 @@ class TestPrints:
         (waiting for it if it is still on its way), or a new attempt when it ended in a way
         that may be retried (:func:`may_retry`)."""
         agent = self.submission.target(principal, branch_id, printer_id)
+        form = encode({"kind": "test", "branch_id": branch_id, "printer_id": printer_id})
+        if idempotency_key is not None:
+            # asked again (its answer lost): the job it made, whatever the agent is doing now
+            known = await self.submission.known(principal, idempotency_key, form)
+            if known is not None:
+                return await self._known_test_print(known, wait)
         if not self.core.link.ready.is_set():  # what we know of the agent is stale or nothing
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         if not agent.online():
@@ -68,7 +74,6 @@ class TestPrints:
         if not force:
             refuse_blocked_printer(agent, printer_id)
         job_id = new_job_id()
-        form = encode({"kind": "test", "branch_id": branch_id, "printer_id": printer_id})
         # Watched from before it exists: every stage reaches us with its record, none is missed.
         with self.core.flights.watch(job_id, wants_timeline=wait) as watch:
             job, created = await self.submission.create(

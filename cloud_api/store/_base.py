@@ -98,17 +98,12 @@ class Store(abc.ABC):
         if job.idempotency_key is not None:
             existing = await self._by_idempotency(job.idempotency_scope or "", job.idempotency_key)
             if existing is not None:
-                fresh = time.time() - existing.created_at < IDEMPOTENCY_WINDOW_S
-                if fresh and not (
-                    may_retry is not None
-                    and existing.request_hash == job.request_hash
-                    and may_retry(existing)
-                ):
-                    return self._same_or_conflict(existing, job), False
+                if self._answers(existing, job.request_hash, may_retry):
+                    return existing, False
                 # an expired key is free again, and so is the key of a job that may be
                 # retried: detach it from the old job, in the transaction that inserts the new
                 # one (a concurrent request detaches nothing and finds the new job instead)
-                if fresh:
+                if _fresh(existing):
                     job = msgspec.structs.replace(job, retry_of=existing.id)
                 detach: Statement = (
                     "UPDATE jobs SET idempotency_key = NULL WHERE id = ? AND idempotency_key = ? "
@@ -142,6 +137,34 @@ class Store(abc.ABC):
                 raise
             return self._same_or_conflict(existing, job), False
         return job, True
+
+    async def job_for_key(
+        self,
+        scope: str,
+        key: str,
+        request_hash: str,
+        may_retry: Callable[[JobRecord], bool] | None = None,
+    ) -> JobRecord | None:
+        """The job an idempotency key answers, as :meth:`create_job` would find it: the job
+        created with it inside the window for the same request (:class:`IdempotencyConflict`
+        for another request); None when the key is free or its job may be tried again."""
+        existing = await self._by_idempotency(scope, key)
+        if existing is None or not self._answers(existing, request_hash, may_retry):
+            return None
+        return existing
+
+    @staticmethod
+    def _answers(
+        existing: JobRecord,
+        request_hash: str | None,
+        may_retry: Callable[[JobRecord], bool] | None,
+    ) -> bool:
+        """Whether ``existing`` is the answer to a request with its key and ``request_hash``."""
+        if not _fresh(existing):
+            return False
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict(existing.id)
+        return may_retry is None or not may_retry(existing)
 
     @staticmethod
     def _same_or_conflict(existing: JobRecord, job: JobRecord) -> JobRecord:
@@ -356,3 +379,8 @@ class Store(abc.ABC):
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state", [])
         return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _fresh(job: JobRecord) -> bool:
+    """Whether ``job``'s idempotency key is still inside its window."""
+    return time.time() - job.created_at < IDEMPOTENCY_WINDOW_S
