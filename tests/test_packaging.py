@@ -32,7 +32,16 @@ pytestmark = [pytest.mark.build, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "pkgtest"
-PACKAGES = ["protocol", "groupcommit", "cloud_api", "branch_agent", "broker", "printermaster"]
+PACKAGES = [
+    "protocol",
+    "mqtt_adapter",
+    "pmlog",
+    "groupcommit",
+    "cloud_api",
+    "branch_agent",
+    "broker",
+    "printermaster",
+]
 BIN = "Scripts" if sys.platform == "win32" else "bin"
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from mqtt_adapter import request_properties
 from protocol import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
@@ -42,7 +43,6 @@ from protocol import (
     is_valid_id,
     new_job_id,
     reply_topic,
-    request_properties,
     request_topic,
 )
 
