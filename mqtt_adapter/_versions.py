@@ -9,6 +9,7 @@ on and fails when an upgrade changes it: widen :data:`KNOWN` only when those can
 
 from __future__ import annotations
 
+import importlib
 import logging
 from importlib import metadata
 from typing import Final
@@ -22,8 +23,9 @@ KNOWN: Final[dict[str, tuple[str, ...]]] = {"paho-mqtt": ("2.2.",), "aiomqtt": (
 class VersionGuard:
     """``ok()``: is the installed release of ``distribution`` one the fast paths know?"""
 
-    def __init__(self, distribution: str) -> None:
+    def __init__(self, distribution: str, module: str) -> None:
         self.distribution = distribution
+        self.module = module
         self.installed: str | None = None
         self._ok: bool | None = None
 
@@ -40,10 +42,7 @@ class VersionGuard:
 
     def _check(self) -> bool:
         if self.installed is None:
-            try:
-                self.installed = metadata.version(self.distribution)
-            except metadata.PackageNotFoundError:
-                self.installed = "unknown"
+            self.installed = self._installed()
         prefixes = KNOWN[self.distribution]
         if self.installed.startswith(prefixes):
             return True
@@ -56,6 +55,17 @@ class VersionGuard:
         )
         return False
 
+    def _installed(self) -> str:
+        # the module's own __version__ first: a single-file agent (PyInstaller) carries the
+        # modules but not their distribution metadata
+        version = getattr(importlib.import_module(self.module), "__version__", None)
+        if isinstance(version, str):
+            return version
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
-PAHO: Final = VersionGuard("paho-mqtt")
-AIOMQTT: Final = VersionGuard("aiomqtt")
+
+PAHO: Final = VersionGuard("paho-mqtt", "paho.mqtt")
+AIOMQTT: Final = VersionGuard("aiomqtt", "aiomqtt")

@@ -16,7 +16,16 @@ from broker import free_port
 from broker._tls import ensure_tls_material
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("protocol", "groupcommit", "cloud_api", "branch_agent", "broker", "printermaster")
+PACKAGES = (
+    "protocol",
+    "mqtt_adapter",
+    "pmlog",
+    "groupcommit",
+    "cloud_api",
+    "branch_agent",
+    "broker",
+    "printermaster",
+)
 
 
 def build_wheel(out: Path, version: str, *, broken: bool = False) -> Path:

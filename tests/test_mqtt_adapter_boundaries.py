@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +119,58 @@ def test_the_search_finds_what_it_looks_for() -> None:
     assert attribute.search("pending = client._pending_publishes")
     assert _PRIVATE_MODULES.search("from paho.mqtt import _packet")
     assert len(_checked_files()) > 100
+
+
+_APPLIED_CHECK = """
+import asyncio
+import sys
+
+from paho.mqtt import _packet
+from paho.mqtt.properties import Properties
+
+from mqtt_adapter._fastprops import FastProperties
+
+assert _packet.Properties is Properties  # nothing applied yet
+
+
+async def api():
+    from cloud_api import ApiSettings
+    from cloud_api._mqtt import MqttLink
+    from cloud_api._registry import Registry
+    from cloud_api._settings import MqttClientSettings
+
+    settings = ApiSettings(api_token="t", mqtt=MqttClientSettings(username="u", password="p"))
+    link = MqttLink(settings, Registry(), lambda *_: None)
+    client = link._make_client(settings.mqtt)
+    assert "_packet_write" in vars(client._client), "writes not coalesced"
+    assert type(client._queue).__name__ == "HandledAtOnce", "messages not handled at once"
+
+
+async def agent():
+    from branch_agent import Agent, parse_config
+
+    config = parse_config(
+        f'branch_id = "b1"\\nagent_id = "a1"\\ndata_dir = "{sys.argv[1]}"\\n'
+        '[mqtt]\\nusername = "agent:b1:a1"\\npassword = "p"\\n'
+    )
+    agent = Agent(config)
+    client = agent._connect(agent.config.mqtt)
+    assert client.manual_ack and client._client._manual_ack
+
+
+asyncio.run({side}())
+assert _packet.Properties is FastProperties, "paho's decoders not given the fast Properties"
+"""
+
+
+@pytest.mark.parametrize("side", ["api", "agent"])
+def test_the_api_and_the_agent_apply_the_fast_paths(side: str, tmp_path: Path) -> None:
+    """Each in a fresh interpreter: building the API's link or the agent applies the fast paths
+    (the speed the benchmark measures), and the API's client batches writes and handles
+    messages as paho reads them."""
+    subprocess.run(
+        [sys.executable, "-c", _APPLIED_CHECK.replace("{side}", side), str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )

@@ -52,7 +52,14 @@ __all__ = ["agent", "tls_broker"]  # fixtures, used by name
 
 def test_the_installed_releases_are_the_known_ones() -> None:
     """The fast paths are what the suite measures: on an unknown release they silently step
-    aside, so the suite says so here instead."""
+    aside, so the suite says so here instead. Relies on: each library's ``__version__`` is its
+    release (what the guard reads first: a single-file agent carries no package metadata)."""
+    from importlib import metadata
+
+    import paho.mqtt
+
+    assert paho.mqtt.__version__ == metadata.version("paho-mqtt")
+    assert aiomqtt.__version__ == metadata.version("aiomqtt")
     assert PAHO.ok(), PAHO.installed
     assert AIOMQTT.ok(), AIOMQTT.installed
 
