@@ -1,4 +1,5 @@
-"""The one place an MQTT client is built: :func:`make_client`.
+"""The one place an MQTT client is built: :func:`make_client` (asyncio, aiomqtt), or
+:func:`make_paho_client` for a synchronous tool.
 
 Every connection of the product (the API's session, its retained and drain connections, the
 agent, the provisioning admin, the tools) comes from here, so each gets the same MQTT 5 setup:

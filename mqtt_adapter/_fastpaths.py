@@ -1,23 +1,21 @@
 """Fast paths through paho's and aiomqtt's internals, each behind a version check.
 
-=========================  ==============================================  ====================
-fast path                  saves                                           plain path instead
-=========================  ==============================================  ====================
-properties decoder         paho's per-packet ``Properties`` tables          paho's ``Properties``
-(:func:`install_fast_paths`, :mod:`._fastprops`; process-wide)
-coalesced writes           one ``send()`` per queued packet                 one send per packet
-(:func:`coalesce_writes`)
-acked publish              aiomqtt's coroutine, event, ``wait_for`` and     ``client.publish``
-(:func:`publish_acked`)    two scans of every pending call per message
-handled at once            a task and an ``asyncio.wait`` per message       ``client.messages``
-(:func:`handled_at_once`)
-=========================  ==============================================  ====================
+- properties decoder (:func:`install_fast_paths`, :mod:`._fastprops`; process-wide): paho's
+  packet readers decode into a ``Properties`` without per-packet lookup tables (plain path:
+  paho's own ``Properties``);
+- coalesced writes (:func:`coalesce_writes`): the packets queued in one loop turn leave in one
+  ``send()`` (plain path: one send per packet);
+- acked publish (:func:`publish_acked`, :func:`publish_qos1`): a QoS 1 publish is a future on
+  its PUBACK, without aiomqtt's coroutine, event, ``wait_for`` and two scans of every pending
+  call (plain path: ``client.publish``);
+- handled at once (:func:`handled_at_once`): each message goes to its handler as paho reads it,
+  without a task and an ``asyncio.wait`` each (plain path: ``client.messages``).
 
 Each runs only on a paho/aiomqtt release it was checked against (:mod:`._versions`); on another,
 the plain public path runs and one warning says so. Nothing here is applied at import: the API
-and the agent call :func:`install_fast_paths` and build their clients with ``fast=True``
-(:func:`mqtt_adapter.make_client`). ``tests/test_mqtt_adapter_canaries.py`` names, for each,
-the upstream attribute and behaviour it relies on.
+and the agent call :func:`install_fast_paths` and build their clients with ``fast=True`` /
+``on_message`` (:func:`mqtt_adapter.make_client`). ``tests/test_mqtt_adapter_canaries.py``
+names, for each, the upstream attribute and behaviour it relies on.
 """
 
 from __future__ import annotations
