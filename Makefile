@@ -27,9 +27,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy protocol agent_config groupcommit cloud_api broker printermaster ops
-	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform linux branch_agent agent_config groupcommit
-	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform win32 branch_agent agent_config groupcommit
+	$(VENV)/bin/mypy protocol agent_config mqtt_adapter pmlog groupcommit cloud_api broker printermaster ops
+	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform linux branch_agent agent_config mqtt_adapter pmlog groupcommit
+	$(VENV)/bin/mypy --python-version $(PY_LOWEST) --platform win32 branch_agent agent_config mqtt_adapter pmlog groupcommit
 
 ## The wheel and sdist in dist/ (what docs/install-agent.md installs).
 build: setup

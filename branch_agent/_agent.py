@@ -2,63 +2,47 @@
 
 Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` at once,
 then one final ``done`` or ``failed``. Malformed payloads and unknown methods are answered with a
-typed ``failed``; nothing is silently dropped except where no reply can be addressed.
+typed ``failed`` (:mod:`._requests`); nothing is silently dropped except where no reply can be
+addressed. What the cloud sees of the agent, presence and status, is :mod:`._status`.
 
 Receive before acknowledge: an incoming request is recorded in the job ledger (:mod:`._jobs`,
-:mod:`._ledger`) before its PUBACK goes out (:mod:`._mqtt`), and every reply leaves through the
-persistent outbox (:mod:`._outbox`), so neither a request nor a reply is lost in a crash.
+:mod:`._ledger`) before its PUBACK goes out (a ``manual_ack`` client of :mod:`mqtt_adapter`),
+and every reply leaves through the persistent outbox (:mod:`._outbox`), so neither a request nor
+a reply is lost in a crash. The session is :class:`mqtt_adapter.SessionLoop` over the agent's
+ordered broker list: the next broker at once when one fails, back to the first when it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import platform
-import ssl
 import time
 
 import aiomqtt
 import psutil
 
 from groupcommit import Writer
-from protocol import (
-    AgentStatus,
-    Backoff,
-    ErrorCode,
-    JobCancelParams,
-    Presence,
-    PrinterTestParams,
-    PrintJobParams,
-    ProtocolError,
-    TopicKind,
-    UpdateInfo,
-    connect_properties,
-    decode_params,
-    decode_request,
-    encode,
-    is_valid_id,
-    nodelay_socket_options,
-    parse_topic,
-    presence_topic,
+from mqtt_adapter import (
+    Client,
+    SessionLoop,
+    Will,
+    install_fast_paths,
+    make_client,
     publish_acked,
-    publish_properties,
     reply_properties,
-    request_topic,
-    software_version,
-    status_topic,
 )
+from protocol import presence_topic, request_topic, status_topic
 
 from ._config import AgentConfig, MqttSettings
-from ._discovery import discovered
 from ._fleet import Fleet
-from ._jobs import Admission, CancelRequest, Intake, JobRequest, Jobs, PrinterSlot, Refusal
+from ._jobs import Admission, Jobs, PrinterSlot
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry
-from ._mqtt import BrokerRotation, ManualAckClient, reachable
 from ._observe import AgentObserver, agent_gauges, metrics_server
 from ._outbox import Outbox
-from ._printers import PrinterReading, open_backend
+from ._printers import open_backend
+from ._requests import RequestIntake
+from ._status import StatusReporting
 
 log = logging.getLogger("branch_agent")
 
@@ -70,11 +54,7 @@ DRAIN_S = 2.0
 CONNECT_TIMEOUT_S = 4.0
 
 
-class _PreferredBrokerBack(Exception):
-    """The agent's first broker answers again while it is connected to another one."""
-
-
-class Agent:
+class Agent(StatusReporting, RequestIntake):
     """Run with ``await agent.run()``; ``agent.stop()`` ends it gracefully (offline at once).
 
     The job ledger runs its own writer thread, unless ``ledger_writer`` is given: many agents in
@@ -82,6 +62,7 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, *, ledger_writer: Writer | None = None) -> None:
+        install_fast_paths()
         #: Remote printer configuration and signed updates (the printers the cloud last set).
         self.fleet = Fleet(config)
         config = self.fleet.agent_config
@@ -97,14 +78,19 @@ class Agent:
         self._status_topic = status_topic(self.branch_id, self.agent_id)
         self._session = 0
         self._started_at = time.time()
-        self._client: ManualAckClient | None = None
-        self._brokers = BrokerRotation(config.mqtt.endpoints(), Backoff())
+        #: the client of the current session (None between sessions)
+        self.client: Client | None = None
         self._stopping = asyncio.Event()
+        self._sessions: SessionLoop[MqttSettings] = SessionLoop(
+            config.mqtt.endpoints(),
+            log=log,
+            failback_interval=config.mqtt.failback_interval,
+            stopping=self._stopping,
+        )
         self._connected = asyncio.Event()
-        #: Set when the status the cloud sees changed (or may have: a printer's reading).
         self._status_dirty = asyncio.Event()
-        self._status_check: asyncio.TimerHandle | None = None
-        self._published_view: tuple[object, ...] = ()
+        self._status_check = None
+        self._published_view = ()
         self.ledger = Ledger(
             config.data_path / LEDGER_FILE, sync=config.ledger_sync, writer=ledger_writer
         )
@@ -162,7 +148,7 @@ class Agent:
                 asyncio.create_task(self._prune_ledger(), name="ledger-prune"),
             ]
             try:
-                await self._session_loop()
+                await self._sessions.run(self._connect, self._serve, ended=self._session_ended)
             finally:
                 await self._stop_printing()
                 for task in background:
@@ -197,107 +183,60 @@ class Agent:
 
     # --- MQTT session ----------------------------------------------------------------------
 
-    def _presence(self, state: str, reason: str = "") -> bytes:
-        return encode(
-            Presence(
-                state=state,  # type: ignore[arg-type]
-                session=self._session,
-                branch_id=self.branch_id,
-                agent_id=self.agent_id,
-                version=software_version(),
-                at=time.time(),
-                reason=reason,
-                printers=list(self.printers),
-            )
-        )
-
-    def _client_for_session(self, mqtt: MqttSettings) -> ManualAckClient:
-        connect_props = connect_properties(session_expiry=mqtt.session_expiry)
-        tls_context = None
-        if mqtt.tls:
-            tls_context = ssl.create_default_context(cafile=mqtt.ca_file, cadata=mqtt.ca_pem)
-        return ManualAckClient(
+    def _connect(self, mqtt: MqttSettings) -> Client:
+        """The client of the next session, with this session's will."""
+        # Session numbers rise on every connect, even across restarts: a will from an older
+        # session arriving late is then recognisably stale.
+        self._session = max(self._session + 1, time.time_ns() // 1_000_000)
+        return make_client(
             mqtt.host,
             mqtt.port,
+            client_id=mqtt.username,
             username=mqtt.username,
             password=mqtt.password,
-            identifier=mqtt.username,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(
+            tls=mqtt.tls,
+            ca_file=mqtt.ca_file,
+            ca_pem=mqtt.ca_pem,
+            transport=mqtt.transport,
+            websocket_path=mqtt.websocket_path,
+            will=Will(
                 self._presence_topic,
                 self._presence("offline", "connection lost"),
                 qos=1,
                 retain=True,
             ),
             clean_start=False,
-            properties=connect_props,
+            session_expiry=mqtt.session_expiry,
             keepalive=mqtt.keepalive,
-            transport=mqtt.transport,
-            websocket_path=mqtt.websocket_path if mqtt.transport == "websockets" else None,
-            tls_context=tls_context,
-            socket_options=nodelay_socket_options(),
             # with another broker to go to, one that does not answer is given up sooner
-            timeout=CONNECT_TIMEOUT_S if len(self._brokers.endpoints) > 1 else 10,
+            timeout=CONNECT_TIMEOUT_S if len(self._sessions.endpoints) > 1 else 10,
+            manual_ack=True,
         )
 
-    async def _session_loop(self) -> None:
-        brokers = self._brokers
-        while not self._stopping.is_set():
-            mqtt = brokers.current
-            # Session numbers rise on every connect, even across restarts: a will from an older
-            # session arriving late is then recognisably stale.
-            self._session = max(self._session + 1, time.time_ns() // 1_000_000)
-            try:
-                async with self._client_for_session(mqtt) as client:
-                    self._client = client
-                    # One SUBSCRIBE: requests, and the retained printer config and releases.
-                    topics = (self._req_topic, *self.fleet.topics())
-                    await client.subscribe([(t, 1) for t in topics])
-                    await client.publish(
-                        self._presence_topic, self._presence("online"), qos=1, retain=True
-                    )
-                    await self._publish_status(client)
-                    self._connected.set()
-                    brokers.connected()
-                    self.fleet.on_connected()
-                    self.sessions += 1
-                    log.info(
-                        "connected to %s:%s as session %d", mqtt.host, mqtt.port, self._session
-                    )
-                    await self._serve_session(client)
-                    # Graceful stop: say offline ourselves; a clean DISCONNECT sends no will.
-                    await client.publish(
-                        self._presence_topic,
-                        self._presence("offline", "stopped"),
-                        qos=1,
-                        retain=True,
-                    )
-                    return
-            except _PreferredBrokerBack:
-                log.info("the preferred broker answers again: moving back to it")
-                brokers.back_to_preferred()
-                continue
-            except aiomqtt.MqttError as exc:
-                log.warning("broker %s:%s lost: %s", mqtt.host, mqtt.port, exc)
-            finally:
-                self._client = None
-                self._connected.clear()
-            delay = brokers.failed()  # the next broker at once; a pause after a whole round
-            if delay:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
+    async def _serve(self, client: Client, mqtt: MqttSettings) -> None:
+        """One session: subscribe, announce, serve; on a graceful stop say offline."""
+        self.client = client
+        # One SUBSCRIBE: requests, and the retained printer config and releases.
+        topics = (self._req_topic, *self.fleet.topics())
+        await client.subscribe([(t, 1) for t in topics])
+        await client.publish(self._presence_topic, self._presence("online"), qos=1, retain=True)
+        await self._publish_status(client)
+        self._connected.set()
+        self._sessions.connected()
+        self.fleet.on_connected()
+        self.sessions += 1
+        log.info("connected to %s:%s as session %d", mqtt.host, mqtt.port, self._session)
+        await self._serve_session(client)
+        # Graceful stop: say offline ourselves; a clean DISCONNECT sends no will.
+        await client.publish(
+            self._presence_topic, self._presence("offline", "stopped"), qos=1, retain=True
+        )
 
-    async def _watch_preferred(self) -> None:
-        """While on another broker: return once the preferred one accepts connections."""
-        if self._brokers.preferred:
-            await asyncio.Event().wait()  # never: already there
-        while True:
-            await asyncio.sleep(self.config.mqtt.failback_interval)
-            if await reachable(self._brokers.endpoints[0]):
-                return
+    def _session_ended(self) -> None:
+        self.client = None
+        self._connected.clear()
 
-    async def _serve_session(self, client: ManualAckClient) -> None:
+    async def _serve_session(self, client: Client) -> None:
         """Handle messages, replies and heartbeats until the agent stops or the connection
         breaks. On stop, the job being printed finishes and the outbox drains first."""
         stop = asyncio.create_task(self._stopping.wait(), name="stop-wait")
@@ -306,15 +245,10 @@ class Agent:
         replies = asyncio.create_task(
             self.outbox.pump(functools.partial(self._publish_reply, client)), name="outbox"
         )
-        failback = asyncio.create_task(self._watch_preferred(), name="failback")
-        tasks = (stop, messages, heartbeat, replies, failback)
+        tasks = (stop, messages, heartbeat, replies)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is failback and not self._stopping.is_set():
-                    # leave this session as if the connection broke: printing goes on, the
-                    # outbox sends what is left on the preferred broker
-                    raise _PreferredBrokerBack
                 if task is not stop:
                     task.result()  # re-raise a broken connection
             messages.cancel()  # unread requests stay with the broker's session
@@ -325,7 +259,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _read_messages(self, client: ManualAckClient) -> None:
+    async def _read_messages(self, client: Client) -> None:
         async for message in client.messages:
             try:
                 intake = self._intake(message)
@@ -340,7 +274,7 @@ class Agent:
 
     def _committed(
         self,
-        client: ManualAckClient,
+        client: Client,
         message: aiomqtt.Message,
         future: asyncio.Future[Admission],
     ) -> None:
@@ -355,190 +289,10 @@ class Agent:
                 exc,
             )
             return
-        if client is self._client:
+        if client is self.client:
             client.ack(message)
         self.jobs.admitted(future.result())
 
-    def _publish_reply(self, client: ManualAckClient, entry: OutboxEntry) -> asyncio.Future[None]:
+    def _publish_reply(self, client: Client, entry: OutboxEntry) -> asyncio.Future[None]:
         props = reply_properties(entry.correlation, self.observer.reply(entry))
         return publish_acked(client, entry.topic, entry.payload, properties=props)
-
-    async def _heartbeat(self, client: aiomqtt.Client) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()  # the session's first status went out just before
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(last + self.config.heartbeat_interval):
-                    await self._status_dirty.wait()
-            self._status_dirty.clear()
-            await self._publish_status(client)
-            last = loop.time()
-
-    def _status_changed(self) -> None:
-        """The queue or a printer changed: compare what the cloud sees once the burst settled.
-
-        A burst of changes (a queue filling and draining) becomes one snapshot. A job that went
-        straight to an idle printer and printed changes nothing the cloud sees: its
-        last_printed_at rides on the heartbeat, instead of one status message per ticket.
-        """
-        if self._status_check is None:
-            self._status_check = asyncio.get_running_loop().call_later(
-                self.config.status_debounce, self._check_status
-            )
-
-    def _check_status(self) -> None:
-        self._status_check = None
-        if self._visible_status() != self._published_view:
-            self._status_dirty.set()
-
-    def _visible_status(self) -> tuple[object, ...]:
-        """What a status change is published for: queue depth and each printer's condition."""
-        return (
-            self.jobs.queue_depth,
-            tuple(
-                (name, s.reading.online, s.reading.paper, s.reading.cover_open, s.last_error)
-                for name, s in self.printers.items()
-            ),
-        )
-
-    async def _publish_status(self, client: aiomqtt.Client) -> None:
-        self._published_view = self._visible_status()
-        self._status_dirty.clear()
-        props = publish_properties()
-        props.MessageExpiryInterval = self.config.heartbeat_expiry
-        await client.publish(
-            self._status_topic, encode(self.status()), qos=1, retain=True, properties=props
-        )
-
-    def status(self) -> AgentStatus:
-        now = time.time()
-        found = discovered(self.config, on_change=self._status_dirty.set)
-        with self._process.oneshot():
-            cpu = self._process.cpu_percent()
-            rss = self._process.memory_info().rss
-        return AgentStatus(
-            branch_id=self.branch_id,
-            agent_id=self.agent_id,
-            session=self._session,
-            version=software_version(),
-            os=f"{platform.system()} {platform.release()}",
-            started_at=self._started_at,
-            uptime_s=round(now - self._started_at, 3),
-            cpu_percent=cpu,
-            rss_bytes=rss,
-            queue_depth=self.jobs.queue_depth,
-            printers=[p.state() for p in self.printers.values()],
-            at=now,
-            discovered=[p.name for p in found],
-            discovered_printers=found,
-            config_version=self.fleet.config.version,
-            config_error=self.fleet.config.error,
-            update=self.fleet.updater.info if self.fleet.updater else UpdateInfo(),
-        )
-
-    # --- requests --------------------------------------------------------------------------
-
-    def _reply_target(self, message: aiomqtt.Message) -> tuple[str | None, bytes | None]:
-        props = message.properties
-        topic = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
-        if topic is None:
-            return None, correlation
-        try:
-            parsed = parse_topic(topic)
-        except ProtocolError:
-            parsed = None
-        if (
-            parsed is None
-            or parsed.kind is not TopicKind.REPLY
-            or parsed.branch_id != self.branch_id
-            or parsed.agent_id != self.agent_id
-        ):
-            # The broker lets this agent publish only on pm/v1/{branch}/reply/+/{agent}: a
-            # reply anywhere else would be refused (and its job would never be answered).
-            log.warning(
-                "refusing to reply on %r: not a reply topic of agent %s/%s",
-                topic[:200],
-                self.branch_id,
-                self.agent_id,
-            )
-            return None, correlation
-        return topic, correlation
-
-    def _intake(self, message: aiomqtt.Message) -> Intake:
-        """Validate one request into what the job ledger records (or a typed refusal)."""
-        if self.fleet.handle(message):  # printer configuration, releases
-            return None
-        reply_to, correlation = self._reply_target(message)
-        job_id = None
-        if correlation is not None:
-            try:
-                candidate = correlation.decode("ascii")
-            except UnicodeDecodeError:
-                candidate = ""
-            job_id = candidate if is_valid_id(candidate) else None
-
-        def refuse(code: ErrorCode, text: str) -> Refusal:
-            log.info("request %s failed: %s %s", job_id, code, text)
-            return Refusal(job_id, reply_to, correlation, code, text)
-
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            return refuse(ErrorCode.INVALID_REQUEST, "payload is not bytes")
-        try:
-            request = decode_request(bytes(payload))
-            params = decode_params(request)
-        except ProtocolError as exc:
-            return refuse(exc.code, exc.message)
-        if job_id is None or correlation is None:
-            return refuse(
-                ErrorCode.INVALID_REQUEST,
-                "correlation data must be the job id: 1-64 ASCII characters of A-Z a-z 0-9 _ . -",
-            )
-        if reply_to is None:
-            log.warning("request %s has no usable response topic; not executed", job_id)
-            return None
-        match params:
-            case PrinterTestParams(printer=name) | PrintJobParams(printer=name):
-                if name not in self.printers:
-                    return refuse(
-                        ErrorCode.PRINTER_NOT_FOUND,
-                        f"agent {self.agent_id} has no printer {name[:64]!r}",
-                    )
-                deadline = _deadline(request.deadline, message)
-                return JobRequest(
-                    job_id,
-                    request.method,
-                    name,
-                    bytes(request.params),
-                    reply_to,
-                    correlation,
-                    deadline,
-                    params,
-                )
-            case JobCancelParams(job_id=target):
-                return CancelRequest(job_id, target, reply_to, correlation)
-            case _:  # a method in the protocol this agent does not serve yet
-                return refuse(
-                    ErrorCode.UNKNOWN_METHOD, f"method {request.method!r} is not served here"
-                )
-
-    async def _poll_printers(self) -> None:
-        while True:
-            for printer in self.printers.values():
-                try:
-                    reading = await asyncio.to_thread(printer.backend.status)
-                except Exception as exc:  # a backend bug must not freeze the reported status
-                    log.exception("reading the status of %s failed", printer.backend.name)
-                    reading = PrinterReading(online=False, detail=f"status failed: {exc}")
-                if reading != printer.reading:
-                    printer.reading = reading
-                    self._status_changed()
-            await asyncio.sleep(self.config.status_poll_interval)
-
-
-def _deadline(payload_deadline: float | None, message: aiomqtt.Message) -> float | None:
-    """The earlier of the payload's deadline (agent clock) and the broker's remaining expiry."""
-    expiry = getattr(message.properties, "MessageExpiryInterval", None)
-    candidates = [d for d in (payload_deadline, expiry and time.time() + expiry) if d]
-    return min(candidates) if candidates else None

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from protocol import log_event, parse_traceparent, traceparent_of
+from pmlog import log_event
+from protocol import parse_traceparent, traceparent_of
 
 from ._jobs import CancelRequest, Intake, JobRequest, Refusal
 from ._ledger import OutboxEntry

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-import aiomqtt
-
+from mqtt_adapter import make_client
 from protocol import MAX_PAYLOAD_BYTES
 
 from ._errors import BrokerError
@@ -176,13 +175,12 @@ class DynSecAdmin:
         timeout: float = 5.0,
         **client_kwargs: Any,
     ) -> None:
-        self._client = aiomqtt.Client(
+        self._mqtt = make_client(
             host,
             port,
+            client_id=f"{admin.username}-{secrets.token_hex(4)}",
             username=admin.username,
             password=admin.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            identifier=f"{admin.username}-{secrets.token_hex(4)}",
             **client_kwargs,
         )
         self._timeout = timeout
@@ -191,18 +189,18 @@ class DynSecAdmin:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        await self._client.__aenter__()
-        await self._client.subscribe(_RESPONSE, qos=1)
+        await self._mqtt.__aenter__()
+        await self._mqtt.subscribe(_RESPONSE, qos=1)
         self._reader = asyncio.create_task(self._read(), name="dynsec-responses")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._reader is not None:
             self._reader.cancel()
-        await self._client.__aexit__(None, None, None)
+        await self._mqtt.__aexit__(None, None, None)
 
     async def _read(self) -> None:
-        async for message in self._client.messages:
+        async for message in self._mqtt.messages:
             try:
                 responses = json.loads(bytes(message.payload))["responses"]  # type: ignore[arg-type,unused-ignore]
             except (ValueError, KeyError, TypeError):
@@ -259,7 +257,7 @@ class DynSecAdmin:
             # them together, rewriting its whole JSON file per command (slower as it grows):
             # allow time per command, for the PUBACK as for the answers.
             allowed = self._timeout + 0.05 * len(commands)
-            await self._client.publish(_CONTROL, json.dumps(payload), qos=1, timeout=allowed)
+            await self._mqtt.publish(_CONTROL, json.dumps(payload), qos=1, timeout=allowed)
             async with asyncio.timeout(allowed):
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
@@ -327,4 +325,4 @@ class DynSecAdmin:
 
     async def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained message (an empty payload makes the broker forget the topic)."""
-        await self._client.publish(topic, payload, qos=1, retain=True)
+        await self._mqtt.publish(topic, payload, qos=1, retain=True)

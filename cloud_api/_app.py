@@ -169,7 +169,7 @@ def create_app(settings: ApiSettings, *, startup_wait: float = 10.0) -> Litestar
         # job contents (Cache-Control: no-store on every route's response)
         cache_control=CacheControlHeader(no_store=True),
         debug=False,
-        # logging is configured once per process (protocol.configure_logging), not by Litestar
+        # logging is configured once per process (pmlog.configure_logging), not by Litestar
         logging_config=None,
     )
     app.state.settings = settings

@@ -1,30 +1,27 @@
 """The API's MQTT 5 session: one connection, subscriptions made before anything is sent,
-reconnect with capped backoff and full jitter, and dispatch of every inbound message."""
+reconnect with capped backoff and full jitter (:class:`mqtt_adapter.SessionLoop`), and dispatch
+of every inbound message."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import ssl
 from collections.abc import Callable
 
 import aiomqtt
 from paho.mqtt.properties import Properties
 
+from mqtt_adapter import SessionLoop, install_fast_paths, make_client, publish_qos1
 from protocol import (
     ALL_PRESENCE,
     ALL_STATUS,
     MAX_PAYLOAD_BYTES,
-    Backoff,
     ErrorCode,
     InvalidTopic,
     TopicKind,
-    coalesce_writes,
-    connect_properties,
-    nodelay_socket_options,
     parse_topic,
-    publish_qos1,
     reply_filter,
     run_traced,
 )
@@ -32,30 +29,9 @@ from protocol import (
 from ._errors import ApiError
 from ._ratelimit import RateLimiter
 from ._registry import Registry
-from ._settings import ApiSettings
+from ._settings import ApiSettings, MqttClientSettings
 
 log = logging.getLogger("cloud_api.mqtt")
-
-
-class _HandledAtOnce(asyncio.Queue[aiomqtt.Message]):
-    """aiomqtt's incoming queue, replaced by a call: ``handle`` gets each message as paho reads
-    it, in order, before paho acknowledges it.
-
-    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message; every message
-    the API gets is handled without waiting for anything (a reply is routed, a presence or
-    status updates the registry), so it is handled on the spot. ``handle`` must not raise.
-    """
-
-    handle: Callable[[aiomqtt.Message], None]
-
-    def put_nowait(self, item: aiomqtt.Message) -> None:
-        self.handle(item)
-
-
-def _handled_at_once(
-    handle: Callable[[aiomqtt.Message], None],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    return type("HandledAtOnce", (_HandledAtOnce,), {"handle": staticmethod(handle)})
 
 
 class MqttLink:
@@ -74,7 +50,7 @@ class MqttLink:
         #: agent id comes from the topic, which the broker lets only that agent publish on
         self.on_reply = on_reply
         self.ready = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
+        self._mqtt: aiomqtt.Client | None = None
         self._handled = 0
         #: reply filters of other instances this one adopted (:mod:`cloud_api.instances`),
         #: subscribed again after every reconnect
@@ -87,68 +63,59 @@ class MqttLink:
         self.dropped = 0
         #: broker sessions opened (``/metrics``: more than one means it reconnected)
         self.sessions = 0
+        install_fast_paths()
 
-    def _make_client(self) -> aiomqtt.Client:
-        mqtt = self.settings.mqtt
-        props = connect_properties(session_expiry=mqtt.session_expiry)
-        tls_context = ssl.create_default_context(cafile=mqtt.ca_file) if mqtt.tls else None
-        client = aiomqtt.Client(
+    def _make_client(self, mqtt: MqttClientSettings) -> aiomqtt.Client:
+        return make_client(
             mqtt.host,
             mqtt.port,
+            client_id=f"cloud-{self.settings.instance_id}",
             username=mqtt.username,
             password=mqtt.password,
-            identifier=f"cloud-{self.settings.instance_id}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            tls=mqtt.tls,
+            ca_file=mqtt.ca_file,
             clean_start=False,
-            properties=props,
+            session_expiry=mqtt.session_expiry,
             keepalive=mqtt.keepalive,
-            tls_context=tls_context,
-            socket_options=nodelay_socket_options(),
-            max_inflight_messages=1000,
-            timeout=10,
-            queue_type=_handled_at_once(self._handle),
+            max_inflight=1000,
+            # aiomqtt logs a warning on every publish while more than 10 await their PUBACK;
+            # for the API that is ordinary load (a third of all publishes at 64 in flight).
+            pending_calls_threshold=1000,
+            on_message=self._handle,
+            fast=True,
         )
-        # aiomqtt logs a warning on every publish while more than 10 await their PUBACK; for
-        # the API that is ordinary load (a third of all publishes at 64 requests in flight).
-        client.pending_calls_threshold = 1000
-        coalesce_writes(client)
-        return client
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                async with self._make_client() as client:
-                    await client.subscribe([(ALL_PRESENCE, 1), (ALL_STATUS, 1)])
-                    reader = asyncio.create_task(self._read(client), name="mqtt-reader")
-                    try:
-                        # Replies subscription last: its SUBACK comes after the retained
-                        # presence/status snapshot on the wire, so once we hold it and the
-                        # reader has gone quiet, the registry is warm.
-                        await client.subscribe(reply_filter(self.settings.instance_id), qos=1)
-                        for adopted in sorted(self.adopted_filters):
-                            await client.subscribe(adopted, qos=1)
-                        await self._settle()
-                        self._client = client
-                        self.sessions += 1
-                        self.ready.set()
-                        backoff.reset()
-                        log.info(
-                            "connected to broker %s:%s",
-                            self.settings.mqtt.host,
-                            self.settings.mqtt.port,
-                        )
-                        await reader
-                    finally:
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await reader
-            except aiomqtt.MqttError as exc:
-                log.warning("broker connection lost: %s", exc)
-            finally:
-                self.ready.clear()
-                self._client = None
-            await asyncio.sleep(backoff.next())
+        loop = SessionLoop([self.settings.mqtt], log=log)
+        await loop.run(self._make_client, functools.partial(self._serve, loop), ended=self._down)
+
+    async def _serve(
+        self, loop: SessionLoop[MqttClientSettings], client: aiomqtt.Client, _: object
+    ) -> None:
+        await client.subscribe([(ALL_PRESENCE, 1), (ALL_STATUS, 1)])
+        reader = asyncio.create_task(self._read(client), name="mqtt-reader")
+        try:
+            # Replies subscription last: its SUBACK comes after the retained presence/status
+            # snapshot on the wire, so once we hold it and the reader has gone quiet, the
+            # registry is warm.
+            await client.subscribe(reply_filter(self.settings.instance_id), qos=1)
+            for adopted in sorted(self.adopted_filters):
+                await client.subscribe(adopted, qos=1)
+            await self._settle()
+            self._mqtt = client
+            self.sessions += 1
+            self.ready.set()
+            loop.connected()
+            log.info("connected to broker %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
+            await reader
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await reader
+
+    def _down(self) -> None:
+        self.ready.clear()
+        self._mqtt = None
 
     async def _settle(self, quiet: float = 0.05, limit: float = 2.0) -> None:
         """Wait until the retained snapshot has been handled (no message for ``quiet`` s)."""
@@ -161,7 +128,7 @@ class MqttLink:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         """Until the session ends: messages are handled as they are read (``_handle``), so the
-        iterator never yields; it raises when the connection is lost."""
+        iterator never yields (on a known aiomqtt); it raises when the connection is lost."""
         async for message in client.messages:
             self._handle(message)
 
@@ -216,13 +183,13 @@ class MqttLink:
     async def follow(self, topic_filter: str) -> None:
         """Also read ``topic_filter`` (a dead instance's replies), now and after reconnects."""
         self.adopted_filters.add(topic_filter)
-        client = self._client
+        client = self._mqtt
         if client is not None:
             await client.subscribe(topic_filter, qos=1)
 
     async def unfollow(self, topic_filter: str) -> None:
         self.adopted_filters.discard(topic_filter)
-        client = self._client
+        client = self._mqtt
         if client is not None:
             await client.unsubscribe(topic_filter)
 
@@ -243,7 +210,7 @@ class MqttLink:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"message of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES} byte limit",
             )
-        client = self._client
+        client = self._mqtt
         if client is None:
             raise ApiError(ErrorCode.BROKER_UNAVAILABLE, "the API is not connected to the broker")
         try:

@@ -24,10 +24,10 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from pmlog import log_event
 from protocol import (
     TRACEPARENT,
     current_trace_id,
-    log_event,
     new_trace_id,
     parse_traceparent,
     reset_trace_id,

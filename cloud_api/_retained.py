@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import ssl
 from typing import Any
 
 import aiomqtt
 
-from protocol import ErrorCode, connect_properties, nodelay_socket_options
+from mqtt_adapter import make_client, watch_pubacks
+from protocol import ErrorCode
 
 from ._errors import ApiError
 from ._settings import MqttClientSettings
@@ -31,34 +31,27 @@ async def publish_retained(
 ) -> None:
     """Publish ``payload`` retained at QoS 1 (empty: clear the topic) and wait for a PUBACK that
     says it was accepted; :class:`ApiError` ``BROKER_UNAVAILABLE`` otherwise."""
-    tls_context = ssl.create_default_context(cafile=mqtt.ca_file) if mqtt.tls else None
-    client = aiomqtt.Client(
+    client = make_client(
         mqtt.host,
         mqtt.port,
+        client_id=f"{client_id}-fleet-{secrets.token_hex(4)}",
         username=mqtt.username,
         password=mqtt.password,
-        identifier=f"{client_id}-fleet-{secrets.token_hex(4)}",
-        protocol=aiomqtt.ProtocolVersion.V5,
+        tls=mqtt.tls,
+        ca_file=mqtt.ca_file,
         clean_start=True,
-        properties=connect_properties(session_expiry=0),
-        tls_context=tls_context,
-        socket_options=nodelay_socket_options(),
+        session_expiry=0,
         timeout=TIMEOUT_S,
     )
     verdict: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_puback(_mid: int, reason: Any) -> None:
+        if not verdict.done():
+            verdict.set_result(reason)
+
     try:
         async with client:
-            paho = client._client
-            aiomqtt_on_publish = paho.on_publish
-
-            def on_publish(*args: Any) -> None:
-                reason = args[3] if len(args) > 3 else None
-                if not verdict.done():
-                    verdict.set_result(reason)
-                if aiomqtt_on_publish is not None:
-                    aiomqtt_on_publish(*args)
-
-            paho.on_publish = on_publish
+            watch_pubacks(client, on_puback)
             await client.publish(topic, payload, qos=1, retain=True)
             reason = await asyncio.wait_for(verdict, TIMEOUT_S)
     except (aiomqtt.MqttError, TimeoutError) as exc:

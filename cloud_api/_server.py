@@ -26,7 +26,8 @@ from typing import Any
 import msgspec
 import uvicorn
 
-from protocol import Backoff, configure_logging
+from mqtt_adapter import Backoff
+from pmlog import configure_logging
 
 from ._app import create_app
 from ._httplimits import limited_httptools

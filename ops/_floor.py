@@ -11,11 +11,13 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiomqtt
 import msgspec
 
 from broker import Credentials
+from mqtt_adapter import install_fast_paths, make_client, reply_properties, request_properties
 from protocol import (
     METHOD_PRINTER_TEST,
     Done,
@@ -24,11 +26,8 @@ from protocol import (
     Request,
     encode,
     new_job_id,
-    nodelay_socket_options,
     reply_filter,
-    reply_properties,
     reply_topic,
-    request_properties,
     request_topic,
 )
 
@@ -45,18 +44,16 @@ _REPLY = encode(
 
 
 def _client(
-    host: str, port: int, creds: Credentials, identifier: str | None = None, **kwargs: object
+    host: str, port: int, creds: Credentials, identifier: str | None = None, **kwargs: Any
 ) -> aiomqtt.Client:
-    return aiomqtt.Client(
+    install_fast_paths()  # paho decodes as it does in the API and the agents
+    return make_client(
         host,
         port,
+        client_id=identifier or creds.username,
         username=creds.username,
         password=creds.password,
-        identifier=identifier or creds.username,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=nodelay_socket_options(),
-        timeout=10,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
@@ -98,16 +95,16 @@ class FloorRequester:
 
     def __init__(self, host: str, port: int, creds: Credentials) -> None:
         # The cloud's login and its client settings, under a client id of our own.
-        self._client = _client(
+        self._mqtt = _client(
             host,
             port,
             creds,
             f"{creds.username}-floor-{secrets.token_hex(3)}",
             clean_start=True,
-            max_inflight_messages=1000,
+            max_inflight=1000,
+            # aiomqtt warns above this many publishes awaiting their PUBACK: that is the load.
+            pending_calls_threshold=100_000,
         )
-        # aiomqtt warns above this many publishes awaiting their PUBACK: that is the load.
-        self._client.pending_calls_threshold = 100_000
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._payload = encode(
@@ -119,8 +116,8 @@ class FloorRequester:
         self._ids = itertools.count()
 
     async def __aenter__(self) -> FloorRequester:
-        await self._client.__aenter__()
-        await self._client.subscribe(reply_filter(FLOOR_REQUESTER), qos=1)
+        await self._mqtt.__aenter__()
+        await self._mqtt.subscribe(reply_filter(FLOOR_REQUESTER), qos=1)
         self._reader = asyncio.create_task(self._read(), name="floor-replies")
         return self
 
@@ -129,10 +126,10 @@ class FloorRequester:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._client.__aexit__(None, None, None)
+        await self._mqtt.__aexit__(None, None, None)
 
     async def _read(self) -> None:
-        async for message in self._client.messages:
+        async for message in self._mqtt.messages:
             key = getattr(message.properties, "CorrelationData", None)
             future = self._pending.get(key) if key is not None else None
             if future is not None and not future.done():
@@ -149,7 +146,7 @@ class FloorRequester:
                 correlation_id=job_id,
                 expiry_s=33,
             )
-            await self._client.publish(
+            await self._mqtt.publish(
                 request_topic(branch_id, agent_id), self._payload, qos=1, properties=props
             )
             await future

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import ssl
 import statistics
 import sys
@@ -22,7 +21,8 @@ import aiomqtt
 
 import broker as b
 from broker import write_initial_dynsec
-from protocol import nodelay_socket_options, reply_topic, request_topic, set_tcp_nodelay
+from mqtt_adapter import make_client, set_tcp_nodelay, tcp_nodelay
+from protocol import reply_topic, request_topic
 
 BRANCH, AGENT = "bench", "a1"
 
@@ -39,22 +39,19 @@ def client(
         kwargs |= {"transport": "websockets", "websocket_path": "/mqtt"}
         port = cfg.websockets_port
     assert port is not None, f"{transport} listener not configured"
-    return aiomqtt.Client(
+    # socket options only (or none): the WebSockets case measures what the helper adds
+    return make_client(
         "127.0.0.1",
         port,
         username=creds.username,
         password=creds.password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=nodelay_socket_options() if nodelay else (),
+        nodelay="socket_options" if nodelay else False,
         **kwargs,
     )
 
 
 def nodelay_of(c: aiomqtt.Client) -> int:
-    sock = c._client.socket()
-    assert sock is not None
-    with socket.socket(fileno=os.dup(sock.fileno())) as s:
-        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    return tcp_nodelay(c)
 
 
 async def connect_times(

@@ -5,26 +5,25 @@ and say what fails, without starting the API."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import sys
 from typing import TextIO
 
 import aiomqtt
 
 from cloud_api import ApiSettings, MqttClientSettings
+from mqtt_adapter import make_client
 
 
 async def _broker(mqtt: MqttClientSettings, client_id: str) -> str | None:
     """None when ``mqtt``'s login connects, else why not."""
-    tls = ssl.create_default_context(cafile=mqtt.ca_file) if mqtt.tls else None
-    client = aiomqtt.Client(
+    client = make_client(
         mqtt.host,
         mqtt.port,
+        client_id=client_id,
         username=mqtt.username,
         password=mqtt.password,
-        identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        tls_context=tls,
+        tls=mqtt.tls,
+        ca_file=mqtt.ca_file,
         timeout=5,
     )
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 def _agent_run(args: argparse.Namespace) -> int:
     from branch_agent import ConfigError, load_config, run_service
-    from protocol import configure_logging
+    from pmlog import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from branch_agent import Agent, AgentConfig
+from mqtt_adapter import client_socket
 
 from .stack import Stack
 
@@ -55,8 +56,8 @@ class Swarm:
         sends the will) and end the agent without letting it reconnect or say goodbye."""
         for key in keys:
             agent = self.agents[key]
-            client = agent._client
-            sock = client._client.socket() if client is not None else None
+            client = agent.client
+            sock = client_socket(client) if client is not None else None
             if isinstance(sock, socket.socket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)

@@ -1,12 +1,12 @@
 """The wire contract shared by the cloud API and the branch agents.
 
 Everything that crosses the broker is defined here: msgspec Structs for every message, topic
-builders and parsers, the JSON codec, typed error codes and the protocol version, the W3C trace
-context that rides along, and the log format both sides write (:func:`configure_logging` is the
-only function here that touches I/O: it points logging at stderr).
+builders and parsers, the JSON codec, typed error codes and the protocol version, and the W3C
+trace context that rides along. Pure: no I/O, and importing it imports neither paho nor aiomqtt
+nor asyncio. The MQTT side (clients, properties, reconnects) is :mod:`mqtt_adapter`; the log
+format both sides write is :mod:`pmlog`.
 """
 
-from ._backoff import Backoff
 from ._codec import (
     UnknownMethod,
     UnsupportedVersion,
@@ -67,7 +67,6 @@ from ._fleet import (
     release_signed_bytes,
 )
 from ._ids import is_valid_id, new_job_id, validate_id
-from ._logfmt import JsonFormatter, LogFormat, TextFormatter, configure_logging, log_event
 from ._messages import (
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
@@ -93,18 +92,6 @@ from ._messages import (
     Waiting,
     blocking_condition,
     error_info,
-)
-from ._mqtt import (
-    CONTENT_TYPE_JSON,
-    coalesce_writes,
-    connect_properties,
-    nodelay_socket_options,
-    publish_acked,
-    publish_properties,
-    publish_qos1,
-    reply_properties,
-    request_properties,
-    set_tcp_nodelay,
 )
 from ._topics import (
     ALL_PRESENCE,
@@ -141,7 +128,6 @@ from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, software_version
 __all__ = [
     "ALL_PRESENCE",
     "ALL_STATUS",
-    "CONTENT_TYPE_JSON",
     "MAX_BARCODE_CHARS",
     "MAX_BLOCKS",
     "MAX_CONTENT_BYTES",
@@ -164,7 +150,6 @@ __all__ = [
     "TRACEPARENT",
     "Accepted",
     "AgentStatus",
-    "Backoff",
     "BarcodeBlock",
     "Block",
     "BranchPin",
@@ -186,8 +171,6 @@ __all__ = [
     "InvalidId",
     "InvalidTopic",
     "JobCancelParams",
-    "JsonFormatter",
-    "LogFormat",
     "Presence",
     "PrintJobParams",
     "PrintResult",
@@ -203,7 +186,6 @@ __all__ = [
     "Request",
     "SeparatorBlock",
     "TextBlock",
-    "TextFormatter",
     "Topic",
     "TopicKind",
     "UnknownMethod",
@@ -214,10 +196,7 @@ __all__ = [
     "blocking_condition",
     "branch_release_topic",
     "channel_release_topic",
-    "coalesce_writes",
     "config_topic",
-    "configure_logging",
-    "connect_properties",
     "current_trace_id",
     "decode_content",
     "decode_error",
@@ -233,27 +212,19 @@ __all__ = [
     "error_info",
     "gtin_check_digit",
     "is_valid_id",
-    "log_event",
     "manifest_signed_bytes",
     "new_job_id",
     "new_trace_id",
-    "nodelay_socket_options",
     "parse_topic",
     "parse_traceparent",
     "presence_topic",
     "probe_topic",
-    "publish_acked",
-    "publish_properties",
-    "publish_qos1",
     "release_signed_bytes",
     "reply_filter",
-    "reply_properties",
     "reply_topic",
-    "request_properties",
     "request_topic",
     "reset_trace_id",
     "run_traced",
-    "set_tcp_nodelay",
     "set_trace_id",
     "software_version",
     "status_topic",

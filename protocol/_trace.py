@@ -8,7 +8,7 @@ and the agent answers with it in its replies' user property: the trace id is in 
 either side writes about the job.
 
 The trace id of the work at hand lives in a context variable: an HTTP request or a reply sets
-it, tasks started from there inherit it, and the log formatter (:mod:`._logfmt`) writes it.
+it, tasks started from there inherit it, and the log formatter (:mod:`pmlog`) writes it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "protocol",
     "agent_config",
+    "mqtt_adapter",
+    "pmlog",
     "groupcommit",
     "cloud_api",
     "branch_agent",

@@ -23,13 +23,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from branch_agent._render import render_content
+from mqtt_adapter import request_properties
 from printermaster.stack import AgentHandle, Stack
 from protocol import (
     decode_content,
     new_job_id,
     reply_filter,
     reply_topic,
-    request_properties,
     request_topic,
     status_topic,
 )

@@ -9,8 +9,7 @@ import random
 import pytest
 
 from branch_agent import ConfigError, parse_config
-from branch_agent._mqtt import BrokerRotation
-from protocol import Backoff
+from mqtt_adapter import Backoff, BrokerRotation
 
 BASE = """
 branch_id = "b1"

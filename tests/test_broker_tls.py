@@ -25,20 +25,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-from paho.mqtt.enums import MQTTProtocolVersion
 
 import broker as b
 from broker._dynsec import write_initial_dynsec
-from protocol import (
-    MAX_PAYLOAD_BYTES,
-    coalesce_writes,
-    nodelay_socket_options,
-    publish_qos1,
-    reply_topic,
-    request_properties,
-    request_topic,
-    set_tcp_nodelay,
-)
+from mqtt_adapter import make_client
+from protocol import MAX_PAYLOAD_BYTES, reply_topic, request_topic
 
 # --- certificate generation -------------------------------------------------------------------
 
@@ -274,13 +265,13 @@ def _client(
     if transport == "wss":
         kwargs |= {"transport": "websockets", "websocket_path": "/mqtt"}
     default_port = {"plain": cfg.port, "tls": cfg.tls_port, "wss": cfg.websockets_port}
-    return aiomqtt.Client(
+    return make_client(
         host,
         port or default_port[transport],
         username=creds.username,
         password=creds.password,
-        protocol=MQTTProtocolVersion.MQTTv5,
-        socket_options=nodelay_socket_options(),
+        # socket options only: the WebSocket transport keeps Nagle until set_tcp_nodelay
+        nodelay="socket_options",
         timeout=timeout,
         **kwargs,
     )
@@ -445,87 +436,6 @@ async def test_wrong_password_over_tls_is_refused(
     # Mosquitto 2.0.11's dynamic-security plugin answers a bad password with 135 (Not
     # authorized), not 134 (Bad user name or password).
     assert excinfo.value.rc == 135
-
-
-def _nodelay(client: aiomqtt.Client) -> int:
-    fd = client._client.socket().fileno()
-    with socket.socket(fileno=os.dup(fd)) as sock:
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-
-@pytest.mark.parametrize("transport", ["plain", "tls", "wss"])
-async def test_set_tcp_nodelay_reaches_every_transport(
-    tls_broker: Broker, agent: Agent, transport: str
-) -> None:
-    async with _client(tls_broker, agent.creds, transport) as client:
-        assert set_tcp_nodelay(client) is True
-        assert _nodelay(client) != 0
-        # The duplicate descriptor is closed, paho's connection is not.
-        await client.subscribe(request_topic(agent.branch_id, agent.agent_id), qos=1)
-
-
-@pytest.mark.parametrize("transport", ["plain", "tls", "wss"])
-async def test_coalesced_writes_deliver_every_packet_in_order(
-    tls_broker: Broker, agent: Agent, transport: str
-) -> None:
-    """Packets queued together go out in fewer sends, whole and in order, on every transport;
-    a payload larger than one send() can take is written in parts."""
-    req = request_topic(agent.branch_id, agent.agent_id)
-    count = 200
-    async with _client(tls_broker, agent.creds, "plain") as agent_client:
-        await agent_client.subscribe(req, qos=1)
-        async with _client(tls_broker, tls_broker.cloud, transport) as cloud:
-            coalesce_writes(cloud)
-            cloud.pending_calls_threshold = 10 * count
-            paho = cloud._client
-            sends = 0
-            real_send = paho._sock_send
-
-            def counted_send(buf: bytes) -> int:
-                nonlocal sends
-                sends += 1
-                return int(real_send(buf))
-
-            paho._sock_send = counted_send
-            big = secrets.token_bytes(MAX_PAYLOAD_BYTES)
-            payloads = [f"{i:04d}".encode() * 16 for i in range(count)]
-            payloads[count // 2] = big
-            await asyncio.gather(*(cloud.publish(req, p, qos=1) for p in payloads))
-            received = [await _next_payload(agent_client) for _ in payloads]
-            assert received == payloads
-            assert sends < count / 4, sends
-            # QoS 0 and DISCONNECT are sent as paho sends them (it acts on their completion)
-            await cloud.publish(req, b"last", qos=0)
-        assert await _next_payload(agent_client) == b"last"
-
-
-@pytest.mark.parametrize("transport", ["plain", "tls", "wss"])
-async def test_publish_qos1_waits_for_each_puback(
-    tls_broker: Broker, agent: Agent, transport: str
-) -> None:
-    req = request_topic(agent.branch_id, agent.agent_id)
-    props = request_properties(
-        response_topic=reply_topic(agent.branch_id, "api-1", agent.agent_id), correlation_id="j"
-    )
-    async with _client(tls_broker, agent.creds, "plain") as agent_client:
-        await agent_client.subscribe(req, qos=1)
-        async with _client(tls_broker, tls_broker.cloud, transport) as cloud:
-            # the aiomqtt this was written against: the fast path is taken, not the fallback
-            assert cloud._outgoing_calls_sem is None and cloud._pending_publishes == {}
-            payloads = [f"{i}".encode() for i in range(300)]
-            await asyncio.gather(*(publish_qos1(cloud, req, p, props) for p in payloads))
-            assert not cloud._pending_publishes  # every PUBACK arrived and was cleaned up
-            received = [await _next_payload(agent_client) for _ in payloads]
-            assert received == payloads
-            # a PUBACK that never comes: the same error as aiomqtt's publish, after its timeout
-            cloud.timeout = 0.3
-            cloud._client._handle_pubackcomp = lambda cmd: 0  # PUBACKs are lost
-            with pytest.raises(aiomqtt.MqttError, match="timed out"):
-                await publish_qos1(cloud, req, b"lost ack", props)
-            assert not cloud._pending_publishes
-    # not connected: paho refuses at once
-    with pytest.raises(aiomqtt.MqttCodeError):
-        await publish_qos1(cloud, req, b"late", props)
 
 
 def test_every_listener_binds_where_configured(tls_broker: Broker) -> None:

@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from broker import free_port
+from pmlog import configure_logging
 from printermaster.stack import Stack
-from protocol import configure_logging, reset_trace_id, set_trace_id
+from protocol import reset_trace_id, set_trace_id
 
 from .conftest import AgentFactory
 
@@ -138,7 +139,7 @@ def test_the_agent_serves_no_metrics_unless_configured(
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_a_fast_event_is_the_line_an_ordinary_call_writes(fmt: str, restore_logging: None) -> None:
-    from protocol import log_event
+    from pmlog import log_event
 
     out = io.StringIO()
     configure_logging("INFO", fmt, stream=out)  # type: ignore[arg-type]

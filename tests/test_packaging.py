@@ -35,6 +35,8 @@ CACHE = ROOT / "build" / "pkgtest"
 PACKAGES = [
     "protocol",
     "agent_config",
+    "mqtt_adapter",
+    "pmlog",
     "groupcommit",
     "cloud_api",
     "branch_agent",

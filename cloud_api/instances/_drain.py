@@ -11,18 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable
 
-import aiomqtt
-
-from protocol import (
-    InvalidTopic,
-    TopicKind,
-    connect_properties,
-    nodelay_socket_options,
-    parse_topic,
-)
+from mqtt_adapter import make_client
+from protocol import InvalidTopic, TopicKind, parse_topic
 
 from .._settings import MqttClientSettings
 
@@ -49,21 +41,17 @@ async def drain_session(
     ``limit`` keeps the drain short while agents still answer on the dead instance's topic:
     the caller subscribed to that topic before, so what arrives after the session ended
     reaches it there."""
-    tls_context = ssl.create_default_context(cafile=mqtt.ca_file) if mqtt.tls else None
-    client = aiomqtt.Client(
+    client = make_client(
         mqtt.host,
         mqtt.port,
+        client_id=client_id(instance_id),
         username=mqtt.username,
         password=mqtt.password,
-        identifier=client_id(instance_id),
-        protocol=aiomqtt.ProtocolVersion.V5,
+        tls=mqtt.tls,
+        ca_file=mqtt.ca_file,
         clean_start=False,
-        # expiry 0: the resumed session ends with this connection
-        properties=connect_properties(session_expiry=0),
+        session_expiry=0,  # the resumed session ends with this connection
         keepalive=mqtt.keepalive,
-        tls_context=tls_context,
-        socket_options=nodelay_socket_options(),
-        timeout=10,
     )
     replies = 0
     loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from mqtt_adapter import request_properties
 from protocol import (
     METHOD_PRINT_JOB,
     METHOD_PRINTER_TEST,
@@ -16,7 +17,6 @@ from protocol import (
     encode,
     is_valid_id,
     reply_topic,
-    request_properties,
     request_topic,
 )
 

@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter, for every reconnect loop."""
+"""Capped exponential backoff with full jitter, for every reconnect and restart loop."""
 
 from __future__ import annotations
 

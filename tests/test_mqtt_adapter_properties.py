@@ -1,5 +1,6 @@
-"""Request and reply properties are built without paho's slow path; the bytes on the wire are
-exactly the ones paho packs from the same properties set one by one."""
+"""Request and reply properties are built without paho's slow path (:mod:`mqtt_adapter`); the
+bytes on the wire are exactly the ones paho packs from the same properties set one by one, and
+paho's packet decoders, once given our ``Properties``, decode exactly as with theirs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
-import protocol as p
+import mqtt_adapter as p
 
 topics = st.text(min_size=1, max_size=300).filter(lambda t: "\x00" not in t)
 job_ids = st.text(alphabet="0123456789abcdefABCDEF-_", min_size=0, max_size=64)
@@ -198,6 +199,7 @@ def test_paho_decodes_publish_packets_as_it_would_without_us(
         props = result.properties
         return (result.topic, result.mid, result.payload, str(props), props and props.json())
 
+    assert p.install_fast_paths()
     ours = decode()
     assert getattr(_packet, "Properties") is not Properties  # noqa: B009
     setattr(_packet, "Properties", Properties)  # noqa: B010
@@ -227,7 +229,7 @@ def test_strings_are_read_as_paho_reads_them(text: str, cut: int) -> None:
     """The UTF-8 reader behind the fast ``unpack``: paho's result, or paho's error."""
     from paho.mqtt.properties import readUTF
 
-    from protocol._mqtt import _read_utf
+    from mqtt_adapter._fastprops import read_utf as _read_utf
 
     encoded = text.encode("utf-8", "surrogatepass")
     buffer = struct.pack("!H", len(encoded)) + encoded

@@ -8,8 +8,8 @@ lines; a terminal gets the same events as readable text::
     06:40:01.123 INFO  cloud_api.jobs: job accepted job_id=… branch_id=demo … trace_id=…
 
 Fields beyond ``ts level logger msg`` are the ``extra={...}`` of the log call; ``trace_id`` is
-added from the current trace context (:mod:`._trace`) when the call names none, so every line
-written while serving a request or a reply carries it.
+added from the current trace context (:mod:`protocol._trace`) when the call names none, so every
+line written while serving a request or a reply carries it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, TextIO
 
 import msgspec
 
-from ._trace import current_trace_id
+from protocol import current_trace_id
 
 LogFormat = Literal["auto", "json", "text"]
 
