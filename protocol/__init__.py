@@ -16,6 +16,7 @@ from ._codec import (
     decode_request,
     decode_status,
     encode,
+    reply_stage,
 )
 from ._document import (
     MAX_BARCODE_CHARS,
@@ -67,10 +68,12 @@ from ._fleet import (
 from ._ids import is_valid_id, new_job_id, validate_id
 from ._logfmt import JsonFormatter, LogFormat, TextFormatter, configure_logging, log_event
 from ._messages import (
+    FINAL_STAGES,
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
     METHOD_PRINTER_TEST,
     METHODS,
+    PROGRESS_STAGES,
     Accepted,
     AgentStatus,
     ConfigRejection,
@@ -139,6 +142,7 @@ __all__ = [
     "ALL_PRESENCE",
     "ALL_STATUS",
     "CONTENT_TYPE_JSON",
+    "FINAL_STAGES",
     "MAX_BARCODE_CHARS",
     "MAX_BLOCKS",
     "MAX_CONTENT_BYTES",
@@ -153,6 +157,7 @@ __all__ = [
     "METHOD_JOB_CANCEL",
     "METHOD_PRINTER_TEST",
     "METHOD_PRINT_JOB",
+    "PROGRESS_STAGES",
     "PROTOCOL_VERSION",
     "QR_CAPACITY",
     "RELEASE_PREFIX",
@@ -243,6 +248,7 @@ __all__ = [
     "release_signed_bytes",
     "reply_filter",
     "reply_properties",
+    "reply_stage",
     "reply_topic",
     "request_properties",
     "request_topic",

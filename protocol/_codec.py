@@ -21,6 +21,13 @@ _status = msgspec.json.Decoder(AgentStatus)
 _params = {method: msgspec.json.Decoder(kind) for method, kind in METHODS.items()}
 
 
+class _Staged(msgspec.Struct):
+    stage: str = ""
+
+
+_stage = msgspec.json.Decoder(_Staged)
+
+
 class UnknownMethod(ProtocolError):
     """The request names a method this side does not implement."""
 
@@ -76,6 +83,15 @@ def decode_reply(data: bytes) -> Reply:
     reply = _decode(_reply, data, "reply")
     _check_version(reply.v, "reply")
     return reply
+
+
+def reply_stage(data: bytes) -> str:
+    """The ``stage`` tag of an encoded reply, without decoding the rest ("" if it has none or
+    is not JSON): what an outbox needs to tell progress from a final."""
+    try:
+        return _stage.decode(data).stage
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return ""
 
 
 def decode_presence(data: bytes) -> Presence:

@@ -145,6 +145,15 @@ class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
 
 Reply = Accepted | Waiting | Printing | Done | Failed
 
+#: Progress stages: each says only that the request got this far, and a final reply to the same
+#: request (``done``, ``failed``) says it too. An agent may hold a progress reply back for a
+#: moment and drop it when the final is ready first: a fast job is answered with the final alone
+#: (docs/agent-ledger.md, "Progress folded into the final"). A cloud must take a final from any
+#: earlier state; it never relies on hearing ``accepted`` or ``printing``.
+PROGRESS_STAGES: Final = frozenset({"accepted", "printing"})
+#: Stages that end a request: nothing follows them.
+FINAL_STAGES: Final = frozenset({"done", "failed"})
+
 
 # --- presence and status -------------------------------------------------------------------
 
