@@ -119,6 +119,7 @@ class Agent:
         self._workers: list[asyncio.Task[None]] = []
         #: request and reply log events, traces, and the optional local /metrics
         self.observer = AgentObserver(self.branch_id, self.agent_id)
+        self.outbox.on_fold = self.observer.folded
         #: broker sessions opened since start (more than one: it reconnected)
         self.sessions = 0
         #: the local /metrics port while running (``metrics_port`` in the config)

@@ -65,6 +65,9 @@ class Outbox:
     """Pending replies, mirrored from the ledger, and the per-session publisher."""
 
     def __init__(self, ledger: Ledger, *, window: int = 100, hold: float = PROGRESS_HOLD_S) -> None:
+        #: Called with each progress reply dropped unsent, before the final that replaced it
+        #: is handed to the publisher (the agent's stage histogram still counts its stage).
+        self.on_fold: Callable[[OutboxEntry], None] | None = None
         self._ledger = ledger
         self._window = window
         self._hold = hold
@@ -131,6 +134,8 @@ class Outbox:
         if session is not None and seq in session.handed:
             return  # sent already: its PUBACK is still welcome, its row is gone
         self.folded += 1
+        if self.on_fold is not None:
+            self.on_fold(entry)
         key = entry.key
         held = self._held.get(key) if key is not None else None
         if held is not None and seq in held:
