@@ -1,7 +1,8 @@
 """The agent: one outbound MQTT 5 session, a request dispatcher and one worker per printer.
 
-Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` at once,
-then one final ``done`` or ``failed``. Malformed payloads and unknown methods are answered with a
+Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` (held up
+to 0.5 s and left out when the final comes first, see :mod:`._outbox`), then one final ``done``
+or ``failed``. Malformed payloads and unknown methods are answered with a
 typed ``failed``; nothing is silently dropped except where no reply can be addressed.
 
 Receive before acknowledge: an incoming request is recorded in the job ledger (:mod:`._jobs`,

@@ -113,12 +113,14 @@ class _Reply(_Wire, kw_only=True, frozen=True, tag_field="stage"):
 
 
 class Accepted(_Reply, kw_only=True, frozen=True, tag="accepted"):
-    """The agent holds the request: delivery proof, sent before any printing starts."""
+    """The agent holds the request: delivery proof. A progress stage: an agent may leave it
+    out when the final is ready first (see :data:`PROGRESS_STAGES`); when sent, it comes before
+    every later reply to the request."""
 
 
 class Printing(_Reply, kw_only=True, frozen=True, tag="printing"):
     """The agent started sending the job to the printer: from here on it cannot be cancelled,
-    and a crash leaves its outcome unknown."""
+    and a crash leaves its outcome unknown. A progress stage, like :class:`Accepted`."""
 
 
 class Waiting(_Reply, kw_only=True, frozen=True, tag="waiting"):
