@@ -1,9 +1,10 @@
 """The agent: one outbound MQTT 5 session, a request dispatcher and one worker per printer.
 
-Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` at once,
-then one final ``done`` or ``failed``. Malformed payloads and unknown methods are answered with a
-typed ``failed`` (:mod:`._requests`); nothing is silently dropped except where no reply can be
-addressed. What the cloud sees of the agent, presence and status, is :mod:`._status`.
+Every request gets a reply on its Response Topic with its Correlation Data: ``accepted`` (held up
+to 0.5 s and left out when the final comes first, see :mod:`._outbox`), then one final ``done``
+or ``failed``. Malformed payloads and unknown methods are answered with a typed ``failed``
+(:mod:`._requests`); nothing is silently dropped except where no reply can be addressed. What
+the cloud sees of the agent, presence and status, is :mod:`._status`.
 
 Receive before acknowledge: an incoming request is recorded in the job ledger (:mod:`._jobs`,
 :mod:`._ledger`) before its PUBACK goes out (a ``manual_ack`` client of :mod:`mqtt_adapter`),
@@ -105,6 +106,7 @@ class Agent(StatusReporting, RequestIntake):
         self._workers: list[asyncio.Task[None]] = []
         #: request and reply log events, traces, and the optional local /metrics
         self.observer = AgentObserver(self.branch_id, self.agent_id)
+        self.outbox.on_fold = self.observer.folded
         #: broker sessions opened since start (more than one: it reconnected)
         self.sessions = 0
         #: the local /metrics port while running (``metrics_port`` in the config)

@@ -167,11 +167,25 @@ class AgentObserver:
             log_event(log, logging.INFO, f"reply {head.stage}", fields)
         return traceparent
 
+    def folded(self, entry: OutboxEntry) -> None:
+        """A progress reply its job's final replaced before it was sent: not published, but
+        the stage it reports (``at``: when the job reached it) still counts in the histogram."""
+        if entry.job_id is None or self.metrics is None:
+            return
+        try:
+            head = _decode_head(entry.payload)
+        except msgspec.DecodeError:
+            return
+        self._time(self.metrics, entry.job_id, head)
+
     def _measure(self, job_id: str, head: _Head, code: str) -> None:
         metrics = self.metrics
         if metrics is None:
             return
         metrics.replies.labels(head.stage, code).inc()
+        self._time(metrics, job_id, head)
+
+    def _time(self, metrics: AgentMetrics, job_id: str, head: _Head) -> None:
         began = self._since.pop(job_id, None)
         if began is not None and head.at:
             metrics.stage_seconds.labels(began[0]).observe(max(0.0, head.at - began[1]))

@@ -186,8 +186,8 @@ class Metrics:
         self.stage_seconds = LoopHistogram(
             "printermaster_job_stage_seconds",
             "Time a job spent in each stage this API instance saw begin and end: "
-            "queued (waiting for its agent, until sent), sent (until the agent accepted), "
-            "accepted (until printed)",
+            "queued (waiting for its agent, until sent), sent (until the agent accepted, or "
+            "printed if it answered with the final alone), accepted (until printed)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=reg,

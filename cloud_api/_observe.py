@@ -138,8 +138,9 @@ class JobObserver:
         self._metrics = metrics
         #: job id -> its trace id, while unfinished
         self._traces: dict[str, str] = {}
-        #: job id -> monotonic time its current stage began (sent, accepted), while unfinished
-        self._since: dict[str, float] = {}
+        #: job id -> its current stage (sent, accepted) and the monotonic time it began, while
+        #: unfinished
+        self._since: dict[str, tuple[str, float]] = {}
         self._outcomes: dict[tuple[str, str], Any] = {}
         if metrics is not None:
             stage = metrics.stage_seconds
@@ -159,7 +160,7 @@ class JobObserver:
         if trace_id is not None:
             self._remember(self._traces, job.id, trace_id)
         if job.state is JobState.SENT:
-            self._remember(self._since, job.id, time.monotonic())
+            self._remember(self._since, job.id, ("sent", time.monotonic()))
         self._log(job, f"job {job.state.value}")
 
     def changed(self, job: JobRecord) -> None:
@@ -171,13 +172,13 @@ class JobObserver:
             if to is JobState.SENT:
                 self._stage["queued"].observe(max(0.0, time.time() - job.created_at))
             elif to is JobState.ACCEPTED or to is JobState.PRINTED:
+                # A fast job goes from sent to printed: its agent folds ``accepted`` into the
+                # final, so the time counts where the job was, ``sent``.
                 began = self._since.get(job.id)
                 if began is not None:
-                    self._stage["sent" if to is JobState.ACCEPTED else "accepted"].observe(
-                        now - began
-                    )
+                    self._stage[began[0]].observe(now - began[1])
         if to is JobState.SENT or to is JobState.ACCEPTED:
-            self._remember(self._since, job.id, now)
+            self._remember(self._since, job.id, (to.value, now))
         self._log(job, f"job {to.value}")
         if to in FINAL_STATES:
             self._since.pop(job.id, None)

@@ -128,6 +128,13 @@ def text_summary(report: dict[str, Any]) -> str:
             lines.append(
                 "system/floor: " + ", ".join(f"{k} {v}" for k, v in r.items() if v is not None)
             )
+    wire = report.get("wire")
+    if wire:
+        lines.append(
+            f"agent replies per test print: {wire['replies_per_print']} "
+            f"({wire['replies_published']} published, {wire['replies_folded']} progress replies "
+            "replaced by their final before they left)"
+        )
     idle = report.get("idle_footprint")
     if idle:
         lines.append(

@@ -12,270 +12,42 @@ provisions N agent logins through the dynamic-security plugin, then measures in 
 
 Results go to ``bench-results/<timestamp>/`` (``results.json``, ``latency.png``); see
 docs/benchmark.md. All traffic is on 127.0.0.1 and bounded in count and time.
+
+Here: the run and its phases. Provisioning and the simulation processes: ``_bench_sims``; the
+HTTP side: ``_bench_http``; the floor's requester: ``_floor``; the load driver: ``_drive``;
+results: ``_report``; CPU and idle footprint: ``_footprint``; py-spy: ``_profile``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psutil
 
-from broker import (
-    Credentials,
-    DynSecAdmin,
-    agent_role,
-    agent_username,
-    free_port,
-    new_password,
-)
-from printermaster.stack import Stack, child_env
+from broker import free_port
+from printermaster.stack import Stack
 
+from ._bench_http import SystemCalls
+from ._bench_sims import PRINTER, Branch, SimProcess, log, provision, start_sims, stop_sims
 from ._drive import Call, PhaseResult, drive
 from ._floor import FloorRequester
 from ._footprint import CpuMeter, measure_idle
-from ._http import HttpConnection, post_request
 from ._profile import find_py_spy, record, summarise
 from ._report import check_targets, ratios, text_summary, write_histogram, write_json
 from .sim_agents import LEDGER_SYNC
 
-PRINTER = "POS-80C"
-AGENT_ID = "a1"
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-@dataclass(frozen=True)
-class Branch:
-    branch_id: str
-    agent_id: str
-    creds: Credentials
-
-    def spec(self) -> dict[str, str]:
-        return {
-            "branch_id": self.branch_id,
-            "agent_id": self.agent_id,
-            "username": self.creds.username,
-            "password": self.creds.password,
-            "printer": PRINTER,
-        }
-
-
-# --- provisioning --------------------------------------------------------------------------
-
-
-async def provision(stack: Stack, count: int, batch: int = 100) -> list[Branch]:
-    """One broker login and role per simulated agent, ``batch`` agents per control message.
-
-    Mosquitto 2.0's plugin rewrites its whole JSON file after every command, so provisioning is
-    quadratic in the number of agents; one round trip per batch keeps 1,000 agents to seconds.
-    """
-    branches = [
-        Branch(
-            f"bench{i:05d}",
-            AGENT_ID,
-            Credentials(agent_username(f"bench{i:05d}", AGENT_ID), new_password()),
-        )
-        for i in range(count)
-    ]
-    admin = DynSecAdmin("127.0.0.1", stack.mqtt_port, stack.creds("admin"), timeout=60)
-    async with admin:
-        for start in range(0, count, batch):
-            commands: list[dict[str, Any]] = []
-            for b in branches[start : start + batch]:
-                role = agent_role(b.branch_id, b.agent_id)
-                acls = [acl.as_json() for acl in role.acls]
-                commands.append({"command": "createRole", "rolename": role.name, "acls": acls})
-                commands.append(
-                    {
-                        "command": "createClient",
-                        "username": b.creds.username,
-                        "password": b.creds.password,
-                        "clientid": b.creds.username,  # bound to its id, as provisioned
-                        "roles": [{"rolename": role.name}],
-                    }
-                )
-            await admin.batch(commands)
-    return branches
-
-
-# --- simulated agents / responders ---------------------------------------------------------
-
-
-class SimProcess:
-    """One ``python -m ops.sim_agents`` child: READY on stdout once connected, STATS at exit."""
-
-    def __init__(self, stack: Stack, mode: str, branches: Sequence[Branch], index: int) -> None:
-        self.mode = mode
-        self.dir = stack.state_dir / f"sim-{mode}-{index}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.spec_path = self.dir / "spec.json"
-        spec = {
-            "mode": mode,
-            "host": "127.0.0.1",
-            "port": stack.mqtt_port,
-            "state_dir": str(self.dir),
-            "agents": [b.spec() for b in branches],
-        }
-        fd = os.open(self.spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(spec, fh)
-        self.log_path = self.dir / "sim.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stats: dict[str, Any] = {}
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    async def start(self, limit: float = 120.0) -> float:
-        """Start and wait until every session is up; returns the seconds the sessions took."""
-        err = await asyncio.to_thread(open, self.log_path, "ab")
-        with err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ops.sim_agents",
-                str(self.spec_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                env=child_env(),
-                start_new_session=True,
-            )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(limit):
-            while line := (await self.proc.stdout.readline()).decode():
-                if line.startswith("READY"):
-                    return float(line.split()[2])
-        raise RuntimeError(f"sim {self.mode} exited before READY:\n{self._tail()}")
-
-    async def stop(self) -> dict[str, Any]:
-        if self.proc is None:
-            return self.stats
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.stdout is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(30):
-                while line := (await self.proc.stdout.readline()).decode():
-                    if line.startswith("STATS "):
-                        self.stats = json.loads(line[6:])
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        await self.proc.wait()
-        self.proc = None
-        return self.stats
-
-    def _tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        return ""
-
-
-async def start_sims(
-    stack: Stack, mode: str, branches: Sequence[Branch], procs: int
-) -> list[SimProcess]:
-    sims = [
-        SimProcess(stack, mode, branches[i::procs], i) for i in range(min(procs, len(branches)))
-    ]
-    took = await asyncio.gather(*(sim.start() for sim in sims))
-    log(f"{len(branches)} {mode} connected in {max(took):.1f} s ({len(sims)} process(es))")
-    if mode == "agents":
-        log(f"simulated agents: in-memory printers, job ledger with ledger_sync={LEDGER_SYNC!r}")
-    return sims
-
-
-async def stop_sims(sims: Sequence[SimProcess]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for stats in await asyncio.gather(*(sim.stop() for sim in sims)):
-        for key, value in stats.items():
-            totals[key] = totals.get(key, 0) + int(value)
-    return totals
-
-
-# --- HTTP calls ----------------------------------------------------------------------------
-
-
-class SystemCalls:
-    """Test prints over HTTP, one keep-alive connection per worker, spread over the branches."""
-
-    def __init__(self, stack: Stack, branches: Sequence[Branch]) -> None:
-        self.host, self.port = "127.0.0.1", stack.http_port
-        self.requests = [
-            post_request(
-                self.host,
-                self.port,
-                f"/v1/branches/{b.branch_id}/printers/{PRINTER}/test",
-                stack.api_token,
-            )
-            for b in branches
-        ]
-        #: Every 200 "printed" answer, warm-up included: must equal the agents' job count.
-        self.printed = 0
-        self._conns: list[HttpConnection] = []
-
-    def calls(self, concurrency: int) -> list[Call]:
-        return [self._worker() for _ in range(concurrency)]
-
-    def _worker(self) -> Call:
-        conn: HttpConnection | None = None
-
-        async def one(k: int) -> str | None:
-            nonlocal conn
-            if conn is None or conn.closed:
-                conn = await HttpConnection.open(self.host, self.port)
-                self._conns.append(conn)
-            status, body = await conn.request(self.requests[k % len(self.requests)])
-            if status == 200 and b'"printed"' in body:
-                self.printed += 1
-                return None
-            try:
-                code = msgspec.json.decode(body)["error"]["code"]
-            except (msgspec.DecodeError, KeyError, TypeError):
-                code = "?"
-            return f"HTTP {status} {code}"
-
-        return one
-
-    async def warm(self, concurrency: int, limit: float = 60.0) -> None:
-        """One successful test print per branch: the API has seen every agent online."""
-        todo = list(range(len(self.requests)))
-        calls = self.calls(concurrency)
-
-        async def worker(call: Call) -> None:
-            while todo:
-                k = todo.pop()
-                # Retried until it prints: 404/503 until the API has seen the agent online.
-                for _ in range(int(limit * 10)):
-                    if await call(k) is None:
-                        break
-                    await asyncio.sleep(0.1)
-
-        async with asyncio.timeout(limit):
-            await asyncio.gather(*(worker(c) for c in calls))
-
-    def close(self) -> None:
-        for conn in self._conns:
-            conn.close()
+__all__ = ["build_parser", "main", "run"]
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -429,6 +201,15 @@ async def _system_phase(
         "http_printed": system.printed,
         "agents_printed": agents.get("printed", 0),
         "match": system.printed == agents.get("printed", 0),
+    }
+    printed = agents.get("printed", 0)
+    report["wire"] = {
+        "replies_published": agents.get("replies_published", 0),
+        "replies_folded": agents.get("replies_folded", 0),
+        # Warm-up included: every test print the agents answered, over the whole run.
+        "replies_per_print": round(agents.get("replies_published", 0) / printed, 3)
+        if printed
+        else None,
     }
 
 

@@ -78,9 +78,7 @@ def _agent(
         # per commit). Real agents default to "full".
         ledger_sync=LEDGER_SYNC,
     )
-    import os  # TEMP
-
-    agent = Agent(config, ledger_writer=None if os.environ.get("PM_SIM_OWN") else writer)
+    agent = Agent(config, ledger_writer=writer)
     printer = MemoryPrinter(entry["printer"])
     agent.printers[entry["printer"]].backend = printer
     return agent, printer
@@ -119,6 +117,9 @@ async def _serve_agents(
         "agents": len(agents),
         "printed": sum(p.jobs for p in printers),
         "bytes": sum(p.bytes for p in printers),
+        # Replies on the wire, and progress replies their job's final replaced before they left.
+        "replies_published": sum(agent.outbox.published for agent in agents),
+        "replies_folded": sum(agent.outbox.folded for agent in agents),
         "ledger_threads": ledger_threads,
     }
 

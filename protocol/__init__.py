@@ -16,6 +16,7 @@ from ._codec import (
     decode_request,
     decode_status,
     encode,
+    reply_stage,
     typed_decoder,
 )
 from ._document import (
@@ -68,10 +69,12 @@ from ._fleet import (
 )
 from ._ids import is_valid_id, new_job_id, validate_id
 from ._messages import (
+    FINAL_STAGES,
     METHOD_JOB_CANCEL,
     METHOD_PRINT_JOB,
     METHOD_PRINTER_TEST,
     METHODS,
+    PROGRESS_STAGES,
     Accepted,
     AgentStatus,
     ConfigRejection,
@@ -128,6 +131,7 @@ from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, software_version
 __all__ = [
     "ALL_PRESENCE",
     "ALL_STATUS",
+    "FINAL_STAGES",
     "MAX_BARCODE_CHARS",
     "MAX_BLOCKS",
     "MAX_CONTENT_BYTES",
@@ -142,6 +146,7 @@ __all__ = [
     "METHOD_JOB_CANCEL",
     "METHOD_PRINTER_TEST",
     "METHOD_PRINT_JOB",
+    "PROGRESS_STAGES",
     "PROTOCOL_VERSION",
     "QR_CAPACITY",
     "RELEASE_PREFIX",
@@ -221,6 +226,7 @@ __all__ = [
     "probe_topic",
     "release_signed_bytes",
     "reply_filter",
+    "reply_stage",
     "reply_topic",
     "request_topic",
     "reset_trace_id",

@@ -15,6 +15,13 @@ from ._version import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
 _encoder = msgspec.json.Encoder()
 
 
+class _Staged(msgspec.Struct):
+    stage: str = ""
+
+
+_stage = msgspec.json.Decoder(_Staged)
+
+
 class UnknownMethod(ProtocolError):
     """The request names a method this side does not implement."""
 
@@ -92,6 +99,15 @@ def decode_reply(data: bytes) -> Reply:
     reply = _reply(data)
     _check_version(reply.v, "reply")
     return reply
+
+
+def reply_stage(data: bytes) -> str:
+    """The ``stage`` tag of an encoded reply, without decoding the rest ("" if it has none or
+    is not JSON): what an outbox needs to tell progress from a final."""
+    try:
+        return _stage.decode(data).stage
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return ""
 
 
 def decode_presence(data: bytes) -> Presence:

@@ -118,12 +118,14 @@ class _Reply(_Wire, kw_only=True, frozen=True, tag_field="stage"):
 
 
 class Accepted(_Reply, kw_only=True, frozen=True, tag="accepted"):
-    """The agent holds the request: delivery proof, sent before any printing starts."""
+    """The agent holds the request: delivery proof. A progress stage: an agent may leave it
+    out when the final is ready first (see :data:`PROGRESS_STAGES`); when sent, it comes before
+    every later reply to the request."""
 
 
 class Printing(_Reply, kw_only=True, frozen=True, tag="printing"):
     """The agent started sending the job to the printer: from here on it cannot be cancelled,
-    and a crash leaves its outcome unknown."""
+    and a crash leaves its outcome unknown. A progress stage, like :class:`Accepted`."""
 
 
 class Waiting(_Reply, kw_only=True, frozen=True, tag="waiting"):
@@ -149,6 +151,15 @@ class Failed(_Reply, kw_only=True, frozen=True, tag="failed"):
 
 
 Reply = Accepted | Waiting | Printing | Done | Failed
+
+#: Progress stages: each says only that the request got this far, and a final reply to the same
+#: request (``done``, ``failed``) says it too. An agent may hold a progress reply back for a
+#: moment and drop it when the final is ready first: a fast job is answered with the final alone
+#: (docs/agent-ledger.md, "Progress folded into the final"). A cloud must take a final from any
+#: earlier state; it never relies on hearing ``accepted`` or ``printing``.
+PROGRESS_STAGES: Final = frozenset({"accepted", "printing"})
+#: Stages that end a request: nothing follows them.
+FINAL_STAGES: Final = frozenset({"done", "failed"})
 
 
 # --- presence and status -------------------------------------------------------------------

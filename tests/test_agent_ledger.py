@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from branch_agent._outbox import PROGRESS_HOLD_S
 from branch_agent._render import render_content
 from mqtt_adapter import request_properties
 from printermaster.stack import AgentHandle, Stack
@@ -205,7 +206,8 @@ def test_same_job_twice_prints_once_and_is_answered_from_the_ledger(
     while cloud.stages(job_id).count("done") < 2:
         assert time.monotonic() < deadline, cloud.stages(job_id)
         time.sleep(0.01)
-    assert cloud.stages(job_id) == ["accepted", "printing", "done", "done"]
+    # a fast print is answered with its final alone (see (8)); the replay is a final too
+    assert cloud.stages(job_id) == ["done", "done"]
     replay = cloud.replies[job_id][-1]
     assert replay["result"]["replayed"] is True
     assert replay["result"]["bytes"] == first["result"]["bytes"]
@@ -332,10 +334,10 @@ def test_replies_produced_while_the_broker_is_down_arrive_after_reconnect(
         finally:
             cloud.close()
         assert [d["stage"] for d in done] == ["done", "done"]
-        # per job, the outbox keeps the order accepted -> printing -> done
-        for job_id in (first, second):
-            stages = [s for s in cloud.stages(job_id)]
-            assert stages.index("accepted") < stages.index("printing") < stages.index("done")
+        # per job, the outbox keeps the order accepted -> printing -> done; the second's
+        # "printing", produced while the broker was down, was replaced by its final there
+        assert cloud.stages(first) == ["accepted", "printing", "done"]
+        assert cloud.stages(second) == ["accepted", "done"]
         assert sorted(journal(agent)) == sorted([first, second])
 
 
@@ -391,7 +393,7 @@ def test_cancel_of_waiting_job_never_prints_and_cancel_of_printed_job_conflicts(
 
     cancel = cloud.cancel(agent, victims[0])
     assert cloud.final(cancel)["stage"] == "done"
-    assert cloud.stages(cancel) == ["accepted", "done"]
+    assert cloud.stages(cancel) == ["done"]  # its accepted was replaced by its final
     cancelled = cloud.final(victims[0])
     assert cancelled["stage"] == "failed" and cancelled["error"]["code"] == "CANCELLED"
     deadline = time.monotonic() + 5
@@ -437,7 +439,7 @@ def test_print_job_bytes_on_paper_equal_render_content(
     on_paper = (agent.printer_dir("POS-80C") / f"{job_id}.prn").read_bytes()
     assert on_paper == expected
     assert done["result"]["bytes"] == len(expected)
-    assert cloud.stages(job_id) == ["accepted", "printing", "done"]
+    assert cloud.stages(job_id) == ["done"]
 
 
 def test_graceful_stop_lets_the_printing_job_finish_and_report(
@@ -492,6 +494,54 @@ def test_print_job_waits_for_paper_across_a_restart_and_prints_once_when_it_is_b
     done = cloud.final(job_id, timeout=20)
     assert done["stage"] == "done", done
     stages = cloud.stages(job_id)
-    assert stages[:2] == ["accepted", "waiting"] and stages[-2:] == ["printing", "done"]
+    assert stages[:2] == ["accepted", "waiting"] and stages[-1] == "done"
+    assert stages[-2] in {"waiting", "printing"}  # "printing" is replaced by "done" if fast
     time.sleep(0.5)
     assert journal(agent) == [job_id]
+
+
+# --- (8) progress folded into the final -------------------------------------------------------
+
+
+def test_a_fast_print_is_answered_with_its_final_alone(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    """Request + one reply on the wire: the ``accepted`` and ``printing`` the agent committed
+    are replaced by the final before they are due, so they never leave it."""
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    test_page = cloud.send(agent, "printer.test", {"printer": "POS-80C"})
+    assert cloud.final(test_page)["stage"] == "done"
+    tickets = []
+    for _ in range(5):  # one at a time, as a waiter prints them
+        tickets.append(cloud.print_job(agent))
+        assert cloud.final(tickets[-1])["stage"] == "done"
+    time.sleep(PROGRESS_HOLD_S + 0.5)  # a held progress reply would have been sent by now
+    with cloud._lock:
+        on_the_wire = {
+            job_id: [r["stage"] for r in replies] for job_id, replies in cloud.replies.items()
+        }
+    assert on_the_wire == {job_id: ["done"] for job_id in [test_page, *tickets]}
+    assert journal(agent) == [test_page, *tickets]
+
+
+def test_a_slow_print_reports_accepted_and_printing_while_it_prints(
+    start_agent: AgentFactory, cloud_for: Any
+) -> None:
+    agent = start_agent()
+    cloud = cloud_for(agent)
+    slow_printer(agent, 2.0)
+    sent = time.monotonic()
+    job_id = cloud.print_job(agent)
+    cloud.wait_for(job_id, "accepted")
+    cloud.wait_for(job_id, "printing")
+    progress_after = time.monotonic() - sent
+    assert "done" not in cloud.stages(job_id)  # heard while the page was still printing
+    assert progress_after < 2.0
+    assert cloud.final(job_id)["stage"] == "done"
+    assert cloud.stages(job_id) == ["accepted", "printing", "done"]
+    # a job queued behind it hears accepted while it waits, and nothing it does not need after
+    queued = cloud.print_job(agent)
+    cloud.wait_for(queued, "accepted")
+    assert cloud.final(queued, timeout=10)["stage"] == "done"
+    assert journal(agent) == [job_id, queued]

@@ -1,6 +1,7 @@
 """Truthful outcomes on the agent, under printer trouble: the job lifecycle on a real SQLite
 ledger with a real virtual printer, or the fake ESC/POS network printer over loopback (no broker:
-replies are read from the outbox, as the broker would get them).
+replies are read as the ledger commits them to the outbox, every stage the agent reports; on the
+wire a final may replace progress replies not sent yet, see tests/test_ledger.py).
 
 * a print job waits (``waiting``) while its printer is offline / out of paper / cover open, and
   prints when the status poll sees the printer ready; test prints fail at once;
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 
 from branch_agent._jobs import CancelRequest, JobRequest, Jobs, PrinterSlot
-from branch_agent._ledger import LEDGER_FILE, JobState, Ledger
+from branch_agent._ledger import LEDGER_FILE, JobState, Ledger, OutboxEntry
 from branch_agent._printers import NetworkPrinter, PrinterBackend, PrinterError, VirtualPrinter
 from branch_agent._printers._base import WRITE_ALLOWANCE, WriteTicket
 from ops.fake_printer import FakePrinter
@@ -36,6 +38,10 @@ RAW = {"type": "raw", "data": "G0BIZWxsbwoKHVZBAA=="}
 def print_job(job_id: str, deadline: float | None = None) -> JobRequest:
     params = json.dumps({"printer": "P1", "content": RAW}).encode()
     return JobRequest(job_id, "print.job", "P1", params, TOPIC, job_id.encode(), deadline)
+
+
+#: Every reply each ledger committed, in order.
+_COMMITTED: weakref.WeakKeyDictionary[Ledger, list[OutboxEntry]] = weakref.WeakKeyDictionary()
 
 
 class Agent:
@@ -55,6 +61,10 @@ class Agent:
         self.jobs = Jobs(ledger, {"P1": self.slot}, branch_id="b1", agent_id="a1")
         self._poll = poll
         self._tasks: list[asyncio.Task[None]] = []
+        if ledger not in _COMMITTED:  # one record per ledger, across agent restarts
+            _COMMITTED[ledger] = []
+            ledger.on_outbox(_COMMITTED[ledger].extend)
+        self._committed = _COMMITTED[ledger]
 
     async def __aenter__(self) -> Agent:
         await self.jobs.recover()
@@ -78,8 +88,8 @@ class Agent:
         self.jobs.admitted(await self.jobs.submit(intake))
 
     async def replies(self, job_id: str) -> list[dict[str, Any]]:
-        entries = await self.ledger.call(lambda tx: tx.outbox())
-        return [json.loads(e.payload) for e in entries if e.job_id == job_id]
+        await self.ledger.call(lambda tx: None)  # every reply committed so far has been heard
+        return [json.loads(e.payload) for e in self._committed if e.job_id == job_id]
 
     async def stages(self, job_id: str) -> list[str]:
         return [r["stage"] for r in await self.replies(job_id)]

@@ -60,13 +60,9 @@ def test_job_prints_with_a_full_timeline(job_stack: Stack, agent: AgentHandle) -
         assert job["state"] in {"queued", "sent", "accepted", "printing", "printed"}
         done = wait_state(http, job["id"])
     assert done["state"] == "printed", done
-    assert [e["state"] for e in done["timeline"]] == [
-        "queued",
-        "sent",
-        "accepted",
-        "printing",
-        "printed",
-    ]
+    # a fast printer: the agent folds accepted and printing into its final (a slow one shows
+    # them: test_sse_stream_shows_every_stage_in_order)
+    assert [e["state"] for e in done["timeline"]] == ["queued", "sent", "printed"]
     times = [e["at"] for e in done["timeline"]]
     assert times == sorted(times)
     (printed,) = job_files(agent)
@@ -207,7 +203,7 @@ def test_cancel_of_a_job_waiting_at_the_agent(job_stack: Stack, agent: AgentHand
 
 
 def test_sse_stream_shows_every_stage_in_order(job_stack: Stack, agent: AgentHandle) -> None:
-    set_printer(agent, delay_s=0.5)
+    set_printer(agent, delay_s=1.5)  # longer than the agent holds progress back (0.5 s)
     with job_stack.client(timeout=20) as http:
         job = submit(http, agent.branch_id).json()
         events = []

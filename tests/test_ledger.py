@@ -268,6 +268,14 @@ class _Harness:
         self.printer = VirtualPrinter("P1", directory)
         self.jobs = Jobs(ledger, {"P1": PrinterSlot(self.printer)}, branch_id="b1", agent_id="a1")
         self.outbox = Outbox(ledger)
+        #: Every reply the ledger committed, in order, replaced ones included.
+        self.produced: list[OutboxEntry] = []
+
+        def heard(entries: list[OutboxEntry]) -> None:
+            self.produced.extend(entries)
+            self.outbox.add(entries)
+
+        ledger.on_outbox(heard)
 
     async def submit(self, intake: JobRequest | CancelRequest | Refusal) -> Admission:
         admission = await self.jobs.submit(intake)
@@ -275,14 +283,20 @@ class _Harness:
         return admission
 
     async def replies(self) -> list[tuple[str | None, str]]:
+        """Every reply committed so far, in order (replaced ones included)."""
+        await self.ledger.call(lambda tx: None)
+        return [(e.job_id, json.loads(e.payload)["stage"]) for e in self.produced]
+
+    async def unsent(self) -> list[tuple[str | None, str]]:
+        """The replies the outbox table still holds (nothing is published here)."""
         entries = await self.ledger.call(lambda tx: tx.outbox())
         return [(e.job_id, json.loads(e.payload)["stage"]) for e in entries]
 
     async def final(self, job_id: str) -> Done | Failed:
-        entries = await self.ledger.call(lambda tx: tx.outbox())
+        await self.ledger.call(lambda tx: None)
         finals = [
             r
-            for e in entries
+            for e in self.produced
             if e.job_id == job_id and isinstance(r := decode_reply(e.payload), Done | Failed)
         ]
         assert len(finals) >= 1, f"no final reply for {job_id}"
@@ -324,8 +338,11 @@ async def test_a_job_delivered_twice_prints_once_and_the_second_answer_is_replay
         ("j1", "done"),
         ("j1", "done"),
     ]
+    # the final replaced the progress replies before they were sent; the replay is a final
+    assert await h.unsent() == [("j1", "done"), ("j1", "done")]
+    assert h.outbox.folded == 3
     entries = await ledger.call(lambda tx: tx.outbox())
-    first, replay = (decode_reply(e.payload) for e in entries[3:])
+    first, replay = (decode_reply(e.payload) for e in entries)
     assert isinstance(first, Done) and isinstance(replay, Done)
     assert first.result is not None and replay.result is not None
     assert (first.result.replayed, replay.result.replayed) == (False, True)
@@ -341,8 +358,7 @@ async def test_a_retry_through_another_reply_topic_gets_the_later_replies(
     await h.submit(dataclasses.replace(_job("j1"), reply_to=other))  # waiting: retargeted
     await h.submit(_job("j2"))
     await h.work()
-    entries = await ledger.call(lambda tx: tx.outbox())
-    stages = [(e.job_id, e.topic, json.loads(e.payload)["stage"]) for e in entries]
+    stages = [(e.job_id, e.topic, json.loads(e.payload)["stage"]) for e in h.produced]
     assert stages == [
         ("j1", TOPIC, "accepted"),
         ("j1", other, "accepted"),
@@ -351,6 +367,13 @@ async def test_a_retry_through_another_reply_topic_gets_the_later_replies(
         ("j1", other, "done"),
         ("j2", TOPIC, "printing"),
         ("j2", TOPIC, "done"),
+    ]
+    # each final replaced the progress replies to its own topic; the first asker's accepted
+    # stays, as no final goes there
+    assert [(e.job_id, e.topic) for e in await ledger.call(lambda tx: tx.outbox())] == [
+        ("j1", TOPIC),
+        ("j1", other),
+        ("j2", TOPIC),
     ]
     # A job that ended keeps its last asker for replays; a new retry gets the stored final.
     await h.submit(_job("j1"))
@@ -446,3 +469,133 @@ async def test_printer_refusal_is_a_failed_job_with_the_printers_code(
 def test_done_reply_round_trips_through_the_ledger_bytes() -> None:
     done = Done(job_id="j", at=1.0, result=PrintResult(printer="P1", bytes=3, duration_ms=1.0))
     assert decode_reply(encode(done)) == done
+
+
+# --- progress folded into the final ------------------------------------------------------
+
+
+def _reply(job_id: str, stage: str) -> bytes:
+    return json.dumps({"v": 1, "stage": stage, "job_id": job_id, "at": 0.0}).encode()
+
+
+class _Wire:
+    """A publisher that records what goes out; PUBACKs at once unless told to hold them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str | None, str]] = []
+        self.hold_acks = False
+        self.unacked: list[asyncio.Future[None]] = []
+
+    def publish(self, entry: OutboxEntry) -> asyncio.Future[None]:
+        self.sent.append((entry.job_id, json.loads(entry.payload)["stage"]))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.hold_acks:
+            self.unacked.append(ack)
+        else:
+            ack.set_result(None)
+        return ack
+
+
+async def _stop(pump: asyncio.Task[None]) -> None:
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+
+
+async def test_a_final_deletes_the_jobs_progress_replies_in_its_own_transaction(
+    ledger: Ledger,
+) -> None:
+    await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", _reply("j1", "accepted")))
+    await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", _reply("j1", "printing")))
+    progress = await ledger.call(lambda tx: tx.outbox())
+    assert [e.progress for e in progress] == [True, True]
+    commits = ledger.commits
+
+    def finish(tx: Tx) -> list[OutboxEntry]:
+        tx.reply("j1", "pm/v1/b1/reply/other", b"c", _reply("j1", "done"))  # another asker
+        tx.reply("j1", TOPIC, b"c", _reply("j1", "done"))
+        return tx.new_outbox
+
+    other, done = await ledger.call(finish)
+    assert ledger.commits == commits + 1
+    assert other.supersedes == () and done.supersedes == tuple(e.seq for e in progress)
+    assert [e.seq for e in await ledger.call(lambda tx: tx.outbox())] == [other.seq, done.seq]
+
+
+async def test_progress_is_held_and_a_job_that_ends_in_time_is_answered_with_its_final_alone(
+    ledger: Ledger,
+) -> None:
+    outbox, wire = Outbox(ledger, hold=0.3), _Wire()
+    pump = asyncio.create_task(outbox.pump(wire.publish))
+    for stage in ("accepted", "printing"):
+        await ledger.call(lambda tx, stage=stage: tx.reply("j1", TOPIC, b"c", _reply("j1", stage)))
+    await ledger.call(lambda tx: tx.reply("j2", TOPIC, b"c", _reply("j2", "failed")))
+    await asyncio.sleep(0.05)
+    assert wire.sent == [("j2", "failed")]  # another job's reply passes the held ones
+    await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", _reply("j1", "done")))
+    assert await outbox.drain(1)
+    await asyncio.sleep(0.4)  # past the hold: nothing else goes out
+    assert wire.sent == [("j2", "failed"), ("j1", "done")]
+    assert (outbox.folded, outbox.published) == (2, 2)
+    await _stop(pump)
+    await outbox.close()
+    assert await ledger.call(lambda tx: tx.outbox()) == []
+
+
+async def test_held_progress_goes_out_when_due_in_order_and_waiting_takes_it_along(
+    ledger: Ledger,
+) -> None:
+    outbox, wire = Outbox(ledger, hold=0.1), _Wire()
+    pump = asyncio.create_task(outbox.pump(wire.publish))
+    await ledger.call(lambda tx: tx.reply("slow", TOPIC, b"c", _reply("slow", "accepted")))
+    await ledger.call(lambda tx: tx.reply("slow", TOPIC, b"c", _reply("slow", "printing")))
+    await asyncio.sleep(0.25)
+    assert wire.sent == [("slow", "accepted"), ("slow", "printing")]  # a slow job shows progress
+    await ledger.call(lambda tx: tx.reply("slow", TOPIC, b"c", _reply("slow", "done")))
+    await ledger.call(lambda tx: tx.reply("held", TOPIC, b"c", _reply("held", "accepted")))
+    await ledger.call(lambda tx: tx.reply("held", TOPIC, b"c", _reply("held", "waiting")))
+    await asyncio.sleep(0.02)  # well within the hold: "waiting" went at once, "accepted" first
+    assert wire.sent[2:] == [("slow", "done"), ("held", "accepted"), ("held", "waiting")]
+    assert outbox.folded == 0
+    await _stop(pump)
+
+
+async def test_a_reply_replaced_in_flight_is_not_sent_again_on_the_next_session(
+    ledger: Ledger,
+) -> None:
+    outbox, wire = Outbox(ledger, hold=0), _Wire()  # hold 0: progress goes out at once
+    wire.hold_acks = True
+    pump = asyncio.create_task(outbox.pump(wire.publish))
+    await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", _reply("j1", "accepted")))
+    await ledger.call(lambda tx: tx.reply("j1", TOPIC, b"c", _reply("j1", "done")))
+    assert wire.sent == [("j1", "accepted"), ("j1", "done")]
+    await _stop(pump)  # the session breaks before either PUBACK
+    again = _Wire()
+    pump = asyncio.create_task(outbox.pump(again.publish))
+    assert await outbox.drain(1)
+    assert again.sent == [("j1", "done")]
+    assert outbox.folded == 0  # it had left: not folded, only not repeated
+    await _stop(pump)
+
+
+async def test_after_a_crash_the_recovered_final_replaces_the_progress_left_in_the_outbox(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / LEDGER_FILE
+    async with Ledger(path) as ledger:  # what a kill -9 mid-print leaves: nothing sent yet
+        await ledger.call(lambda tx: tx.insert(_record("mid", JobState.PRINTING)))
+        for stage in ("accepted", "printing"):
+            await ledger.call(
+                lambda tx, stage=stage: tx.reply("mid", TOPIC, b"mid", _reply("mid", stage))
+            )
+    async with Ledger(path) as ledger:
+        outbox, wire = Outbox(ledger), _Wire()
+        assert await outbox.load() == 2
+        printer = VirtualPrinter("P1", tmp_path / "p1")
+        jobs = Jobs(ledger, {"P1": PrinterSlot(printer)}, branch_id="b1", agent_id="a1")
+        assert (await jobs.recover())["outcome_unknown"] == 1
+        pump = asyncio.create_task(outbox.pump(wire.publish))
+        assert await outbox.drain(1)
+        await _stop(pump)
+        await outbox.close()
+    assert wire.sent == [("mid", "failed")]
+    assert printer.journal() == []

@@ -29,8 +29,9 @@ def test_print_returns_result_and_one_job_file(stack: Stack, start_agent: AgentF
     assert body["result"]["printer"] == "POS-80C"
     assert body["result"]["bytes"] > 100
     timings = body["timings_ms"]
-    assert {"sent", "accepted", "printed"} <= set(timings)
-    assert timings["sent"] <= timings["accepted"] <= timings["printed"]
+    # a fast printer: the agent answers with the final alone, no accepted on the way
+    assert set(timings) == {"sent", "printed"}
+    assert timings["sent"] <= timings["printed"]
     files = job_files(agent)
     assert [f.stem for f in files] == [body["job_id"]]
     page = files[0].read_bytes()
