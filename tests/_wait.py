@@ -42,7 +42,7 @@ def _failure(
 
 
 def eventually(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.02,
@@ -50,14 +50,15 @@ def eventually(
     ignoring: tuple[type[BaseException], ...] = (),
 ) -> T:
     """``check()``'s first truthy result within ``timeout`` seconds (see the module docstring)."""
+    not_yet: tuple[type[BaseException], ...] = (AssertionError, *ignoring)
     deadline = time.monotonic() + timeout
     while True:
         last_try = time.monotonic() >= deadline
         error: BaseException | None = None
-        value: Any = None
+        value: T | None = None
         try:
             value = check()
-        except (AssertionError, *ignoring) as exc:
+        except not_yet as exc:
             error = exc
         else:
             if value:
@@ -69,7 +70,7 @@ def eventually(
 
 @overload
 async def eventually_async(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = ...,  # noqa: ASYNC109 (the same signature as eventually)
     interval: float = ...,
@@ -80,7 +81,7 @@ async def eventually_async(
 
 @overload
 async def eventually_async(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float = ...,  # noqa: ASYNC109 (the same signature as eventually)
     interval: float = ...,
@@ -98,6 +99,7 @@ async def eventually_async(
     ignoring: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """:func:`eventually` on the event loop; ``check`` may be a coroutine function."""
+    not_yet: tuple[type[BaseException], ...] = (AssertionError, *ignoring)
     deadline = time.monotonic() + timeout
     while True:
         last_try = time.monotonic() >= deadline
@@ -107,7 +109,7 @@ async def eventually_async(
             value = check()
             if inspect.isawaitable(value):
                 value = await value
-        except (AssertionError, *ignoring) as exc:
+        except not_yet as exc:
             error = exc
         else:
             if value:
