@@ -5,7 +5,10 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 # The lowest Python the agent supports (pyproject's requires-python): CI type-checks for it.
 PY_LOWEST := 3.11
-PYTEST_ARGS ?=
+# Three workers (pytest-xdist): most tests wait on brokers, agents and the API rather than
+# compute. loadgroup keeps tests of one xdist_group (the build/ cache) on one worker.
+# PYTEST_ARGS= runs the suite in one process.
+PYTEST_ARGS ?= -n 3 --dist loadgroup
 
 .PHONY: setup demo test lint typecheck build agent-exe pytest bench clean
 

@@ -15,9 +15,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from ._wait import eventually
 
 CUPSD_CANDIDATES = ("/usr/sbin/cupsd", "/usr/local/sbin/cupsd")
 
@@ -131,22 +132,23 @@ class PrivateCupsd:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def listening() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(
-                    f"cupsd exited with {self.process.returncode}:\n"
+                    f"cupsd exited with {process.returncode}:\n"
                     f"{(self.root / 'log' / 'cupsd.out').read_text(errors='replace')}\n"
                     f"{self.error_log[-4000:]}"
                 )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"cupsd did not listen on {self.server} within {timeout}s")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+
+        try:
+            eventually(listening, timeout=timeout, interval=0.1, ignoring=(OSError,))
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"cupsd did not listen on {self.server} within {timeout}s") from None
 
     def connection(self) -> Any:
         import cups

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
+
+from ._wait import eventually
 
 FINAL = {"printed", "failed", "expired", "cancelled", "outcome_unknown"}
 
@@ -47,11 +48,15 @@ def wait_state(
 ) -> dict[str, Any]:
     """Poll the job until it is in one of ``states`` (default: any final state)."""
     wanted = states or FINAL
-    deadline = time.monotonic() + timeout
-    while True:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in wanted:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job}")
-        time.sleep(0.05)
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        last.update(http.get(f"/v1/jobs/{job_id}").json())
+        return dict(last) if last["state"] in wanted else None
+
+    return eventually(
+        reached,
+        timeout=timeout,
+        interval=0.05,
+        what=lambda: f"job {job_id} in {sorted(wanted)} (still {last.get('state')}: {last})",
+    )

@@ -5,6 +5,7 @@ reaches its true final state — none printed twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ import pytest
 from cloud_api.store import Store
 from printermaster.stack import Stack
 
+from ._wait import eventually, eventually_async
 from .conftest import make_stack, unique_id
 from .pg import postgres_url
 
@@ -75,16 +77,20 @@ async def test_two_processes_under_one_instance_id_are_reported(
     one = InstanceLeases(settings, store, [], nothing)
     tasks = [asyncio.create_task(one.run())]
     try:
-        deadline = time.monotonic() + 10
-        while not (await one.check())[0]:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        started = time.monotonic()
+
+        async def leased() -> bool:
+            return bool((await one.check())[0])
+
+        await eventually_async(leased, timeout=10)
         assert "another process" not in caplog.text  # alone: no complaint
         twin = InstanceLeases(settings, store, [], nothing)
         tasks.append(asyncio.create_task(twin.run()))
-        while "another process runs as instance api-1" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            await asyncio.sleep(0.02)
+        await eventually_async(
+            lambda: "another process runs as instance api-1" in caplog.text,
+            timeout=10 - (time.monotonic() - started),
+            what=lambda: caplog.text,
+        )
     finally:
         for task in tasks:
             task.cancel()
@@ -96,14 +102,16 @@ def _ticket(n: int) -> dict[str, object]:
 
 
 def _wait_online(url: str, token: str, branch: str, agent: str) -> None:
-    deadline = time.monotonic() + 15
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-        while time.monotonic() < deadline:
-            agents = http.get(f"/v1/branches/{branch}/agents").json()
-            if any(a["agent_id"] == agent and a["online"] for a in agents):
-                return
-            time.sleep(0.05)
-    pytest.fail(f"agent {agent} never online at {url}")
+        eventually(
+            lambda: any(
+                a["agent_id"] == agent and a["online"]
+                for a in http.get(f"/v1/branches/{branch}/agents").json()
+            ),
+            timeout=15,
+            interval=0.05,
+            what=f"agent {agent} online at {url}",
+        )
 
 
 @pytest.mark.postgres
@@ -133,30 +141,35 @@ def test_a_survivor_finishes_the_jobs_of_an_instance_killed_mid_flow(
                 assert answer.status_code == 202, answer.text
                 job_ids.append(answer.json()["id"])
         # kill -9 while the printer works through them: jobs sent, accepted, printing
-        deadline = time.monotonic() + 20
-        while len(list(printer_dir.glob("*.prn"))) < 3:
-            assert time.monotonic() < deadline, agent.process.log_tail()
-            time.sleep(0.02)
+        eventually(
+            lambda: len(list(printer_dir.glob("*.prn"))) >= 3,
+            timeout=20,
+            what=agent.process.log_tail,
+        )
         assert stack.api is not None
         stack.api.kill()
         killed = time.monotonic()
         states: dict[str, str] = {}
         headers = {"Authorization": f"Bearer {stack.api_token}"}
         with httpx.Client(base_url=survivor.url, headers=headers, timeout=10) as second:
-            while time.monotonic() - killed < 15:
-                states = {j: second.get(f"/v1/jobs/{j}").json()["state"] for j in job_ids}
-                if set(states.values()) <= FINAL:
-                    break
-                time.sleep(0.2)
+
+            def all_final() -> bool:
+                states.update({j: second.get(f"/v1/jobs/{j}").json()["state"] for j in job_ids})
+                return set(states.values()) <= FINAL
+
+            with contextlib.suppress(AssertionError):  # the assertion below names the states
+                eventually(all_final, timeout=15, interval=0.2)
             took = time.monotonic() - killed
         assert set(states.values()) == {"printed"}, (Counter(states.values()), took)
         journal = Counter((printer_dir / "journal.log").read_text().split())
         assert set(journal) == set(job_ids) and set(journal.values()) == {1}, journal
         assert sorted(p.stem for p in printer_dir.glob("*.prn")) == sorted(job_ids)
-        deadline = time.monotonic() + 15
-        while "adopted instance api-1" not in (log := (tmp_path / "api-2.log").read_text()):
-            assert time.monotonic() < deadline, log[-3000:]
-            time.sleep(0.1)
+        eventually(
+            lambda: "adopted instance api-1" in (tmp_path / "api-2.log").read_text(),
+            timeout=15,
+            interval=0.1,
+            what=lambda: (tmp_path / "api-2.log").read_text()[-3000:],
+        )
         with httpx.Client(base_url=survivor.url, headers=headers, timeout=10) as second:
             leases = {v["instance_id"]: v for v in second.get("/v1/instances").json()}
         assert leases["api-1"]["adopted_by"] == "api-2" and not leases["api-1"]["alive"]

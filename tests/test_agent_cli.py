@@ -8,8 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from branch_agent._discovery import discovered_printers
 from branch_agent._render import render_test_page
 from ops.fake_printer import FakePrinter
 from printermaster.stack import Stack
+from tests._wait import eventually
 from tests.conftest import AgentFactory
 
 BASE: dict[str, Any] = {
@@ -224,24 +223,6 @@ def test_printers_with_a_bad_config_exits_2(tmp_path: Path) -> None:
 # --- CUPS discovery against a private cupsd -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cupsd() -> Iterator[Any]:
-    if sys.platform == "win32":
-        pytest.skip("cupsd does not run on Windows")
-    pytest.importorskip("cups", reason="pycups not installed: pip install 'printermaster[cups]'")
-    from tests._cupsd import PrivateCupsd, find_cupsd
-
-    binary = find_cupsd()
-    if binary is None:
-        pytest.skip("cupsd not installed (Debian/Ubuntu: apt-get install cups)")
-    server = PrivateCupsd(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_printers_lists_cups_queues_not_configured(
     tmp_path: Path, cupsd: Any, fake_printer: FakePrinter
 ) -> None:
@@ -265,12 +246,13 @@ def test_printers_lists_cups_queues_not_configured(
     assert "pm-configured" not in discovered
 
     config = load_config(path, env={})
-    deadline = time.monotonic() + 10
-    names = discovered_printers(config)  # first call starts the listing and never blocks
-    while "pm-new-kitchen" not in names and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+    def listed() -> list[str]:  # the first call starts the listing and never blocks
         names = discovered_printers(config)
-    assert "pm-new-kitchen" in names
+        assert "pm-new-kitchen" in names, names
+        return list(names)
+
+    names = eventually(listed, timeout=10, interval=0.05)
     assert "pm-configured" not in names
 
 
@@ -283,15 +265,14 @@ def test_agent_status_carries_discovered_queues(
         status_expiry=5.0,
         discovery={"cups_server": cupsd.server, "interval": 0.5},
     )
-    deadline = time.monotonic() + 15
     with stack.client(timeout=5) as http:
-        while True:
-            agents = http.get(f"/v1/branches/{handle.branch_id}/agents").json()
-            (agent,) = agents
-            if "pm-offered" in agent["discovered"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-    assert "pm-offered" in agent["discovered"]
+
+        def offered() -> dict[str, Any]:
+            (agent,) = http.get(f"/v1/branches/{handle.branch_id}/agents").json()
+            assert "pm-offered" in agent["discovered"], agent
+            return dict(agent)
+
+        agent = eventually(offered, timeout=15, interval=0.1)
     assert agent["printers"] == ["POS-80C"]
 
 

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 
 from branch_agent._jobs import CancelRequest, JobRequest, Jobs, PrinterSlot
-from branch_agent._ledger import LEDGER_FILE, JobState, Ledger, OutboxEntry
+from branch_agent._ledger import JobState, Ledger, OutboxEntry
 from branch_agent._printers import NetworkPrinter, PrinterBackend, PrinterError, VirtualPrinter
 from branch_agent._printers._base import WRITE_ALLOWANCE, WriteTicket
 from ops.fake_printer import FakePrinter
 from protocol import ErrorCode
 
+from ._wait import eventually_async
 from .test_ledger import TOPIC, _job
 
 RAW = {"type": "raw", "data": "G0BIZWxsbwoKHVZBAA=="}
@@ -97,13 +98,14 @@ class Agent:
     async def until(
         self, job_id: str, check: Callable[[list[str]], bool], within: float = 10
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + within
-        while True:
+
+        async def replied() -> tuple[list[dict[str, Any]]]:
             replies = await self.replies(job_id)
-            if check([r["stage"] for r in replies]):
-                return replies
-            assert time.monotonic() < deadline, [r["stage"] for r in replies]
-            await asyncio.sleep(0.02)
+            assert check([r["stage"] for r in replies]), [r["stage"] for r in replies]
+            return (replies,)  # truthy even when the check is met by no replies
+
+        (found,) = await eventually_async(replied, timeout=within)
+        return found
 
     async def state(self, job_id: str) -> JobState:
         job = await self.ledger.call(lambda tx: tx.get(job_id))
@@ -113,12 +115,6 @@ class Agent:
 
 def final(stages: list[str]) -> bool:
     return "done" in stages or "failed" in stages
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    async with Ledger(tmp_path / LEDGER_FILE) as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -146,8 +142,8 @@ async def test_a_print_job_waits_for_paper_and_prints_when_it_is_back(
         assert (error["code"], error["retryable"]) == ("PAPER_OUT", True)
         assert await agent.state("j1") is JobState.WAITING
         assert agent.jobs.queue_depth == 1
-        await asyncio.sleep(0.3)
-        assert virtual.journal() == []  # nothing reaches the printer while waiting
+        await asyncio.sleep(0.3)  # not eventually: nothing reaches the printer while waiting
+        assert virtual.journal() == []
 
         set_state(virtual, cover_open=True)  # the condition changes: heard again
         replies = await agent.until("j1", lambda s: s.count("waiting") == 2)
@@ -180,7 +176,7 @@ async def test_a_waiting_job_expires_at_its_deadline_and_never_prints(
         assert replies[2]["error"]["code"] == "EXPIRED"
         assert await agent.state("j1") is JobState.EXPIRED
         set_state(virtual)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # not eventually: the ended job does not print once ready
     assert virtual.journal() == []
 
 
@@ -221,7 +217,7 @@ async def test_cancel_of_a_waiting_job_and_a_redelivery_answered_from_the_ledger
         assert replies[-1]["error"]["code"] == "CANCELLED"
         assert agent.jobs.queue_depth == 0
         set_state(virtual)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # not eventually: the ended job does not print once ready
     assert virtual.journal() == []
 
 
@@ -273,7 +269,8 @@ async def test_a_job_due_before_a_stalled_printer_recovers_never_prints(
         assert "printing" not in [r["stage"] for r in test_page + ticket]
         assert ticket[-1]["error"]["code"] == "EXPIRED"
         assert test_page[-1]["error"]["code"] in ("EXPIRED", "PRINTER_OFFLINE")
-        await asyncio.sleep(3.5)  # the printer is back: a late write would land now
+        await eventually_async(lambda: not fake_printer.stalled, timeout=10, interval=0.1)
+        await asyncio.sleep(1.5)  # not eventually: a late write would land within this window
     assert fake_printer.jobs == []
     backend.close()
 

@@ -4,11 +4,11 @@ a dead worker comes back under its own id, and none outlives its supervisor."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 
 from printermaster.stack import Stack
 
+from ._wait import eventually
 from .conftest import job_files, make_stack, unique_id
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="workers need a Unix system")
@@ -105,24 +106,20 @@ def test_a_killed_worker_is_started_again_under_its_id(workers_stack: Stack) -> 
     before = _children(supervisor)
     assert len(before) == WORKERS
     os.kill(before[0], signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        now = _children(supervisor)
-        if len(now) == WORKERS and before[0] not in now:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"worker not restarted: {before} -> {_children(supervisor)}")
+    eventually(
+        lambda: len(now := _children(supervisor)) == WORKERS and before[0] not in now,
+        timeout=20,
+        interval=0.1,
+        what=lambda: f"worker restarted: {before} -> {_children(supervisor)}",
+    )
     want = {f"api-1.{k}" for k in range(1, WORKERS + 1)}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if _instances_seen(workers_stack, want, attempts=50) == want:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the restarted worker never answered")
+    eventually(
+        lambda: _instances_seen(workers_stack, want, attempts=50) == want,
+        timeout=20,
+        interval=0.2,
+        what="the restarted worker answering",
+        ignoring=(httpx.TransportError,),
+    )
 
 
 def test_workers_stop_with_their_supervisor_even_after_kill_9(tmp_path: Path) -> None:
@@ -132,9 +129,8 @@ def test_workers_stop_with_their_supervisor_even_after_kill_9(tmp_path: Path) ->
         workers = _children(stack.api.pid)
         assert len(workers) == WORKERS
         stack.api.kill()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.1)
+        with contextlib.suppress(AssertionError):  # the assertion below names them
+            eventually(lambda: not any(_alive(p) for p in workers), timeout=10, interval=0.1)
         alive = [p for p in workers if _alive(p)]
         assert not alive, f"workers outlived their supervisor: {alive}"
     finally:

@@ -27,6 +27,7 @@ from protocol import (
 )
 
 from ._mqtt import NOT_AUTHORIZED, Probe
+from ._wait import eventually
 from .conftest import AgentFactory, job_files, make_stack, unique_id
 
 
@@ -53,13 +54,6 @@ def mosquitto_sub(stack: Stack, creds: Credentials, client_id: str, *extra: str)
         timeout=20,
     )
     return result.returncode, result.stderr
-
-
-def wait_for(condition: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.02)
 
 
 def api_log(stack: Stack) -> str:
@@ -147,13 +141,13 @@ def test_a_forged_done_from_another_agent_of_the_branch_changes_nothing(
             for reply in (Accepted(job_id=job_id, at=time.time()), done):
                 assert forger.publish(own, encode(reply), correlation=correlation) in (0, 16)
             line = f"dropping reply for job {job_id} from agent {forger_id}"
-            wait_for(lambda: api_log(stack).count(line) == 2, what="two drops logged")
+            eventually(lambda: api_log(stack).count(line) == 2, what="two drops logged")
             job = http.get(f"/v1/jobs/{job_id}").json()
             assert job["state"] == "queued", job
             assert [e["state"] for e in job["timeline"]] == ["queued"]
             # the real agent comes back and prints it: its reply counts
             real.process.start()
-            wait_for(
+            eventually(
                 lambda: http.get(f"/v1/jobs/{job_id}").json()["state"] == "printed",
                 timeout=20,
                 what="the real agent printed the job",
@@ -218,7 +212,7 @@ def test_a_junk_flood_from_one_agent_costs_a_bounded_number_of_log_lines(
                     )
                     return float(line.split()[-1])
 
-                wait_for(lambda: dropped() > 1000, what="the flood dropped and counted")
+                eventually(lambda: dropped() > 1000, what="the flood dropped and counted")
                 count = dropped()
             assert httpx.get(f"{stack.api_url}/readyz").status_code == 200
         finally:

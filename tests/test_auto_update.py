@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import sys
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,22 +30,12 @@ from cloud_api.releases import public_key_b64, sign_artifact
 from printermaster.stack import ChildProcess, Stack
 
 from ._releases import HttpsServer, build_wheel, https_server
+from ._wait import eventually
 from .conftest import unique_id
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="side-by-side venvs: Linux test")
 
 ONLINE_TIMEOUT_S = 10.0
-
-
-def _poll(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Fleet:
@@ -104,7 +93,7 @@ class Fleet:
             return view if view and check(view) else None
 
         try:
-            return dict(_poll(f"{agent_id}: {what}", ready))
+            return dict(eventually(ready, timeout=45, interval=0.1, what=f"{agent_id}: {what}"))
         except AssertionError:
             process = self.processes.get((branch_id, agent_id))
             log = process.log_tail(40) if process else ""

@@ -5,6 +5,7 @@ returns to its preferred broker once that one is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import aiomqtt
 import httpx
-import pytest
 
 from branch_agent import parse_config
 from broker import free_port
 from printermaster.stack import Stack
 
+from ._wait import eventually
 from .conftest import unique_id
 
 FINAL = {"printed", "failed", "expired", "cancelled", "outcome_unknown"}
@@ -34,12 +35,12 @@ def _session(http: httpx.Client, branch: str, agent: str) -> int | None:
 
 def _wait_new_session(http: httpx.Client, branch: str, agent: str, after: int) -> float:
     start = time.monotonic()
-    while time.monotonic() - start < 30:
-        session = _session(http, branch, agent)
-        if session is not None and session > after:
-            return time.monotonic() - start
-        time.sleep(0.02)
-    pytest.fail(f"agent {agent} not online in a session after {after}")
+    eventually(
+        lambda: (_session(http, branch, agent) or 0) > after,
+        timeout=30,
+        what=f"agent {agent} online in a session after {after}",
+    )
+    return time.monotonic() - start
 
 
 def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
@@ -90,10 +91,10 @@ def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
             feeder = threading.Thread(target=submit)
             feeder.start()
             try:
-                time.sleep(1.0)
+                time.sleep(1.0)  # not a wait: a second of jobs on their way when the broker dies
                 stack.brokers[0].kill()  # kill -9 of the agent's (preferred) broker
                 took = _wait_new_session(http, branch, agent_id, before)
-                time.sleep(1.0)
+                time.sleep(1.0)  # not a wait: and a second of jobs after the failover
             finally:
                 stop.set()
                 feeder.join()
@@ -101,13 +102,14 @@ def test_agent_fails_over_to_the_next_broker_and_back(tmp_path: Path) -> None:
             assert took < 5.0
             second = f"connected to 127.0.0.1:{stack.broker_ports[1]}"
             assert second in agent.process.log_path.read_text()
-            deadline = time.monotonic() + 40
             states: dict[str, str] = {}
-            while time.monotonic() < deadline:
-                states = {j: http.get(f"/v1/jobs/{j}").json()["state"] for j in job_ids}
-                if set(states.values()) <= FINAL:
-                    break
-                time.sleep(0.3)
+
+            def all_final() -> bool:
+                states.update({j: http.get(f"/v1/jobs/{j}").json()["state"] for j in job_ids})
+                return set(states.values()) <= FINAL
+
+            with contextlib.suppress(AssertionError):  # the assertion below counts the states
+                eventually(all_final, timeout=40, interval=0.3)
             assert set(states.values()) == {"printed"}, Counter(states.values())
             journal = Counter((printer_dir / "journal.log").read_text().split())
             assert set(journal) == set(job_ids) and set(journal.values()) == {1}

@@ -22,6 +22,7 @@ from branch_agent import Agent, AgentConfig
 from printermaster._swarm import Swarm
 from printermaster.stack import Stack
 
+from ._wait import eventually
 from .conftest import make_stack, unique_id
 from .console_browser import DOCS, chromium
 from .test_console_browser import api_key
@@ -91,18 +92,18 @@ def walk_the_fleet(stack: Stack, n: int, screenshot: bool) -> None:
     with swarm_running(stack, ids, paper_out):
         key = api_key(stack, [b for b, _ in ids])
         headers = {"Authorization": f"Bearer {key}"}
-        deadline = time.monotonic() + 60
-        while True:  # every status reached the API
+
+        def every_status_reached_the_api() -> bool:
             page = httpx.get(
                 f"{stack.api_url}/v1/console/branches",
                 params={"problems_only": "true", "limit": 1},
                 headers=headers,
                 timeout=10,
             ).json()
-            if page["totals"]["agents_online"] == n and page["matched"] == len(paper_out):
-                break
-            assert time.monotonic() < deadline, page["totals"]
-            time.sleep(0.2)
+            assert page["totals"]["agents_online"] == n, page["totals"]
+            return bool(page["matched"] == len(paper_out))
+
+        eventually(every_status_reached_the_api, timeout=60, interval=0.2)
         t0 = time.perf_counter()
         one = httpx.get(f"{stack.api_url}/v1/console/branches", headers=headers, timeout=10)
         print(

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from broker import free_port
+
+from ._wait import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = {
@@ -59,14 +62,20 @@ def test_demo_runs_prints_and_stops_cleanly(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (state / "demo.json").exists():
+
+        def written() -> dict[str, Any]:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "demo.json not written within 60 s"
-            time.sleep(0.1)
-        time.sleep(0.2)
-        info = json.loads((state / "demo.json").read_text())
-        assert FIELDS <= set(info)
+            info: dict[str, Any] = json.loads((state / "demo.json").read_text())
+            assert FIELDS <= set(info), info  # (a file still being written is not yet info)
+            return info
+
+        info = eventually(
+            written,
+            timeout=60,
+            interval=0.1,
+            what="demo.json written within 60 s",
+            ignoring=(FileNotFoundError, ValueError),
+        )
         assert info["mqtt_port"] == mqtt_port and info["api_url"].endswith(f":{http_port}")
         response = httpx.post(
             f"{info['api_url']}/v1/branches/{info['branch_id']}/printers/{info['printer_id']}/test",
@@ -143,17 +152,18 @@ def _run_demo_once(
 
 
 def _wait_online(api_url: str, token: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def online() -> bool:
         agents = httpx.get(
             f"{api_url}/v1/branches/demo/agents",
             headers={"Authorization": f"Bearer {token}"},
             timeout=5,
         ).json()
-        if any(a["agent_id"] == "agent-1" and a["online"] for a in agents):
-            return
-        assert time.monotonic() < deadline, f"agent not back online: {agents}"
-        time.sleep(0.05)
+        assert any(a["agent_id"] == "agent-1" and a["online"] for a in agents), (
+            f"agent not back online: {agents}"
+        )
+        return True
+
+    eventually(online, timeout=timeout, interval=0.05)
 
 
 def test_demo_runs_again_and_again_with_1883_taken(tmp_path: Path) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from branch_agent._discovery_devices import local_subnets, scan_hosts
 from broker import free_port
 from printermaster.stack import Stack
 
+from ._wait import eventually
 from .conftest import AgentFactory
 
 
@@ -169,9 +169,8 @@ def test_network_scan_finds_open_ports_and_sends_nothing(
         "host": "127.0.0.3",
         "port": port,
     }
-    deadline = time.monotonic() + 5  # the listener thread accepts after the kernel did
-    while listeners[1].closed < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # the listener thread accepts after the kernel did
+    eventually(lambda: listeners[1].closed >= 1, timeout=5, interval=0.01)
     assert listeners[1].connections == 1 and listeners[0].connections == 0  # configured: skipped
     assert listeners[1].closed == 1  # the scanner hung up ...
     assert listeners[1].received == 0  # ... without sending a byte: nothing printed
@@ -237,12 +236,7 @@ def test_discovered_never_blocks_and_then_answers(
     config = _config(
         network=True, network_subnets=["127.0.0.3/32"], network_port=port, interval=60.0
     )
-    first = discovered(config)
-    deadline = time.monotonic() + 10
-    names: list[str] = [p.name for p in first]
-    while not names and time.monotonic() < deadline:
-        time.sleep(0.05)
-        names = [p.name for p in discovered(config)]
+    names = eventually(lambda: [p.name for p in discovered(config)], timeout=10, interval=0.05)
     assert names == [f"net-127.0.0.3-{port}"]
 
 
@@ -266,12 +260,15 @@ def test_api_shows_discovered_not_configured(
     name = f"net-127.0.0.3-{port}"
     url = f"/v1/branches/{handle.branch_id}/agents"
     with stack.client(timeout=5) as http:
-        deadline = time.monotonic() + 15
-        while True:
+
+        def shown(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
             (agent,) = http.get(url).json()
-            if name in agent["discovered"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+            assert check(agent), agent
+            return dict(agent)
+
+        agent = eventually(
+            lambda: shown(lambda a: name in a["discovered"]), interval=0.1, timeout=15
+        )
         assert agent["discovered"] == [name]
         (found,) = agent["discovered_printers"]
         assert found["kind"] == "network" and found["config"]["host"] == "127.0.0.3"
@@ -281,10 +278,8 @@ def test_api_shows_discovered_not_configured(
         printers = [{"kind": "virtual", "name": "POS-80C"}, found["config"]]
         put = http.put(f"{url}/{handle.agent_id}/printers", json={"printers": printers})
         assert put.status_code == 200, put.text
-        deadline = time.monotonic() + 15
-        while True:
-            (agent,) = http.get(url).json()
-            if name in agent["printers"] and not agent["discovered"]:
-                break
-            assert time.monotonic() < deadline, agent
-            time.sleep(0.1)
+        eventually(
+            lambda: shown(lambda a: name in a["printers"] and not a["discovered"]),
+            timeout=15,
+            interval=0.1,
+        )

@@ -5,14 +5,13 @@ logins that must be refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from broker import Credentials, Provisioner, agent_username
 from printermaster.stack import Stack
@@ -29,7 +28,8 @@ from protocol import (
 )
 from protocol import ErrorCode as E
 
-from ._mqtt import NOT_AUTHORIZED, Probe, create_observer, delete_observer
+from ._mqtt import NOT_AUTHORIZED, Probe
+from ._wait import eventually
 from .conftest import AgentFactory, job_files, unique_id
 
 
@@ -48,28 +48,6 @@ def revoke(stack: Stack, branch_id: str, agent_id: str) -> None:
             await Provisioner(admin).revoke_agent(branch_id, agent_id)
 
     asyncio.run(go())
-
-
-@pytest.fixture
-def observer(stack: Stack) -> Iterator[Probe]:
-    """A privileged client subscribed to ``#``: sees every delivered non-``$`` message."""
-    name = unique_id("obs")
-
-    async def make() -> Credentials:
-        async with stack.admin() as admin:
-            return await create_observer(admin, name)
-
-    probe = Probe(stack.mqtt_port, asyncio.run(make()))
-    assert probe.connect() == 0
-    assert probe.subscribe("#") == 1
-    yield probe
-    probe.close()
-
-    async def drop() -> None:
-        async with stack.admin() as admin:
-            await delete_observer(admin, name)
-
-    asyncio.run(drop())
 
 
 def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, observer: Probe) -> None:
@@ -150,7 +128,17 @@ def test_acl_matrix_agent_reaches_nothing_but_its_own_topics(stack: Stack, obser
         ):
             code = agent.publish(topic, b"{}")
             rows.append(("PUB", what, topic, str(code), code in (0, 16)))
-        time.sleep(0.3)
+        # the controls were published last on the same connection: once the observer has them,
+        # a forged message that got through would have arrived before them (MQTT keeps order)
+        controls = {presence_topic(b1, a1), reply_topic(b1, "api-1", a1)}
+        with contextlib.suppress(AssertionError):  # the SEEN rows below record a miss
+            eventually(
+                lambda: (
+                    controls
+                    <= {m.topic for m in observer.messages if not m.retain and m.at >= started}
+                ),
+                timeout=5,
+            )
         delivered = {m.topic for m in observer.messages if not m.retain and m.at >= started}
         for what, topic in pub_topics.items():
             rows.append(("SEEN", what, topic, str(topic in delivered), topic not in delivered))
@@ -199,9 +187,12 @@ def test_forged_reply_from_another_branch_is_ignored(
     caller = threading.Thread(target=call)
     caller.start()
     try:
-        while not any(m.topic == req_topic for m in observer.messages):
-            assert time.monotonic() - started < 5, "request never seen"
-            time.sleep(0.005)
+        eventually(
+            lambda: any(m.topic == req_topic for m in observer.messages),
+            timeout=5 - (time.monotonic() - started),
+            interval=0.005,
+            what="the request",
+        )
         correlation = next(m.correlation for m in observer.messages if m.topic == req_topic)
         assert correlation
         job_id = correlation.decode()

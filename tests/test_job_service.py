@@ -37,6 +37,8 @@ from protocol import (
     encode,
 )
 
+from ._wait import eventually_async
+
 S = JobState
 PRINTER = "POS-80C"
 ADMIN = Principal(name="admin", admin=True)
@@ -137,19 +139,17 @@ def link_of(service: JobService) -> Link:
 async def published(service: JobService, count: int = 1) -> bytes:
     """The correlation data of the ``count``-th request published."""
     link = link_of(service)
-    end = time.monotonic() + 5
-    while len(link.published) < count:
-        assert time.monotonic() < end, "nothing published"
-        await asyncio.sleep(0.001)
+    await eventually_async(
+        lambda: len(link.published) >= count, timeout=5, interval=0.001, what="published"
+    )
     return link.published[count - 1][1]
 
 
 async def settled(service: JobService) -> None:
     """Until every reply handed to the service has been applied."""
-    end = time.monotonic() + 5
-    while service.flights.applying():
-        assert time.monotonic() < end, "replies not applied"
-        await asyncio.sleep(0.001)
+    await eventually_async(
+        lambda: not service.flights.applying(), timeout=5, interval=0.001, what="replies applied"
+    )
 
 
 def printed() -> Done:

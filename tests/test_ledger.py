@@ -4,13 +4,13 @@ virtual printer (no broker: replies are read from the outbox)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,8 @@ from branch_agent._printers import VirtualPrinter
 from groupcommit import Writer
 from protocol import ErrorCode, decode_reply, encode
 from protocol._messages import Done, Failed, PrintResult
+
+from ._wait import eventually_async
 
 TOPIC = "pm/v1/b1/reply/debug/a1"
 
@@ -42,12 +44,6 @@ def _record(job_id: str, state: JobState = JobState.RECEIVED, **kw: object) -> J
     }
     fields.update(kw)
     return JobRecord(**fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    async with Ledger(tmp_path / LEDGER_FILE) as opened:
-        yield opened
 
 
 # --- ledger --------------------------------------------------------------------------------
@@ -187,8 +183,7 @@ async def test_acknowledged_replies_are_forgotten_without_a_commit_of_their_own(
         # With no transaction coming, the deletion goes on its own after FLUSH_DELAY_S.
         await ledger.call(lambda tx: tx.reply("j3", TOPIC, b"c", b"3"))
         assert await outbox.drain(2)
-        await asyncio.sleep(FLUSH_DELAY_S + 0.3)
-        assert stored() == 0
+        await eventually_async(lambda: stored() == 0, timeout=FLUSH_DELAY_S + 0.3)
         # At a stop, the last deletions reach the file.
         await ledger.call(lambda tx: tx.reply("j4", TOPIC, b"c", b"4"))
         assert await outbox.drain(2)
@@ -307,10 +302,8 @@ class _Harness:
         jobs = jobs or self.jobs
         slot = jobs.printers["P1"]
         worker = asyncio.create_task(jobs.run_printer(slot))
-        for _ in range(1000):  # at most 10 s
-            if not (slot.waiting or slot.busy):
-                break
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(AssertionError):  # callers check what was printed
+            await eventually_async(lambda: not (slot.waiting or slot.busy), interval=0.01)
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
 

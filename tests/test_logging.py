@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -20,6 +19,7 @@ from pmlog import configure_logging
 from printermaster.stack import Stack
 from protocol import reset_trace_id, set_trace_id
 
+from ._wait import eventually
 from .conftest import AgentFactory
 
 
@@ -100,12 +100,13 @@ def test_the_agent_serves_its_metrics_on_localhost_only(
     url = f"http://127.0.0.1:{port}/metrics"
     with stack.client() as http:
         assert http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test").status_code == 200
-    deadline = time.monotonic() + 10
-    while 'printermaster_agent_replies_total{code="",stage="done"} 1.0' not in (
-        text := httpx.get(url).text
-    ):
-        assert time.monotonic() < deadline, text
-        time.sleep(0.1)
+
+    def scraped() -> str:
+        text = httpx.get(url).text
+        assert 'printermaster_agent_replies_total{code="",stage="done"} 1.0' in text, text
+        return text
+
+    text = eventually(scraped, timeout=10, interval=0.1)
     for line in (
         'printermaster_agent_job_stage_seconds_count{stage="accepted"} 1.0',
         'printermaster_agent_job_stage_seconds_count{stage="printing"} 1.0',

@@ -4,12 +4,14 @@ page reaches the printer, and the printer's own paper-out reaches the API and fa
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ops.fake_printer import FakePrinter
 from printermaster.stack import AgentHandle, Stack
 
+from ._mqtt import Cloud
+from ._wait import eventually
 from .conftest import unique_id
-from .test_agent_ledger import Cloud
 
 
 def test_network_printer_prints_and_reports_paper_out_through_the_api(
@@ -34,13 +36,12 @@ def test_network_printer_prints_and_reports_paper_out_through_the_api(
             assert job_id.encode() in page and response.json()["result"]["bytes"] == len(page)
 
             fake_printer.state.paper = "out"  # the printer's own DLE EOT answer changes
-            started = time.monotonic()
-            while True:
+
+            def paper_out() -> dict[str, Any] | None:
                 (view,) = http.get(f"/v1/branches/{agent.branch_id}/printers").json()
-                if view["state"]["paper"] == "out":
-                    break
-                assert time.monotonic() - started < 3.0, view
-                time.sleep(0.05)
+                return view if view["state"]["paper"] == "out" else None
+
+            view = eventually(paper_out, timeout=3.0, interval=0.05)
             assert view["ready"] is False
             refused = http.post(url)
             assert refused.status_code == 422 and refused.json()["error"]["code"] == "PAPER_OUT"
@@ -109,11 +110,8 @@ def test_jobs_due_before_a_stalled_printer_recovers_end_unprinted(
         assert cloud.final(ticket)["error"]["code"] == "EXPIRED"
         # it may have waited for the printer (PRINTER_OFFLINE) before its deadline came
         assert set(cloud.stages(ticket)) <= {"accepted", "waiting", "failed"}
-        deadline = time.monotonic() + 10
-        while fake_printer.stalled:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        time.sleep(1.5)  # a late write would land now
+        eventually(lambda: not fake_printer.stalled, timeout=10, interval=0.1)
+        time.sleep(1.5)  # not eventually: a late write would land within this window
         assert fake_printer.jobs == []
     finally:
         cloud.close()

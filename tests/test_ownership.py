@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from printermaster.stack import Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
 from ._mqtt import Probe
+from ._wait import eventually
 from .conftest import AgentFactory, job_files, make_stack, unique_id
 
 
@@ -45,13 +45,6 @@ def _status(branch: str, agent: str, printers: list[str], session: int = 1) -> b
             at=time.time(),
         )
     )
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 # --- the registry alone -------------------------------------------------------------------------
@@ -119,7 +112,7 @@ def test_printer_hijack_is_refused(stack: Stack, start_agent: AgentFactory) -> N
                     for a in agents
                 )
 
-            wait_for(refused, what="the hijacker's claim refused")
+            eventually(refused, timeout=15, interval=0.05, what="the hijacker's claim refused")
             fleet = http.get("/v1/fleet").json()
             (summary,) = [b for b in fleet["branches"] if b["branch_id"] == branch]
             assert summary["printer_conflicts"] == 1
@@ -192,7 +185,7 @@ def test_api_restarted_while_the_broker_is_down_knows_its_printers(
                 except httpx.TransportError:
                     return False
 
-            wait_for(printed, timeout=60, what="the queued job printed")
+            eventually(printed, timeout=60, interval=0.05, what="the queued job printed")
         assert job_id in [f.stem for f in job_files(agent)]
 
 

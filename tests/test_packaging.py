@@ -28,7 +28,8 @@ from printermaster.stack import Stack
 
 from .conftest import unique_id
 
-pytestmark = [pytest.mark.build, pytest.mark.timeout(900)]
+# one xdist worker builds and uses the build/ cache: two would build into it at once
+pytestmark = [pytest.mark.build, pytest.mark.timeout(900), pytest.mark.xdist_group("build")]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "pkgtest"

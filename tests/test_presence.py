@@ -6,28 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 import tomllib
 import tracemalloc
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import psutil
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from branch_agent import ConfigError, parse_config
+from broker import Credentials
 from cloud_api._registry import Liveness, Registry
 from cloud_api.fleet import summarize
 from printermaster._swarm import Swarm
 from printermaster.stack import AgentHandle, Stack
 from protocol import AgentStatus, Presence, PrinterState, encode, presence_topic, status_topic
 
-from .conftest import AgentFactory, make_stack, unique_id
+from ._mqtt import Probe
+from ._wait import eventually, eventually_async
+from .conftest import AgentFactory, unique_id
 
 PRINTER = "POS-80C"
 
@@ -194,58 +192,6 @@ def test_graceful_stop_is_offline_within_a_second(stack: Stack, start_agent: Age
     assert _agent_view(stack, agent)["state"] == "offline"
 
 
-class _Mqtt:
-    """A bare paho MQTT 5 client (what an attacker, a debugger or a stale connection looks like)."""
-
-    def __init__(
-        self,
-        port: int,
-        username: str,
-        password: str,
-        client_id: str,
-        will: tuple[str, bytes] | None = None,
-    ) -> None:
-        self.messages: list[mqtt.MQTTMessage] = []
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.username_pw_set(username, password)
-        self.client.on_message = lambda _c, _u, msg: self.messages.append(msg)
-        if will is not None:
-            self.client.will_set(will[0], will[1], qos=1, retain=True)
-        connected = []
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: connected.append(rc)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        deadline = time.monotonic() + 5
-        while not connected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert connected and not connected[0].is_failure, connected
-
-    def subscribe(self, topic: str) -> None:
-        self.client.subscribe(topic, qos=1)
-
-    def wait_for(self, predicate: Any, timeout: float = 5) -> mqtt.MQTTMessage:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in list(self.messages):
-                if predicate(message):
-                    return message
-            time.sleep(0.01)
-        raise TimeoutError("message not seen")
-
-    def crash(self) -> None:
-        """Drop the connection without DISCONNECT: the broker publishes our will."""
-        sock = self.client.socket()
-        assert isinstance(sock, socket.socket)
-        sock.shutdown(socket.SHUT_RDWR)
-        self.close()
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 def test_a_late_will_of_an_older_session_does_not_mark_the_agent_offline(
     stack: Stack, start_agent: AgentFactory
 ) -> None:
@@ -253,7 +199,8 @@ def test_a_late_will_of_an_older_session_does_not_mark_the_agent_offline(
     session = _agent_view(stack, agent)["session"]
     creds = tomllib.loads(agent.config_path.read_text())["mqtt"]
     debug = stack.creds("debug")
-    watcher = _Mqtt(stack.mqtt_port, debug.username, debug.password, unique_id("watch-"))
+    watcher = Probe(stack.mqtt_port, debug, unique_id("watch-"))
+    assert watcher.connect() == 0
     watcher.subscribe(presence_topic(agent.branch_id, agent.agent_id))
     watcher.subscribe(status_topic(agent.branch_id, agent.agent_id))
     try:
@@ -268,31 +215,35 @@ def test_a_late_will_of_an_older_session_does_not_mark_the_agent_offline(
         )
         # (every login is bound to its client id: the agent's doctor login, same password and
         # role, plays the second connection)
-        old = _Mqtt(
+        old = Probe(
             stack.mqtt_port,
-            f"{creds['username']}:doctor",
-            creds["password"],
-            f"{creds['username']}:doctor",
+            Credentials(f"{creds['username']}:doctor", creds["password"]),
             will=(presence_topic(agent.branch_id, agent.agent_id), encode(stale)),
         )
+        assert old.connect() == 0
         old.crash()
         watcher.wait_for(lambda m: json.loads(m.payload).get("session") == session - 1)
         # The API reads presence in broker order: once it shows a status change made after the
         # will went out, it has handled the will too.
         (agent.printer_dir(PRINTER) / "state.json").write_text('{"paper": "near_end"}')
         with stack.client() as http:
-            deadline = time.monotonic() + 3
-            while _printer_view(stack, agent, http)["state"]["paper"] != "near_end":
-                assert _agent_view(stack, agent)["online"], "stale will marked the agent offline"
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+
+            def status_handled() -> bool:
+                if _printer_view(stack, agent, http)["state"]["paper"] == "near_end":
+                    return True
+                if not _agent_view(stack, agent)["online"]:
+                    pytest.fail("stale will marked the agent offline")
+                return False
+
+            eventually(status_handled, timeout=3)
             view = _agent_view(stack, agent)
             assert view["online"] and view["session"] == session
             assert http.post(f"/v1/branches/{agent.branch_id}/printers/{PRINTER}/test").is_success
 
         # The stale will is now the retained presence; a fresh API instance reading the retained
         # snapshot must still count the agent online (its status is of the newer session).
-        fresh = _Mqtt(stack.mqtt_port, debug.username, debug.password, unique_id("fresh-"))
+        fresh = Probe(stack.mqtt_port, debug, unique_id("fresh-"))
+        assert fresh.connect() == 0
         fresh.subscribe(presence_topic(agent.branch_id, agent.agent_id))
         fresh.subscribe(status_topic(agent.branch_id, agent.agent_id))
         try:
@@ -331,9 +282,12 @@ def test_paper_out_and_cover_open_reach_the_api_within_a_second(
         for state, code, problem in cases:
             started = time.monotonic()
             state_file.write_text(json.dumps(state))
-            while problem not in (view := _printer_view(stack, agent, http))["problems"]:
-                assert time.monotonic() - started < 1.0, f"{problem} took over a second: {view}"
-                time.sleep(0.01)
+
+            def shown(problem: str = problem) -> dict[str, Any] | None:
+                view = _printer_view(stack, agent, http)
+                return view if problem in view["problems"] else None
+
+            view = eventually(shown, timeout=1.0, interval=0.01, what=f"{problem} in the API")
             print(f"\n{problem}: in the API after {(time.monotonic() - started) * 1000:.0f} ms")
             assert view["ready"] is False
             response = http.post(url)
@@ -343,10 +297,7 @@ def test_paper_out_and_cover_open_reach_the_api_within_a_second(
             (branch,) = [b for b in fleet["branches"] if b["branch_id"] == agent.branch_id]
             assert branch["printers"][problem] == 1 and branch["printers"]["down"] == 1
         state_file.unlink()
-        started = time.monotonic()
-        while not _printer_view(stack, agent, http)["ready"]:
-            assert time.monotonic() - started < 1.0
-            time.sleep(0.01)
+        eventually(lambda: _printer_view(stack, agent, http)["ready"], timeout=1.0, interval=0.01)
         assert http.post(url).status_code == 200
 
 
@@ -369,12 +320,6 @@ def test_fleet_needs_a_token_and_validates_its_page(stack: Stack) -> None:
 # --- a dedicated stack: broker crash -------------------------------------------------------
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    with make_stack(tmp_path / "stack") as running:
-        yield running
-
-
 def test_broker_crash_agents_return_and_the_dead_one_expires(own_stack: Stack) -> None:
     stack = own_stack
     heartbeat = 1.0
@@ -391,7 +336,7 @@ def test_broker_crash_agents_return_and_the_dead_one_expires(own_stack: Stack) -
     dead.process.kill()  # dies while the broker is down: no will will ever be sent
     died = time.monotonic()
     assert httpx.get(f"{stack.api_url}/readyz").status_code == 503
-    time.sleep(0.5)
+    time.sleep(0.5)  # not a wait: the broker stays down for half a second
     stack.broker.start()
     restarted = time.monotonic()
 
@@ -403,12 +348,12 @@ def test_broker_crash_agents_return_and_the_dead_one_expires(own_stack: Stack) -
     assert _agent_view(stack, dead)["state"] == "expired"
 
     with stack.client(timeout=5) as http:
-        while True:
-            view = _agent_view(stack, survivor)
-            if view["online"] and view["session"] > session:
-                break
-            assert time.monotonic() - restarted < 10, view
-            time.sleep(0.05)
+        eventually(
+            lambda: (v := _agent_view(stack, survivor))["online"] and v["session"] > session,
+            timeout=10 - (time.monotonic() - restarted),
+            interval=0.05,
+            what=lambda: _agent_view(stack, survivor),
+        )
         back = time.monotonic() - restarted
         print(f"surviving agent reconnected, new session online {back:.2f} s after restart")
         assert http.get("/readyz").status_code == 200
@@ -416,7 +361,7 @@ def test_broker_crash_agents_return_and_the_dead_one_expires(own_stack: Stack) -
         assert response.status_code == 200, response.text
         assert http.post(f"/v1/branches/{branch}/printers/POS-58/test").status_code == 503
     # ... and stays offline over further heartbeats of the survivor.
-    time.sleep(2 * heartbeat)
+    time.sleep(2 * heartbeat)  # not eventually: it stays offline over the window
     assert not _agent_view(stack, dead)["online"]
 
 
@@ -448,13 +393,15 @@ async def _wait_fleet(
     http: httpx.AsyncClient, online: int, offline: int, within: float
 ) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
-    while True:
-        fleet = (await http.get("/v1/fleet", params={"limit": 1000})).json()
+
+    async def exact() -> dict[str, Any]:
+        fleet: dict[str, Any] = (await http.get("/v1/fleet", params={"limit": 1000})).json()
         totals = fleet["totals"]
-        if (totals["agents_online"], totals["agents_offline"]) == (online, offline):
-            return time.monotonic() - started, fleet
-        assert time.monotonic() - started < within, totals
-        await asyncio.sleep(0.02)
+        assert (totals["agents_online"], totals["agents_offline"]) == (online, offline), totals
+        return fleet
+
+    fleet = await eventually_async(exact, timeout=within)
+    return time.monotonic() - started, fleet
 
 
 async def _swarm_run(stack: Stack, n: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from protocol import ErrorCode
 if sys.platform == "win32":
     pytest.skip("cupsd does not run on Windows", allow_module_level=True)
 
-from tests._cupsd import PrivateCupsd, find_cupsd, free_port
+from tests._cupsd import PrivateCupsd, free_port
 
 cups = pytest.importorskip(
     "cups", reason="pycups not installed: pip install 'printermaster[cups]' (needs libcups2-dev)"
@@ -35,19 +34,6 @@ from branch_agent._printers._cups import (  # noqa: E402
 )
 
 JOB = b"\x1b@Table 12\n2x Margherita\n" + bytes(range(0x20, 0x7F)) + b"\n\x1dV\x00"
-
-
-@pytest.fixture(scope="module")
-def cupsd() -> Iterator[PrivateCupsd]:
-    binary = find_cupsd()
-    if binary is None:
-        pytest.skip("cupsd not installed (Debian/Ubuntu: apt-get install cups)")
-    server = PrivateCupsd(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ like a printer; USB and Windows are checked for how they fail where there is no 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from branch_agent._printers import PrinterError, open_backend
 from branch_agent._printers._escpos_device import EscposDeviceBackend
 from branch_agent._printers._win32 import reading_from_spooler_status
 from protocol import ErrorCode
+
+from ._wait import eventually
 
 JOB = b"\x1b@Order 42\n1x Pad Thai\n\x1dV\x00"
 
@@ -57,9 +60,8 @@ BACKENDS = [pytest.param(serial_backend, id="serial"), pytest.param(file_backend
 
 
 def settle(printer, count: int) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 5
-    while len(printer.data) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with contextlib.suppress(AssertionError):  # the callers compare the bytes themselves
+        eventually(lambda: len(printer.data) >= count, timeout=5)
 
 
 @posix_only
@@ -83,7 +85,7 @@ def test_blocked_printer_gets_nothing(make, pty_printer, tmp_path, field, value,
     with pytest.raises(PrinterError) as caught:
         backend.write(JOB, "job-2")
     assert caught.value.code is code
-    time.sleep(0.2)
+    time.sleep(0.2)  # not eventually: anything sent would have arrived within this window
     assert bytes(pty_printer.data) == b""
     reading = backend.status()
     assert (reading.paper == "out") is (field == "paper")

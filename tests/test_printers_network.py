@@ -13,6 +13,8 @@ from branch_agent._printers._network import NetworkPrinter
 from ops.fake_printer import FakePrinter
 from protocol import ErrorCode
 
+from ._wait import eventually
+
 JOB = b"\x1b@Hello, kitchen\n" + bytes(range(256)).replace(b"\x10", b"") + b"\x1dV\x00"
 
 
@@ -57,7 +59,7 @@ def test_blocked_printer_refuses_and_nothing_is_sent(
     with pytest.raises(PrinterError) as caught:
         backend(fake_printer).write(JOB, "job-3")
     assert caught.value.code is code
-    time.sleep(0.2)  # anything sent would have arrived by now
+    time.sleep(0.2)  # not eventually: anything sent would have arrived by now
     assert fake_printer.jobs == []
     assert fake_printer.queries == [1, 2, 3, 4]
 
@@ -252,7 +254,7 @@ def test_a_job_never_starts_after_its_deadline_behind_a_stalled_printer(
     assert time.monotonic() - started < 2.5
     assert caught.value.code in (ErrorCode.EXPIRED, ErrorCode.PRINTER_OFFLINE)
     assert starts == [] and not ticket.started and ticket.sent == 0
-    time.sleep(3.5)  # the printer recovers: anything sent would arrive now
+    time.sleep(3.5)  # not eventually: the printer recovers; anything sent would arrive now
     assert fake_printer.jobs == []
 
 
@@ -287,10 +289,12 @@ def test_polls_and_jobs_share_one_kept_alive_connection_closed_when_idle(
             printer.write(JOB, f"job-keep-{i}")
     assert fake_printer.wait_for_jobs(3) == [JOB, JOB, JOB]
     assert fake_printer.accepted == 1  # was one connection per poll and per job: 33
-    deadline = time.monotonic() + 5
-    while fake_printer.open_connections:
-        assert time.monotonic() < deadline, "the idle connection was never closed"
-        time.sleep(0.05)
+    eventually(
+        lambda: not fake_printer.open_connections,
+        timeout=5,
+        interval=0.05,
+        what="the idle connection closed",
+    )
     assert printer.status().online  # and a new one is opened when needed
     assert fake_printer.accepted == 2
 
@@ -330,14 +334,16 @@ def test_fake_printer_process_takes_faults_from_its_control_file(tmp_path) -> No
         printer = NetworkPrinter("POS-80C", "127.0.0.1", port, timeout=2)
         assert printer.status().paper == "ok"
         control.write_text(json.dumps({"paper_out_for": 1.0}))
-        deadline = time.monotonic() + 5
-        seen = []
-        while time.monotonic() < deadline and seen[-2:] != ["out", "ok"]:
+        seen: list[str] = []
+
+        def out_then_ok() -> bool:
             paper = printer.status().paper
             if not seen or seen[-1] != paper:
                 seen.append(paper)
-            time.sleep(0.05)
-        assert seen[-2:] == ["out", "ok"], seen  # out for a while, then back by itself
+            return seen[-2:] == ["out", "ok"]
+
+        # out for a while, then back by itself
+        eventually(out_then_ok, timeout=5, interval=0.05, what=lambda: seen)
         printer.close()
     finally:
         proc.terminate()

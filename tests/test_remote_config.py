@@ -3,8 +3,6 @@ applies it without a restart, and its own refusals come back through its status.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,8 @@ from cloud_api._settings import MqttClientSettings
 from printermaster.stack import AgentHandle, Stack
 from protocol import ErrorCode, config_topic
 
+from ._wait import eventually
 from .conftest import AgentFactory, job_files, unique_id
-
-
-def _poll(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _url(agent: AgentHandle) -> str:
@@ -67,7 +55,12 @@ def test_added_printer_prints_without_restart(
         version = put.json()["version"]
         assert version > 0
 
-        view = _poll("the agent to apply it", lambda: _applied(http, agent, version))
+        view = eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it",
+        )
         assert view["applied"] and view["agent_error"] is None
         # applied and reported: the very first test print goes through
         response = http.post(f"/v1/branches/{agent.branch_id}/printers/KITCHEN/test")
@@ -82,7 +75,9 @@ def test_added_printer_prints_without_restart(
         # removed: the printer is gone at once, the other one stays
         put = http.put(_url(agent), json={"printers": [printers[1]]})
         removed = put.json()["version"]
-        _poll("the removal", lambda: _applied(http, agent, removed))
+        eventually(
+            lambda: _applied(http, agent, removed), timeout=15, interval=0.05, what="the removal"
+        )
         gone = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test?force=true")
         assert gone.status_code == 404, gone.text
         assert gone.json()["error"]["code"] == "PRINTER_NOT_FOUND"
@@ -103,7 +98,12 @@ def test_agent_refuses_a_config_it_cannot_apply_and_keeps_the_old_one(
         put = http.put(_url(agent), json={"printers": bad})
         assert put.status_code == 200, put.text
         version = put.json()["version"]
-        view = _poll("the agent's refusal", lambda: _refused(http, agent, version))
+        view = eventually(
+            lambda: _refused(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent's refusal",
+        )
         assert view["applied_version"] == 0 and not view["applied"]
         error = view["agent_error"]["error"]
         assert error["code"] == "CONFIG_INVALID"
@@ -142,12 +142,22 @@ def test_applied_config_survives_an_agent_restart(
     with stack.client(timeout=10) as http:
         printers = [{"kind": "virtual", "name": "BAR", "directory": str(tmp_path / "bar")}]
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
-        _poll("the agent to apply it", lambda: _applied(http, agent, version))
+        eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it",
+        )
         agent.process.stop()
         stack.wait_agent(agent.branch_id, agent.agent_id, online=False)
         agent.process.start()
         stack.wait_agent(agent.branch_id, agent.agent_id)
-        view = _poll("the applied version after restart", lambda: _applied(http, agent, version))
+        view = eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the applied version after restart",
+        )
         assert view["applied"]
         ok = http.post(f"/v1/branches/{agent.branch_id}/printers/BAR/test")
         assert ok.status_code == 200, ok.text
@@ -176,23 +186,32 @@ def test_job_on_an_unchanged_printer_finishes_while_config_changes(
         job = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test?wait=false")
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
-        _poll(
-            "the job to start printing",
+        eventually(
             lambda: http.get(f"/v1/jobs/{job_id}").json()["state"] == "printing",
+            timeout=15,
+            interval=0.05,
+            what="the job to start printing",
         )
         printers = [
             {"kind": "virtual", "name": "POS-80C"},
             {"kind": "virtual", "name": "KITCHEN", "directory": str(tmp_path / "k")},
         ]
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
-        _poll("the agent to apply it", lambda: _applied(http, agent, version))
-        final = _poll(
-            "the job to end",
+        eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it",
+        )
+        final = eventually(
             lambda: (
                 (j := http.get(f"/v1/jobs/{job_id}").json())["state"]
                 in ("printed", "failed", "outcome_unknown")
                 and j
             ),
+            timeout=15,
+            interval=0.05,
+            what="the job to end",
         )
         assert final["state"] == "printed"
         assert [f.stem for f in job_files(agent)] == [job_id]
@@ -230,15 +249,32 @@ def test_removed_printer_finishes_its_job_and_fails_the_waiting_ones(
     test = f"/v1/branches/{agent.branch_id}/printers/POS-80C/test?wait=false"
     with stack.client(timeout=10) as http:
         first = http.post(test).json()["id"]
-        _poll("the first job to print", lambda: _state(http, first) == "printing")
+        eventually(
+            lambda: _state(http, first) == "printing",
+            timeout=15,
+            interval=0.05,
+            what="the first job to print",
+        )
         second = http.post(test).json()["id"]
-        _poll("the second job to wait", lambda: _state(http, second) == "accepted")
+        eventually(
+            lambda: _state(http, second) == "accepted",
+            timeout=15,
+            interval=0.05,
+            what="the second job to wait",
+        )
         printers = [{"kind": "virtual", "name": "KITCHEN", "directory": str(tmp_path / "k")}]
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
-        _poll("the agent to apply it", lambda: _applied(http, agent, version))
-        done = _poll(
-            "both jobs to end",
+        eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it",
+        )
+        done = eventually(
             lambda: all(_state(http, j) in ("printed", "failed") for j in (first, second)),
+            timeout=15,
+            interval=0.05,
+            what="both jobs to end",
         )
         assert done
         assert _state(http, first) == "printed"
@@ -260,12 +296,22 @@ def test_delete_hands_the_printers_back_to_the_toml(
     with stack.client(timeout=10) as http:
         printers = [{"kind": "virtual", "name": "BAR", "directory": str(tmp_path / "bar")}]
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
-        _poll("the agent to apply it", lambda: _applied(http, agent, version))
+        eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it",
+        )
         cleared = http.delete(_url(agent))
         assert cleared.status_code == 200, cleared.text
         back = cleared.json()["version"]
         assert back > version and cleared.json()["local"]
-        view = _poll("the TOML's printers again", lambda: _applied(http, agent, back))
+        view = eventually(
+            lambda: _applied(http, agent, back),
+            timeout=15,
+            interval=0.05,
+            what="the TOML's printers again",
+        )
         assert view["local"] and [p["name"] for p in view["printers"]] == ["POS-80C"]
         ok = http.post(f"/v1/branches/{agent.branch_id}/printers/POS-80C/test")
         assert ok.status_code == 200, ok.text
@@ -275,7 +321,17 @@ def test_delete_hands_the_printers_back_to_the_toml(
         stack.wait_agent(agent.branch_id, agent.agent_id, online=False)
         agent.process.start()
         stack.wait_agent(agent.branch_id, agent.agent_id)
-        _poll("the same version after restart", lambda: _applied(http, agent, back))
+        eventually(
+            lambda: _applied(http, agent, back),
+            timeout=15,
+            interval=0.05,
+            what="the same version after restart",
+        )
         # and a new configuration applies as before
         version = http.put(_url(agent), json={"printers": printers}).json()["version"]
-        _poll("the agent to apply it again", lambda: _applied(http, agent, version))
+        eventually(
+            lambda: _applied(http, agent, version),
+            timeout=15,
+            interval=0.05,
+            what="the agent to apply it again",
+        )

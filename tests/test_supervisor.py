@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from branch_agent._supervisor import EXIT_RESTART, InstallRoot, Supervisor
+
+from ._wait import eventually
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="versions are shell scripts")
 
@@ -33,13 +34,6 @@ ONLINE = 'echo start >> "$ROOT/starts-$V"; touch "$ROOT/versions/$V/healthy"; ex
 CRASH = 'echo start >> "$ROOT/starts-$V"; exit 3'
 #: A version that runs but never comes online (cannot reach the broker, hangs, ...).
 HANG = 'echo start >> "$ROOT/starts-$V"; exec sleep 60'
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _starts(root: InstallRoot, version: str) -> int:
@@ -71,7 +65,7 @@ def test_a_version_that_comes_online_ends_its_trial(tmp_path: Path, running: Cal
     _version(root, "2", ONLINE)
     root.start_trial("2", "1", timeout=10)
     running(root)
-    _wait("the trial to end", lambda: root.trial() is None)
+    eventually(lambda: root.trial() is None, timeout=15, what="the trial to end")
     assert root.current() == "2" and root.rejected() == {}
     assert _starts(root, "1") == 0
 
@@ -85,7 +79,9 @@ def test_a_version_that_does_not_come_online_is_rolled_back(
     _version(root, "2", body)
     root.start_trial("2", "1", timeout=1.5)
     running(root)
-    _wait("the previous version to run again", lambda: _starts(root, "1") == 1)
+    eventually(
+        lambda: _starts(root, "1") == 1, timeout=15, what="the previous version to run again"
+    )
     assert root.current() == "1" and root.trial() is None
     assert "did not come online within 1.5 s" in root.rejected()["2"]
     assert _starts(root, "2") >= 1
@@ -101,7 +97,7 @@ def test_exit_75_restarts_at_once_into_the_current_version(
     _version(root, "2", ONLINE)
     root.set_current("1")
     running(root)
-    _wait("version 2 to start", lambda: _starts(root, "2") == 1, timeout=5)
+    eventually(lambda: _starts(root, "2") == 1, timeout=5, what="version 2 to start")
     assert _starts(root, "1") == 1
 
 
@@ -110,7 +106,7 @@ def test_stop_ends_the_running_version(tmp_path: Path, running: Callable) -> Non
     _version(root, "1", ONLINE)
     root.set_current("1")
     supervisor = running(root)
-    _wait("version 1 to start", lambda: _starts(root, "1") == 1)
+    eventually(lambda: _starts(root, "1") == 1, timeout=15, what="version 1 to start")
     child = supervisor._child
     assert child is not None
     supervisor.stop()

@@ -3,11 +3,9 @@ request (read by a subscriber on the broker), the agent's log, and the agent's r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +15,9 @@ from branch_agent._outbox import PROGRESS_HOLD_S
 from printermaster.stack import Stack
 from protocol import parse_traceparent
 
-from ._mqtt import Probe, Received, create_observer, delete_observer
+from ._mqtt import Probe, Received
+from ._wait import eventually
 from .conftest import AgentFactory
-
-
-@pytest.fixture
-def probe(stack: Stack) -> Iterator[Probe]:
-    """A subscriber to every topic of the test broker."""
-    name = f"trace{secrets.token_hex(3)}"
-
-    async def make() -> Any:
-        async with stack.admin() as admin:
-            return await create_observer(admin, name)
-
-    probe = Probe(stack.mqtt_port, asyncio.run(make()))
-    assert probe.connect() == 0
-    assert probe.subscribe("#") == 1
-    yield probe
-    probe.close()
-
-    async def drop() -> None:
-        async with stack.admin() as admin:
-            await delete_observer(admin, name)
-
-    asyncio.run(drop())
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
@@ -52,22 +29,12 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def trace_of(message: Received) -> str | None:
     return parse_traceparent(dict(message.user_properties).get("traceparent"))
 
 
 def test_one_traceparent_from_http_request_to_agent_and_back(
-    stack: Stack, start_agent: AgentFactory, probe: Probe
+    stack: Stack, start_agent: AgentFactory, observer: Probe
 ) -> None:
     agent = start_agent()
     trace_id = secrets.token_hex(16)
@@ -81,20 +48,20 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
     job_id = response.json()["job_id"]
 
     # the MQTT request to the agent carries the trace (with the API's own parent id)
-    request = wait_for(
-        "the request on the broker",
-        lambda: [m for m in probe.messages if m.topic.endswith(f"/{agent.agent_id}/req")],
+    request = eventually(
+        what="the request on the broker",
+        check=lambda: [m for m in observer.messages if m.topic.endswith(f"/{agent.agent_id}/req")],
     )[0]
     assert request.correlation == job_id.encode()
     assert trace_of(request) == trace_id
     # ... and the agent's reply carries it back: one, the final (a fast print's accepted and
     # printing are replaced by it before they are due)
-    wait_for(
-        "the agent's reply",
-        lambda: [m for m in probe.messages if m.correlation == job_id.encode()][1:],
+    eventually(
+        what="the agent's reply",
+        check=lambda: [m for m in observer.messages if m.correlation == job_id.encode()][1:],
     )
     time.sleep(PROGRESS_HOLD_S + 0.3)  # a held progress reply would have been sent by now
-    replies = [m for m in probe.messages if m.correlation == job_id.encode()]
+    replies = [m for m in observer.messages if m.correlation == job_id.encode()]
     stages = [json.loads(m.payload)["stage"] for m in replies if "/reply/" in m.topic]
     assert stages == ["done"]
     assert {trace_of(m) for m in replies} == {trace_id}
@@ -106,7 +73,7 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
         done = {e.get("state") for e in events} | {e["logger"] for e in events}
         return events if {"printed", "cloud_api.access"} <= done else []
 
-    events = wait_for("the API's job events", api_events)
+    events = eventually(api_events, what="the API's job events")
     access = [e for e in events if e["logger"] == "cloud_api.access"]
     assert len(access) == 1
     assert access[0]["route"] == "/v1/branches/{branch_id}/printers/{printer_id}/test"
@@ -126,7 +93,7 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
         events = [e for e in json_lines(agent.process.log_path) if e.get("job_id") == job_id]
         return events if any(e.get("stage") == "done" for e in events) else []
 
-    events = wait_for("the agent's job events", agent_events)
+    events = eventually(agent_events, what="the agent's job events")
     assert [e["msg"] for e in events] == [
         "request received",
         "reply done",
@@ -138,7 +105,7 @@ def test_one_traceparent_from_http_request_to_agent_and_back(
 
 
 def test_a_request_without_traceparent_gets_a_new_trace(
-    stack: Stack, start_agent: AgentFactory, probe: Probe
+    stack: Stack, start_agent: AgentFactory, observer: Probe
 ) -> None:
     agent = start_agent()
     with stack.client() as http:
@@ -148,14 +115,14 @@ def test_a_request_without_traceparent_gets_a_new_trace(
         )
     assert response.status_code == 200
     job_id = response.json()["job_id"].encode()
-    request = wait_for(
-        "the request", lambda: [m for m in probe.messages if m.correlation == job_id]
+    request = eventually(
+        what="the request", check=lambda: [m for m in observer.messages if m.correlation == job_id]
     )[0]
     trace_id = trace_of(request)
     assert trace_id is not None and trace_id != "0" * 32
-    events = wait_for(
-        "the access event",
-        lambda: [
+    events = eventually(
+        what="the access event",
+        check=lambda: [
             e
             for e in json_lines(stack.api.log_path)
             if e.get("trace_id") == trace_id and e["logger"] == "cloud_api.access"

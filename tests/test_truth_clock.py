@@ -89,7 +89,7 @@ def test_jobs_with_short_deadlines_print_after_an_api_restart(tmp_path: Any) -> 
 def _restart_then_print(stack: Stack) -> None:
     agent = stack.add_agent(unique_id("b"), unique_id("a"), ["POS-80C"])
     stack.wait_agent(agent.branch_id, agent.agent_id)
-    time.sleep(6)  # the fault: an idle agent, so its retained status is 6 s old
+    time.sleep(6)  # not a wait but the fault: an idle agent, so its retained status is 6 s old
     assert stack.api is not None
     stack.api.stop()
     stack.start_api()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from printermaster.stack import AgentHandle, Stack
 
+from ._wait import eventually
 from .conftest import job_files, make_stack, unique_id
 from .jobs_helpers import FINAL, receipt, wait_state
 from .pg import postgres_url
@@ -152,14 +152,18 @@ def test_a_job_failed_on_paper_out_is_retried_under_its_key(
             assert wait_state(http, first["id"], timeout=30)["state"] == "printed"
             return
         assert held["state"] == "failed" and held["error"]["code"] == "PAPER_OUT", held
-        deadline = time.monotonic() + 10
-        while True:  # until the agent's status says the paper is back
+
+        def retried() -> dict[str, Any]:
             retry = http.post("/v1/jobs", json=body, headers=headers)
-            assert retry.status_code == 202, retry.text
+            if retry.status_code != 202:
+                pytest.fail(retry.text)
             done = wait_state(http, retry.json()["id"])
-            assert done["retry_of"] is not None
-            if done["state"] == "printed" or time.monotonic() > deadline:
-                break
-        assert done["state"] == "printed", done
+            if done["retry_of"] is None:
+                pytest.fail(f"not a retry of the failed job: {done}")
+            assert done["state"] == "printed", done  # not yet: the paper is not back
+            return done
+
+        # until the agent's status says the paper is back
+        done = eventually(retried, timeout=10, interval=0)
         assert http.post("/v1/jobs", json=body, headers=headers).json()["id"] == done["id"]
     assert [f.stem for f in job_files(agent)] == [done["id"]]
