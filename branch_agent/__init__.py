@@ -3,9 +3,10 @@
 Its configuration (schema, checks, file location) is :mod:`agent_config`'s, named here too.
 """
 
+from agent_config import AgentConfig, MqttSettings, load_config, parse_config
+
 from ._agent import Agent
 from ._cli import add_commands, add_config_arg
-from ._config import AgentConfig, MqttSettings, load_config, parse_config
 from ._errors import AgentError, ConfigError
 from ._printers import PrinterBackend, PrinterError, PrinterReading, VirtualPrinter
 from ._service import run_service

@@ -23,6 +23,7 @@ import time
 import aiomqtt
 import psutil
 
+from agent_config import AgentConfig, MqttSettings
 from groupcommit import Writer
 from mqtt_adapter import (
     Client,
@@ -35,7 +36,6 @@ from mqtt_adapter import (
 )
 from protocol import presence_topic, request_topic, status_topic
 
-from ._config import AgentConfig, MqttSettings
 from ._fleet import Fleet
 from ._jobs import Admission, Jobs, PrinterSlot
 from ._ledger import LEDGER_FILE, Ledger, OutboxEntry

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent_config import AgentConfig
 from protocol import ErrorCode
 
-from ._config import AgentConfig
 from ._printers import (
     CupsPrinterConfig,
     FilePrinterConfig,

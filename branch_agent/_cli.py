@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 import msgspec
 
+from agent_config import AgentConfig, default_config_path, load_config
+
 from ._checks import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -29,7 +31,6 @@ from ._checks import (
     describe_reading,
     describe_target,
 )
-from ._config import AgentConfig, default_config_path, load_config
 from ._discovery import Discovery, discover
 from ._errors import ConfigError
 from ._printers import PrinterError, PrinterReading, open_backend

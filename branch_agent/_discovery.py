@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent_config import AgentConfig
 from protocol import DiscoveredPrinter
 
-from ._config import AgentConfig
 from ._discovery_devices import find_network, find_usb, local_subnets
 from ._printers import (
     CupsPrinterConfig,

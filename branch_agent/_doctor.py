@@ -35,10 +35,10 @@ from typing import TextIO
 
 import msgspec
 
+from agent_config import AgentConfig, default_config_path, load_config
 from protocol import ErrorCode
 
 from ._checks import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, check_printer, describe_reading
-from ._config import AgentConfig, default_config_path, load_config
 from ._doctor_mqtt import check_acl, check_round_trip, connected
 from ._doctor_net import check_dns, check_tcp, check_tls
 from ._doctor_step import Step, fail, ok, skip

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent_config import AgentConfig
 from mqtt_adapter import make_paho_client
 from protocol import probe_topic, request_topic
 
-from ._config import AgentConfig
 from ._doctor_step import Step, fail, ok
 
 _NEW_CREDENTIALS = (

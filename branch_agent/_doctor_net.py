@@ -8,9 +8,9 @@ import socket
 import ssl
 import time
 
+from agent_config import AgentConfig
 from mqtt_adapter import client_tls_context
 
-from ._config import AgentConfig
 from ._doctor_step import Step, fail, ok
 
 

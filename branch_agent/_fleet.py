@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
+from agent_config import AgentConfig
 from protocol import config_topic
 
-from ._config import AgentConfig
 from ._remote_config import RemoteConfig
 from ._update import Updater
 

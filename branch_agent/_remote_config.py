@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from agent_config import ConfigError, parse_printers
+from agent_config import AgentConfig, ConfigError, parse_printers
 from protocol import (
     ConfigRejection,
     ErrorCode,
@@ -41,7 +41,6 @@ from protocol import (
     error_info,
 )
 
-from ._config import AgentConfig
 from ._jobs import Jobs, PrinterSlot
 from ._ledger import JobState, Tx
 from ._printers import PrinterBackend, PrinterConfig, open_backend

@@ -28,8 +28,9 @@ import socket
 import sys
 from collections.abc import Callable
 
+from agent_config import AgentConfig
+
 from ._agent import Agent
-from ._config import AgentConfig
 
 log = logging.getLogger("branch_agent")
 

@@ -26,7 +26,8 @@ from ._jobs import Jobs, PrinterSlot
 from ._printers import PrinterReading
 
 if TYPE_CHECKING:
-    from ._config import AgentConfig
+    from agent_config import AgentConfig
+
     from ._fleet import Fleet
 
 log = logging.getLogger("branch_agent")

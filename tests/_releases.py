@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import ssl
 import threading
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,17 +17,16 @@ from broker import free_port
 from broker._tls import ensure_tls_material
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = (
-    "protocol",
-    "agent_config",
-    "mqtt_adapter",
-    "pmlog",
-    "groupcommit",
-    "cloud_api",
-    "branch_agent",
-    "broker",
-    "printermaster",
-)
+
+
+def _packages() -> tuple[str, ...]:
+    """The wheel's top-level packages, as pyproject.toml lists them (one list to keep)."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        include = tomllib.load(fh)["tool"]["setuptools"]["packages"]["find"]["include"]
+    return tuple(pattern.rstrip("*") for pattern in include)
+
+
+PACKAGES = _packages()
 
 
 def build_wheel(out: Path, version: str, *, broken: bool = False) -> Path:

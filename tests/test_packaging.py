@@ -26,6 +26,7 @@ import tomli_w
 
 from printermaster.stack import Stack
 
+from ._releases import PACKAGES
 from .conftest import unique_id
 
 # one xdist worker builds and uses the build/ cache: two would build into it at once
@@ -33,17 +34,6 @@ pytestmark = [pytest.mark.build, pytest.mark.timeout(900), pytest.mark.xdist_gro
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "pkgtest"
-PACKAGES = [
-    "protocol",
-    "agent_config",
-    "mqtt_adapter",
-    "pmlog",
-    "groupcommit",
-    "cloud_api",
-    "branch_agent",
-    "broker",
-    "printermaster",
-]
 BIN = "Scripts" if sys.platform == "win32" else "bin"
 
 
