@@ -5,9 +5,9 @@ transitions are drawn there. Here: the job states, the two tables, their row typ
 :class:`Tx`, everything an operation may do inside a transaction.
 
 Progress replies (``accepted``, ``printing``) are tracked per job and reply topic while they
-sit in the outbox: the job's final reply deletes them in its own transaction (they say nothing
-the final does not), and names them in :attr:`OutboxEntry.supersedes` so the outbox drops them
-unsent (see :mod:`._outbox`).
+sit in the outbox: the job's ``done`` reply deletes them in its own transaction (they say nothing
+it does not), and names them in :attr:`OutboxEntry.supersedes` so the outbox drops them unsent
+(see :mod:`._outbox`). A ``failed`` reply keeps them: how far the job got is part of its story.
 """
 
 from __future__ import annotations
@@ -232,8 +232,9 @@ class Tx:
     ) -> None:
         """Queue a reply in the outbox; it is published after this transaction commits.
 
-        A final reply deletes the job's progress replies to the same topic still in the outbox
-        (published or not: the final says all they said) and names them in ``supersedes``.
+        A ``done`` reply deletes the job's progress replies to the same topic still in the outbox
+        (published or not: the final says all they said) and names them in ``supersedes``; a
+        ``failed`` one goes after them.
         """
         cursor = self._conn.execute(
             "INSERT INTO outbox (job_id, topic, correlation, payload, created_at) "
@@ -256,7 +257,10 @@ class Tx:
             if seq not in seqs:  # (read again by ``outbox()``)
                 seqs.append(seq)
             return OutboxEntry(seq, job_id, topic, correlation, payload, progress=True)
-        if stage in FINAL_STAGES and (replaced := self._progress.pop(key, None)):
+        replaced = self._progress.pop(key, None) if stage in FINAL_STAGES else None
+        if replaced and stage == "done":
+            # A failure keeps the progress it reached (sent ahead of it): the timeline shows how
+            # far the job got before the printer or the deadline stopped it.
             self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in replaced])
             return OutboxEntry(seq, job_id, topic, correlation, payload, supersedes=tuple(replaced))
         return OutboxEntry(seq, job_id, topic, correlation, payload)

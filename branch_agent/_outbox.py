@@ -8,9 +8,11 @@ next session: the cloud may see a reply twice, never zero times, and never a job
 before an earlier reply of that job.
 
 Progress replies (``accepted``, ``printing``) are held back for up to ``hold`` seconds
-(``PROGRESS_HOLD_S``). When the job's final reply is committed first, the ledger has already
+(``PROGRESS_HOLD_S``). When the job's ``done`` reply is committed first, the ledger has already
 deleted them in that transaction (``OutboxEntry.supersedes``) and they are dropped unsent: a job
-that prints within the hold is answered with its final alone, one reply instead of three. A job
+that prints within the hold is answered with its final alone, one reply instead of three (a
+``failed`` reply takes them along ahead of it, like ``waiting``, so a failure shows where it
+happened). A job
 that takes longer reports each stage ``hold`` seconds after reaching it. A ``waiting`` reply
 goes at once and takes the job's held replies with it, ahead of it, so the order per job and
 reply topic is always the ledger's. Replies of different jobs may pass a held one.

@@ -403,8 +403,8 @@ def test_a_slow_print_reports_accepted_and_printing_while_it_prints(
     slow_printer(agent, 2.0)
     sent = time.monotonic()
     job_id = cloud.print_job(agent)
-    cloud.wait_for(job_id, "accepted")
-    cloud.wait_for(job_id, "printing")
+    cloud.wait_for_stage(job_id, "accepted")
+    cloud.wait_for_stage(job_id, "printing")
     progress_after = time.monotonic() - sent
     assert "done" not in cloud.stages(job_id)  # heard while the page was still printing
     assert progress_after < 2.0
@@ -412,6 +412,6 @@ def test_a_slow_print_reports_accepted_and_printing_while_it_prints(
     assert cloud.stages(job_id) == ["accepted", "printing", "done"]
     # a job queued behind it hears accepted while it waits, and nothing it does not need after
     queued = cloud.print_job(agent)
-    cloud.wait_for(queued, "accepted")
+    cloud.wait_for_stage(queued, "accepted")
     assert cloud.final(queued, timeout=10)["stage"] == "done"
     assert journal(agent) == [job_id, queued]

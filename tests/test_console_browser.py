@@ -122,11 +122,10 @@ def walk_through(
     for stage in ("queued", "sent", "accepted", "printing", "printed"):
         expect(page.locator(f".stages li[data-stage='{stage}']")).to_have_class("done")
     expect(page.locator(".outcome .box.ok")).to_contain_text("Printed.")
-    times = [
-        float(t.rstrip(" ms") or "nan")
-        for t in page.locator(".stages .stage-time").all_inner_texts()
-    ]
-    assert times == sorted(times), times
+    # a stage passed without its own report (folded into the final) has no time
+    texts = page.locator(".stages .stage-time").all_inner_texts()
+    times = [float(t.rstrip(" ms")) for t in texts if t]
+    assert times == sorted(times) and texts[-1], texts
     job_link = page.locator(".outcome a").get_attribute("href")
     assert job_link and job_link.startswith("#/job/")
     expect(page.locator(".joblist li")).to_have_count(1)
@@ -155,7 +154,8 @@ def walk_through(
     timeline = page.locator(".timeline li")
     expect(timeline.last).to_have_attribute("data-state", "printed")
     states = timeline.evaluate_all("els => els.map(e => e.dataset.state)")
-    assert states == ["queued", "sent", "accepted", "printing", "printed"]
+    # the fast test print was answered with ``done`` alone: its timeline has no progress events
+    assert states == ["queued", "sent", "printed"]
     page.screenshot(path=str(DOCS / "console-job.png"), full_page=True)
 
     # --- job search finds it by printer and state

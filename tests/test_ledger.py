@@ -513,6 +513,14 @@ async def test_a_final_deletes_the_jobs_progress_replies_in_its_own_transaction(
     assert other.supersedes == () and done.supersedes == tuple(e.seq for e in progress)
     assert [e.seq for e in await ledger.call(lambda tx: tx.outbox())] == [other.seq, done.seq]
 
+    # a failure keeps the progress it reached, ahead of it
+    await ledger.call(lambda tx: tx.reply("j2", TOPIC, b"c", _reply("j2", "accepted")))
+    failed = await ledger.call(
+        lambda tx: (tx.reply("j2", TOPIC, b"c", _reply("j2", "failed")), tx.new_outbox)[1][-1]
+    )
+    assert failed.supersedes == ()
+    assert [e.job_id for e in await ledger.call(lambda tx: tx.outbox())][-2:] == ["j2", "j2"]
+
 
 async def test_progress_is_held_and_a_job_that_ends_in_time_is_answered_with_its_final_alone(
     ledger: Ledger,
@@ -570,9 +578,11 @@ async def test_a_reply_replaced_in_flight_is_not_sent_again_on_the_next_session(
     await _stop(pump)
 
 
-async def test_after_a_crash_the_recovered_final_replaces_the_progress_left_in_the_outbox(
+async def test_after_a_crash_the_progress_left_in_the_outbox_goes_ahead_of_the_recovered_final(
     tmp_path: Path,
 ) -> None:
+    """A failure folds nothing: the cloud learns how far the job got (it was printing), then
+    ``outcome_unknown``."""
     path = tmp_path / LEDGER_FILE
     async with Ledger(path) as ledger:  # what a kill -9 mid-print leaves: nothing sent yet
         await ledger.call(lambda tx: tx.insert(_record("mid", JobState.PRINTING)))
@@ -590,5 +600,5 @@ async def test_after_a_crash_the_recovered_final_replaces_the_progress_left_in_t
         assert await outbox.drain(1)
         await _stop(pump)
         await outbox.close()
-    assert wire.sent == [("mid", "failed")]
+    assert wire.sent == [("mid", "accepted"), ("mid", "printing"), ("mid", "failed")]
     assert printer.journal() == []

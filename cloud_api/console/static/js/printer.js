@@ -85,10 +85,13 @@ export function mount(view, [branchId, printerId]) {
   }
 
   function renderStages(reached, failedAt) {
-    replace(stages, STAGES.map((stage) => {
+    // A fast print's agent answers with its final alone: the stages before the last one
+    // reached were passed without a report of their own (done, with no time).
+    const last = STAGES.reduce((n, s, i) => (reached[s] !== undefined ? i : n), -1);
+    replace(stages, STAGES.map((stage, i) => {
       const at = reached[stage];
       const failedHere = failedAt && stage === failedAt.stage;
-      const cls = failedHere ? 'bad' : at !== undefined ? 'done' : 'todo';
+      const cls = failedHere ? 'bad' : at !== undefined || i < last ? 'done' : 'todo';
       return h('li', { class: cls, dataset: { stage } },
         h('span', { class: 'stage-name', text: failedHere ? jobStateWords(failedAt.state) : jobStateWords(stage) }),
         h('span', { class: 'stage-time', text: at !== undefined ? `${at.toFixed(0)} ms` : '' }));
