@@ -3,6 +3,7 @@ and the API, pause an agent, stall the network printer, each at its moment of th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -123,9 +124,12 @@ def note_adoption(stack: Stack, tl: Timeline, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         for extra in stack.apis:
             log = extra.process.log_path.read_text(errors="replace")
-            if "adopted instance api-1" in log:
-                line = log[log.index("adopted instance api-1") :].splitlines()[0]
-                tl.note(f"{extra.instance_id} {line}")
+            for line in log.splitlines():
+                if "adopted instance api-1" not in line:
+                    continue
+                with contextlib.suppress(ValueError, AttributeError):  # a JSON line: its message
+                    line = json.loads(line).get("msg", line)
+                tl.note(f"{extra.instance_id} {line[line.index('adopted instance api-1') :]}")
                 return
         time.sleep(0.1)
     tl.note("no instance adopted api-1")
