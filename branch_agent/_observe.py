@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pmlog import log_event
-from protocol import parse_traceparent, traceparent_of
+from pmlog import LATENCY_BUCKETS, log_event
+from protocol import FINAL_STAGES, parse_traceparent, traceparent_of
 
 from ._jobs import CancelRequest, Intake, JobRequest, Refusal
 from ._ledger import OutboxEntry
@@ -31,23 +31,6 @@ log = logging.getLogger("branch_agent.jobs")
 
 #: Jobs whose trace is remembered at most (the oldest is forgotten first).
 MAX_TRACKED: Final = 10_000
-_FINAL_STAGES: Final = frozenset({"done", "failed"})
-_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 
 
 class _Error(msgspec.Struct):
@@ -75,7 +58,7 @@ class AgentMetrics:
             "Time a job spent in each stage on the agent: accepted (waiting for its printer, "
             "until printing), printing (until done or failed)",
             ["stage"],
-            buckets=_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.replies = Counter(
@@ -152,7 +135,7 @@ class AgentObserver:
         code = head.error.code if head.error is not None else ""
         if job_id is not None:
             self._measure(job_id, head, code)
-            if head.stage in _FINAL_STAGES:
+            if head.stage in FINAL_STAGES:
                 self._traces.pop(job_id, None)
         if log.isEnabledFor(logging.INFO):
             fields: dict[str, Any] = {

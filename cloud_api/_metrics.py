@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, genera
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pmlog import LATENCY_BUCKETS
+
 from ._loopmetrics import LoopCounter, LoopHistogram
 from ._mqtt import MqttLink
 from ._registry import Registry
@@ -34,23 +36,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # ``*_created`` series double the output and nothing here reads them
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-#: Seconds: a loopback round trip is ~1 ms, a print a few ms, a slow agent seconds.
-LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 UNFINISHED_STATES = tuple(s for s in JobState if s not in FINAL_STATES)

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = ["BEHAVIOURS", "DLE_EOT", "Behaviour", "Connection", "Paper", "PrinterState", "reset"]
 
@@ -25,16 +25,7 @@ Behaviour = Literal[
     "vanish_mid_job",
     "pause",
 ]
-BEHAVIOURS: tuple[Behaviour, ...] = (
-    "normal",
-    "stall",
-    "stall_on_data",
-    "drop",
-    "drop_on_data",
-    "jam_after_data",
-    "vanish_mid_job",
-    "pause",
-)
+BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 Paper = Literal["ok", "near_end", "out"]
 
 

@@ -74,7 +74,7 @@ class _EventFormatter(logging.Formatter, abc.ABC):
 
     @abc.abstractmethod
     def line(self, created: float, level: str, name: str, msg: str, fields: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """One formatted line."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _with_trace(_extras(record))
